@@ -1,0 +1,103 @@
+"""The ``pyslirp`` command: ``serve``, ``validate`` and ``--version``.
+
+Exit status: 0 on success, 2 for a configuration or usage error (never a traceback), 1 when the
+server stops on a runtime fault.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from pyslirp import __version__
+from pyslirp.config import ConfigError, PyslirpConfig, find_config_file, load_config
+
+EXIT_CONFIG = 2
+
+
+def _version_text() -> str:
+    import pyslirp._core as core
+
+    return f"pyslirp {__version__} (core: {core.IMPLEMENTATION})"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyslirp",
+        description="Userspace SLiRP: serve PPP on a serial line and proxy the client to local services.",
+    )
+    parser.add_argument("--version", action="version", version=_version_text())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the PPP server")
+    serve.add_argument("--config", type=Path, help="YAML file (default: ./config.yaml, /etc/pyslirp/config.yaml)")
+    serve.add_argument(
+        "port",
+        nargs="?",
+        metavar="PORT",
+        help="the line: a device (/dev/ttyUSB0, COM3), a pyserial URL (socket://host:port), "
+        "tcp-listen://host:port, or pty (the default)",
+    )
+    serve.add_argument("--debug", action="store_true", help="log at DEBUG level")
+
+    validate = commands.add_parser("validate", help="check a configuration and print it")
+    validate.add_argument("--config", type=Path, help="YAML file (default: ./config.yaml, /etc/pyslirp/config.yaml)")
+    return parser
+
+
+def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "port", None):
+        overrides["serial"] = {"port": args.port}
+    if getattr(args, "debug", False):
+        overrides["logging"] = {"level": "DEBUG"}
+    return overrides
+
+
+def _setup_logging(config: PyslirpConfig) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if config.logging.file is not None:
+        handlers.append(logging.FileHandler(config.logging.file))
+    logging.basicConfig(
+        level=config.logging.level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+def _load(args: argparse.Namespace) -> PyslirpConfig:
+    config = load_config(args.config, _cli_overrides(args))
+    # Reading the secrets file is part of validating the configuration.
+    config.ppp.auth.credentials()
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print(f"pyslirp: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    if args.command == "validate":
+        source = find_config_file(args.config)
+        print(f"configuration OK ({source if source else 'defaults'})")
+        shown = config.model_dump(mode="json", exclude={"ppp": {"auth": {"users"}}, "socks": {"password"}})
+        import yaml
+
+        print(yaml.safe_dump(shown, sort_keys=False), end="")
+        return 0
+
+    _setup_logging(config)
+    from pyslirp.runtime.server import run_server
+
+    return run_server(config)

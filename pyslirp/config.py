@@ -1,0 +1,362 @@
+"""pyslirp configuration: pydantic models loaded from YAML with ``PYSLIRP_*`` environment overrides.
+
+Precedence, highest first: command-line arguments, environment, the YAML file, defaults.
+Environment names are ``PYSLIRP_<SECTION>__<FIELD>`` (nested with ``__``), and for every scalar
+field of a section also the flat ``PYSLIRP_<SECTION>_<FIELD>`` (``PYSLIRP_SERIAL_PORT``,
+``PYSLIRP_SOCKS_HOST``; ``LOG`` stands for ``logging``: ``PYSLIRP_LOG_LEVEL``).
+
+With no ``--config``, ``./config.yaml`` and then ``/etc/pyslirp/config.yaml`` are read if present.
+Every error is a :class:`ConfigError` whose message names the field path and the bad value.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/pyslirp/config.yaml"))
+ENV_PREFIX = "PYSLIRP_"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``str()`` is a message fit for a user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+
+class SerialConfig(_Section):
+    """The line PPP runs over."""
+
+    port: str = Field(
+        "pty",
+        description="device path (/dev/ttyUSB0, COM3), pyserial URL (socket://host:port, rfc2217://...), "
+        "tcp-listen://host:port, or 'pty'",
+    )
+    baudrate: int = Field(115200, gt=0)
+    rtscts: bool = False
+    xonxoff: bool = False
+    line_rate: int | None = Field(
+        None, gt=0, description="bytes per second to pace the line at; serial ports default to baudrate/10"
+    )
+
+    @field_validator("port")
+    @classmethod
+    def _port_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a device, a URL, tcp-listen://host:port or 'pty'")
+        return value.strip()
+
+
+class KeepaliveConfig(_Section):
+    """LCP Echo-Request keepalive (RFC 1661 §5.8); interval 0 turns it off."""
+
+    interval: float = Field(10.0, ge=0)
+    failures: int = Field(3, ge=1)
+
+
+class AuthConfig(_Section):
+    """Server-side authentication of the client (RFC 1334 PAP, RFC 1994 CHAP-MD5)."""
+
+    method: Literal["none", "pap", "chap"] = "none"
+    users: dict[str, str] = Field(default_factory=dict, description="user name -> password/secret")
+    secrets_file: Path | None = Field(None, description="file of 'user secret' lines, like pppd's pap-secrets")
+    chap_rechallenge_interval: float | None = Field(None, gt=0)
+    timeout: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _credentials_present(self) -> "AuthConfig":
+        if self.method != "none" and not self.users and self.secrets_file is None:
+            raise ValueError(f"method '{self.method}' needs users or a secrets_file")
+        return self
+
+    def credentials(self) -> dict[str, str]:
+        """The users from the config merged with the secrets file (the file wins)."""
+        creds = dict(self.users)
+        if self.secrets_file is not None:
+            try:
+                text = self.secrets_file.read_text()
+            except OSError as exc:
+                raise ConfigError(f"ppp.auth.secrets_file: cannot read {self.secrets_file}: {exc.strerror}") from None
+            for number, line in enumerate(text.splitlines(), 1):
+                line = line.split("#", 1)[0].strip()
+                if not line:
+                    continue
+                fields = line.split()
+                if len(fields) < 2:
+                    raise ConfigError(f"ppp.auth.secrets_file: {self.secrets_file}:{number}: expected 'user secret'")
+                creds[fields[0]] = fields[1]
+        return creds
+
+
+class PPPConfig(_Section):
+    """PPP link: addresses, LCP options, keepalive and authentication."""
+
+    local_ip: IPv4Address = IPv4Address("10.0.0.1")
+    peer_ip: IPv4Address = IPv4Address("10.0.0.2")
+    dns: list[IPv4Address] | None = Field(
+        None, description="DNS servers offered to the client (RFC 1877); default: our own address"
+    )
+    mru: int = Field(1500, ge=128, le=16384)
+    accm: int = Field(0, ge=0, le=0xFFFFFFFF, description="async control character map we ask the client for")
+    vj: bool = True
+    vj_slots: int = Field(16, ge=1, le=256)
+    restart_timer: float = Field(3.0, gt=0)
+    max_configure: int = Field(10, ge=1)
+    max_terminate: int = Field(2, ge=1)
+    max_failure: int = Field(5, ge=1)
+    keepalive: KeepaliveConfig = Field(default_factory=KeepaliveConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+
+    @field_validator("accm", mode="before")
+    @classmethod
+    def _accm_hex(cls, value: Any) -> Any:
+        return int(value, 0) if isinstance(value, str) and value.strip().lower().startswith("0x") else value
+
+    @model_validator(mode="after")
+    def _distinct_addresses(self) -> "PPPConfig":
+        if self.local_ip == self.peer_ip:
+            raise ValueError(f"local_ip and peer_ip must differ (both {self.local_ip})")
+        return self
+
+    @property
+    def dns_servers(self) -> list[IPv4Address]:
+        return list(self.dns) if self.dns is not None else [self.local_ip]
+
+
+class ServiceConfig(_Section):
+    """A local service the client reaches at local_ip:<key>."""
+
+    host: str = "127.0.0.1"
+    port: Port
+    name: str = ""
+    protocol: Literal["tcp", "udp"] = "tcp"
+    enabled: bool = True
+    max_connections: int = Field(64, ge=1)
+    idle_timeout: float = Field(7200.0, gt=0, description="seconds without data before the connection is closed")
+    connect_timeout: float = Field(10.0, gt=0)
+
+
+
+class ForwardConfig(_Section):
+    """A reverse forward (SLiRP's redir): a host listening port that connects into the client."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: Port
+    peer_port: Port
+
+
+
+class TCPConfig(_Section):
+    """Userspace TCP tuning; every buffer is a bound."""
+
+    receive_buffer: int = Field(256 * 1024, ge=4096)
+    send_buffer: int = Field(256 * 1024, ge=4096)
+    time_wait: float = Field(2.0, ge=0)
+    max_connections: int = Field(16384, ge=1)
+    min_rto: float = Field(0.2, gt=0)
+
+
+class DNSConfig(_Section):
+    """DNS forwarding from local_ip:53 to an upstream resolver."""
+
+    enabled: bool = True
+    upstream: str | None = Field(None, description="host[:port]; default: the first nameserver in /etc/resolv.conf")
+    timeout: float = Field(5.0, gt=0)
+
+
+class SocksConfig(_Section):
+    """Outbound connections through a SOCKS5 proxy (RFC 1928)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Port = 1080
+    username: str | None = None
+    password: str | None = None
+
+
+
+class RateLimitConfig(_Section):
+    enabled: bool = False
+    connections_per_second: float = Field(10.0, gt=0)
+    burst: int = Field(20, ge=1)
+
+
+class BruteForceConfig(_Section):
+    enabled: bool = False
+    max_failures: int = Field(5, ge=1)
+    window: float = Field(60.0, gt=0)
+    block_time: float = Field(300.0, gt=0)
+
+
+class SecurityConfig(_Section):
+    allowed_ports: list[Port] | None = Field(None, description="ports the client may open; default: the services")
+    blocked_ports: list[Port] = Field(default_factory=list)
+    rate_limiting: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    brute_force: BruteForceConfig = Field(default_factory=BruteForceConfig)
+    audit_log: Path | None = None
+
+
+
+class PacketCaptureConfig(_Section):
+    enabled: bool = False
+    pcap_file: Path = Path("pyslirp.pcap")
+
+
+class MonitoringConfig(_Section):
+    enable_metrics: bool = False
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Port = 9090
+    health_port: Port = 9091
+    packet_capture: PacketCaptureConfig = Field(default_factory=PacketCaptureConfig)
+
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    file: Path | None = None
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+_yaml_data: ContextVar[dict[str, Any]] = ContextVar("pyslirp_yaml_data", default={})
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """The already-parsed YAML file (parsed by :func:`load_config` so errors name the file)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return _yaml_data.get()
+
+
+class _FlatEnvSource(PydanticBaseSettingsSource):
+    """``PYSLIRP_<SECTION>_<FIELD>`` for scalar fields of each section (the brief's flat names)."""
+
+    SECTION_ALIASES = {"logging": ("LOG", "LOGGING")}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, dict[str, Any]] = {}
+        for section, info in self.settings_cls.model_fields.items():
+            model = info.annotation
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                continue
+            for prefix in self.SECTION_ALIASES.get(section, (section.upper(),)):
+                for name, sub in model.model_fields.items():
+                    if isinstance(sub.annotation, type) and issubclass(sub.annotation, BaseModel):
+                        continue
+                    value = os.environ.get(f"{ENV_PREFIX}{prefix}_{name.upper()}")
+                    if value is not None:
+                        found.setdefault(section, {})[name] = value
+        return found
+
+
+class PyslirpConfig(BaseSettings):
+    """The whole configuration; see config.yaml for a commented example."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    serial: SerialConfig = Field(default_factory=SerialConfig)
+    ppp: PPPConfig = Field(default_factory=PPPConfig)
+    services: dict[Port, ServiceConfig] = Field(default_factory=dict)
+    forwards: list[ForwardConfig] = Field(default_factory=list)
+    tcp: TCPConfig = Field(default_factory=TCPConfig)
+    dns: DNSConfig = Field(default_factory=DNSConfig)
+    socks: SocksConfig = Field(default_factory=SocksConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FlatEnvSource(settings_cls), _YamlSource(settings_cls))
+
+
+def find_config_file(explicit: Path | None) -> Path | None:
+    """The file to read: the one named, else the first default path that exists."""
+    if explicit is not None:
+        return explicit
+    return next((path for path in DEFAULT_CONFIG_PATHS if path.is_file()), None)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{path}: cannot read: {reason}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        value = item.get("input")
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        lines.append(f"  {path}: {message} (got {shown})")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> PyslirpConfig:
+    """Load the configuration; ``overrides`` are command-line values, e.g. ``{"serial": {"port": ...}}``."""
+    config_file = find_config_file(path)
+    data = _read_yaml(config_file) if config_file is not None else {}
+    source = f"file {config_file} + environment" if config_file else "defaults + environment"
+    token = _yaml_data.set(data)
+    try:
+        return PyslirpConfig(**dict(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    finally:
+        _yaml_data.reset(token)

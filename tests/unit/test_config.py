@@ -1,0 +1,153 @@
+"""Configuration: precedence, environment names, the example file, and error messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from pyslirp.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("PYSLIRP_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no ./config.yaml unless a test writes one
+
+
+def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults() -> None:
+    config = load_config(None)
+    assert config.serial.port == "pty"
+    assert config.ppp.local_ip == IPv4Address("10.0.0.1")
+    assert config.ppp.peer_ip == IPv4Address("10.0.0.2")
+    assert config.ppp.dns_servers == [IPv4Address("10.0.0.1")]
+    assert config.services == {}
+
+
+def test_example_config_validates() -> None:
+    config = load_config(REPO / "config.yaml")
+    assert config.services[22].name == "SSH"
+    assert config.services[80].port == 8080
+    assert config.forwards[0].peer_port == 22
+
+
+def test_precedence_cli_env_yaml_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "serial:\n  port: /dev/ttyS1\n  baudrate: 9600\nppp:\n  mru: 1000\n")
+    config = load_config(path)
+    assert (config.serial.port, config.serial.baudrate, config.ppp.mru) == ("/dev/ttyS1", 9600, 1000)
+
+    monkeypatch.setenv("PYSLIRP_SERIAL__BAUDRATE", "57600")
+    monkeypatch.setenv("PYSLIRP_PPP__MRU", "1200")
+    config = load_config(path)
+    assert (config.serial.port, config.serial.baudrate, config.ppp.mru) == ("/dev/ttyS1", 57600, 1200)
+
+    config = load_config(path, {"serial": {"port": "tcp-listen://127.0.0.1:5555"}})
+    assert config.serial.port == "tcp-listen://127.0.0.1:5555"
+    assert config.serial.baudrate == 57600  # the rest of the section still merges
+
+
+def test_flat_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYSLIRP_SERIAL_PORT", "/dev/ttyUSB1")
+    monkeypatch.setenv("PYSLIRP_LOG_LEVEL", "debug")
+    monkeypatch.setenv("PYSLIRP_SOCKS_HOST", "192.0.2.7")
+    config = load_config(None)
+    assert config.serial.port == "/dev/ttyUSB1"
+    assert config.logging.level == "DEBUG"
+    assert config.socks.host == "192.0.2.7"
+
+
+def test_default_file_is_read_from_cwd(tmp_path: Path) -> None:
+    write(tmp_path, "ppp:\n  peer_ip: 10.0.0.9\n", "config.yaml")
+    assert load_config(None).ppp.peer_ip == IPv4Address("10.0.0.9")
+
+
+def test_accm_accepts_hex(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYSLIRP_PPP__ACCM", "0x000a0000")
+    assert load_config(None).ppp.accm == 0xA0000
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("serial:\n  baudrate: fast\n", ["serial.baudrate", "'fast'"]),
+        ("serial:\n  speed: 9600\n", ["serial.speed", "unknown key"]),
+        ("bogus: 1\n", ["bogus", "unknown key"]),
+        ("services:\n  22:\n    port: 70000\n", ["services.22.port", "70000"]),
+        ("services:\n  0:\n    port: 22\n", ["services.0", "0"]),
+        ("ppp:\n  local_ip: 10.0.0.300\n", ["ppp.local_ip", "10.0.0.300"]),
+        ("ppp:\n  peer_ip: 10.0.0.1\n", ["ppp", "must differ"]),
+        ("ppp:\n  auth:\n    method: pap\n", ["ppp.auth", "needs users"]),
+        ("serial: [1, 2\n", ["malformed YAML", "line"]),
+        ("- just\n- a list\n", ["top level must be a mapping"]),
+    ],
+)
+def test_bad_config_names_the_problem(tmp_path: Path, text: str, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    message = str(info.value)
+    for fragment in expected:
+        assert fragment in message
+    assert len(message.splitlines()) < 25  # one screen
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path)  # a directory
+
+
+def test_secrets_file(tmp_path: Path) -> None:
+    secrets = write(tmp_path, "# user secret\nalice s3cret\nbob  hunter2 extra\n", "secrets")
+    config = load_config(write(tmp_path, f"ppp:\n  auth:\n    method: chap\n    secrets_file: {secrets}\n"))
+    assert config.ppp.auth.credentials() == {"alice": "s3cret", "bob": "hunter2"}
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pyslirp", *args], capture_output=True, text=True, cwd=cwd, timeout=60
+    )
+
+
+def test_cli_validate_ok_and_errors(tmp_path: Path) -> None:
+    ok = run_cli("validate", "--config", str(REPO / "config.yaml"), cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "configuration OK" in ok.stdout
+
+    bad = run_cli("validate", "--config", str(write(tmp_path, "serial:\n  baudrate: -5\n")), cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "serial.baudrate" in bad.stderr and "-5" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    unreadable = run_cli("serve", "--config", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert unreadable.returncode == 2
+    assert "no such file" in unreadable.stderr and "Traceback" not in unreadable.stderr
+
+
+def test_cli_version_names_the_core(tmp_path: Path) -> None:
+    result = run_cli("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("pyslirp ")
+    assert "core:" in result.stdout
+
+
+def test_cli_secrets_never_printed(tmp_path: Path) -> None:
+    path = write(tmp_path, "ppp:\n  auth:\n    method: pap\n    users:\n      alice: topsecret\n")
+    result = run_cli("validate", "--config", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "topsecret" not in result.stdout + result.stderr
