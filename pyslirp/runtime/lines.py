@@ -1,0 +1,372 @@
+"""Lines: the byte streams PPP runs over — a serial port, a TCP socket, or a pseudo-terminal.
+
+A :class:`Line` hands out :class:`LineSession` objects, one per continuous connection of the byte
+stream: each accepted TCP client, each time a client opens the pty, one for a serial port. The
+gateway runs a fresh PPP link on each session, so a client that hangs up and dials again gets a new
+link without restarting pyslirp.
+
+Reads and writes never block the event loop: every descriptor is non-blocking and driven by the
+loop's reader/writer callbacks. What we hand to the OS is kept small (TCP_NODELAY and a small send
+buffer on sockets) and :meth:`LineSession.os_queued` reads what it still holds (TIOCOUTQ/SIOCOUTQ),
+so frames wait in our own queues, where interactive traffic can overtake bulk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import logging
+import os
+import socket
+import struct
+import termios
+import tty
+from abc import ABC, abstractmethod
+from typing import AsyncIterator
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+SOCKET_SEND_BUFFER = 8192
+PTY_POLL_INTERVAL = 0.2
+
+
+class LineError(Exception):
+    """A line that cannot be opened; ``str()`` is a message fit for a user."""
+
+
+class LineSession(ABC):
+    """One continuous connection of a line's byte stream."""
+
+    name: str
+    #: bytes per second the line carries, when it has a rate of its own (a serial port's baud rate)
+    native_rate: int | None = None
+
+    @abstractmethod
+    async def read(self) -> bytes:
+        """The next bytes that arrived; ``b""`` when the other end hung up."""
+
+    @abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Hand ``data`` to the OS, waiting (without blocking the loop) while it is full."""
+
+    def os_queued(self) -> int:
+        """Bytes the OS still holds unsent below us (0 where it cannot tell)."""
+        return 0
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the session; reads return ``b""`` afterwards."""
+
+
+class FdSession(LineSession):
+    """A session on a non-blocking file descriptor (socket, pty master, serial port)."""
+
+    def __init__(self, fd: int, name: str, *, owns_fd: bool = True, native_rate: int | None = None) -> None:
+        self.fd = fd
+        self.name = name
+        self.native_rate = native_rate
+        self._owns_fd = owns_fd
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+        os.set_blocking(fd, False)
+
+    async def read(self) -> bytes:
+        while not self._closed:
+            try:
+                return os.read(self.fd, READ_SIZE)
+            except BlockingIOError:
+                await self._wait(self._loop.add_reader, self._loop.remove_reader)
+            except OSError as exc:
+                # EIO: the pty's client closed it; anything else: the device or peer failed.
+                if exc.errno != errno.EIO:
+                    log.warning("%s: read failed: %s", self.name, exc.strerror or exc)
+                return b""
+        return b""
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and not self._closed:
+            try:
+                sent = os.write(self.fd, view)
+            except BlockingIOError:
+                await self._wait(self._loop.add_writer, self._loop.remove_writer)
+                continue
+            except OSError as exc:
+                log.info("%s: write failed: %s", self.name, exc.strerror or exc)
+                self.close()
+                return
+            view = view[sent:]
+
+    async def _wait(self, add, remove) -> None:
+        ready = self._loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        add(self.fd, wake)
+        try:
+            await ready
+        finally:
+            if not self._closed:
+                remove(self.fd)
+
+    def os_queued(self) -> int:
+        try:
+            raw = fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return struct.unpack("i", raw)[0]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self.fd)
+        self._loop.remove_writer(self.fd)
+        if self._owns_fd:
+            os.close(self.fd)
+
+
+class SocketSession(FdSession):
+    """A TCP connection; keeps the socket object alive and tunes it for a line."""
+
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
+        sock.setblocking(False)
+        self._sock = sock
+        super().__init__(sock.fileno(), name, owns_fd=False)
+
+    def close(self) -> None:
+        if not self._closed:
+            super().close()
+            self._sock.close()
+
+
+class Line(ABC):
+    """A source of sessions; ``describe()`` says how a client attaches."""
+
+    @abstractmethod
+    def sessions(self) -> AsyncIterator[LineSession]:
+        """Each continuous connection, one at a time."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """A line for the log: where the line is and how to attach a client."""
+
+    def close(self) -> None:
+        """Stop accepting sessions."""
+
+
+class TcpListenLine(Line):
+    """``tcp-listen://host:port``: accept one client at a time (QEMU's socket chardev, ser2net)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._server: socket.socket | None = None
+
+    def open(self) -> None:
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            family, kind, proto, _, address = infos[0]
+            server = socket.socket(family, kind, proto)
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(address)
+            server.listen(1)
+        except OSError as exc:
+            raise LineError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
+        server.setblocking(False)
+        self._server = server
+        self.port = server.getsockname()[1]
+
+    async def sessions(self) -> AsyncIterator[LineSession]:
+        if self._server is None:
+            self.open()
+        assert self._server is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            sock, peer = await loop.sock_accept(self._server)
+            yield SocketSession(sock, f"tcp {peer[0]}:{peer[1]}")
+
+    def describe(self) -> str:
+        return f"listening for the line on tcp {self.host}:{self.port} (e.g. qemu -serial tcp:{self.host}:{self.port})"
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+
+class TcpConnectLine(Line):
+    """``socket://host:port``: connect out, and reconnect after a hang-up."""
+
+    RETRY_DELAY = 1.0
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+    async def sessions(self) -> AsyncIterator[LineSession]:
+        loop = asyncio.get_running_loop()
+        while True:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, (self.host, self.port))
+            except OSError as exc:
+                sock.close()
+                log.warning("line %s:%d: connect failed (%s); retrying", self.host, self.port, exc.strerror or exc)
+                await asyncio.sleep(self.RETRY_DELAY)
+                continue
+            yield SocketSession(sock, f"tcp {self.host}:{self.port}")
+
+    def describe(self) -> str:
+        return f"connecting the line to tcp {self.host}:{self.port}"
+
+
+class PtyLine(Line):
+    """A pseudo-terminal: the client runs ``pppd`` on its slave side.
+
+    While no client has the slave open, reading the master fails with EIO; we poll until a client
+    opens it, and treat EIO after that as a hang-up. The pty itself stays, so the client can dial
+    the same path again.
+    """
+
+    def __init__(self, baudrate: int = 115200) -> None:
+        self.baudrate = baudrate
+        self.master, slave = os.openpty()
+        tty.setraw(slave)
+        self.slave_path = os.ttyname(slave)
+        os.close(slave)
+        os.set_blocking(self.master, False)
+
+    async def _client_present(self) -> None:
+        while True:
+            try:
+                os.read(self.master, 0)
+                return
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno != errno.EIO:
+                    raise
+            await asyncio.sleep(PTY_POLL_INTERVAL)
+
+    async def sessions(self) -> AsyncIterator[LineSession]:
+        while True:
+            await self._client_present()
+            yield FdSession(self.master, f"pty {self.slave_path}", owns_fd=False)
+            # A session ends on EIO, i.e. when the client closed the slave; wait out its close.
+            await asyncio.sleep(PTY_POLL_INTERVAL)
+
+    def describe(self) -> str:
+        return (
+            f"serving PPP on pseudo-terminal {self.slave_path}; attach a client with:\n"
+            f"    pppd {self.slave_path} {self.baudrate} local noauth nodetach nocrtscts noipdefault defaultroute"
+        )
+
+    def close(self) -> None:
+        os.close(self.master)
+
+
+class SerialLine(Line):
+    """A serial device through pyserial (any baud rate, optional RTS/CTS), or a pyserial URL."""
+
+    def __init__(self, port: str, baudrate: int, rtscts: bool = False, xonxoff: bool = False) -> None:
+        self.port, self.baudrate, self.rtscts, self.xonxoff = port, baudrate, rtscts, xonxoff
+
+    def _open(self):
+        import serial
+
+        try:
+            return serial.serial_for_url(
+                self.port, baudrate=self.baudrate, rtscts=self.rtscts, xonxoff=self.xonxoff, timeout=0
+            )
+        except (serial.SerialException, ValueError) as exc:
+            raise LineError(f"cannot open serial port {self.port}: {exc}") from None
+
+    RETRY_DELAY = 2.0
+
+    async def sessions(self) -> AsyncIterator[LineSession]:
+        # 10 bits per byte on the wire: start, 8 data, stop.
+        rate = self.baudrate // 10
+        first = True
+        while True:
+            try:
+                port = self._open()
+            except LineError:
+                if first:
+                    raise
+                log.warning("serial port %s unavailable; retrying in %.0f s", self.port, self.RETRY_DELAY)
+                await asyncio.sleep(self.RETRY_DELAY)
+                continue
+            first = False
+            try:
+                fd = port.fileno()
+            except Exception:  # pyserial URL handlers without a descriptor (rfc2217://, loop://)
+                fd = None
+            try:
+                if fd is not None:
+                    yield FdSession(fd, f"serial {self.port}", owns_fd=False, native_rate=rate)
+                else:
+                    yield ThreadedSerialSession(port, f"serial {self.port}", native_rate=rate)
+            finally:
+                port.close()
+
+    def describe(self) -> str:
+        flow = " rtscts" if self.rtscts else ""
+        return f"serving PPP on serial port {self.port} at {self.baudrate} baud{flow}"
+
+
+class ThreadedSerialSession(LineSession):
+    """A pyserial port with no file descriptor, driven from worker threads."""
+
+    def __init__(self, port, name: str, native_rate: int | None = None) -> None:
+        self._port = port
+        self.name = name
+        self.native_rate = native_rate
+        self._closed = False
+        port.timeout = 0.2
+
+    async def read(self) -> bytes:
+        while not self._closed:
+            try:
+                data = await asyncio.to_thread(self._port.read, READ_SIZE)
+            except Exception as exc:  # pyserial raises SerialException and OSError subclasses
+                log.warning("%s: read failed: %s", self.name, exc)
+                return b""
+            if data:
+                return data
+        return b""
+
+    async def write(self, data: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            await asyncio.to_thread(self._port.write, data)
+        except Exception as exc:
+            log.warning("%s: write failed: %s", self.name, exc)
+            self.close()
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def open_line(port: str, baudrate: int = 115200, rtscts: bool = False, xonxoff: bool = False) -> Line:
+    """The line the ``serial.port`` setting names."""
+    if port == "pty":
+        return PtyLine(baudrate)
+    if "://" in port:
+        url = urlsplit(port)
+        if url.scheme in ("tcp-listen", "socket"):
+            if url.hostname is None or url.port is None:
+                raise LineError(f"{port}: expected {url.scheme}://HOST:PORT")
+            if url.scheme == "tcp-listen":
+                line = TcpListenLine(url.hostname, url.port)
+                line.open()
+                return line
+            return TcpConnectLine(url.hostname, url.port)
+    return SerialLine(port, baudrate, rtscts, xonxoff)

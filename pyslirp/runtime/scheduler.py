@@ -1,0 +1,130 @@
+"""The line scheduler: our own queues in front of the line, so interactive traffic overtakes bulk.
+
+Encoded frames wait here in three queues — link control, interactive, bulk — and are written in
+that order of priority, as the original SLiRP's fast queue and batch queue did. Below us the OS holds
+only a few frames (:meth:`LineSession.os_queued` is kept under a small bound), so a keystroke never
+waits behind more than a few bulk frames. Lines with a rate (``serial.line_rate``, or a serial
+port's baud rate) are paced with a token bucket so that nothing piles up in buffers we can't see.
+
+The bulk queue is bounded in bytes: the stack asks :meth:`bulk_room` before it sends more, and a
+frame offered past the bound is dropped and counted (TCP repairs it), never held without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import deque
+
+from pyslirp.runtime.lines import LineSession
+
+log = logging.getLogger(__name__)
+
+#: how much we let the OS hold below us when the line has no known rate
+DEFAULT_OS_QUEUE = 4096
+#: how long a frame may wait in the OS queue on a rated line, in seconds of line time
+OS_QUEUE_TIME = 0.02
+#: on a line with no rate, frames are gathered into one write up to this many bytes
+WRITE_BATCH = 16384
+
+
+class Priority(enum.IntEnum):
+    CONTROL = 0
+    INTERACTIVE = 1
+    BULK = 2
+
+
+class LineScheduler:
+    """Priority queues of encoded frames, drained onto one line session."""
+
+    def __init__(self, session: LineSession, rate: int | None = None, bulk_limit: int = 64 * 1024) -> None:
+        self.session = session
+        self.rate = rate
+        self.bulk_limit = bulk_limit
+        self.os_queue_limit = max(256, int(rate * OS_QUEUE_TIME)) if rate else DEFAULT_OS_QUEUE
+        # A rated line takes one frame at a time, so a bulk batch never delays an urgent frame.
+        self.batch_limit = 1 if rate else WRITE_BATCH
+        self._queues: tuple[deque[bytes], ...] = tuple(deque() for _ in Priority)
+        self._queued_bytes = [0] * len(Priority)
+        self._wake = asyncio.Event()
+        self._tokens = 0.0
+        self._token_time = 0.0
+        self.counters = {"frames_sent": 0, "bytes_sent": 0, "bulk_dropped": 0, "frames_dropped_closed": 0}
+        self._closed = False
+
+    def send(self, frame: bytes, priority: Priority = Priority.BULK) -> bool:
+        """Queue an encoded frame; False (counted) when the bulk queue is full or the line closed."""
+        if self._closed:
+            self.counters["frames_dropped_closed"] += 1
+            return False
+        if priority is Priority.BULK and self._queued_bytes[Priority.BULK] + len(frame) > self.bulk_limit:
+            self.counters["bulk_dropped"] += 1
+            return False
+        self._queues[priority].append(frame)
+        self._queued_bytes[priority] += len(frame)
+        self._wake.set()
+        return True
+
+    def bulk_room(self) -> int:
+        """Bytes the bulk queue can still take."""
+        return max(0, self.bulk_limit - self._queued_bytes[Priority.BULK])
+
+    def queued(self, priority: Priority) -> int:
+        return self._queued_bytes[priority]
+
+    def close(self) -> None:
+        self._closed = True
+        for queue in self._queues:
+            queue.clear()
+        self._queued_bytes = [0] * len(Priority)
+        self._wake.set()
+
+    def _take_batch(self) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        for priority, queue in enumerate(self._queues):
+            while queue and (not parts or size + len(queue[0]) <= self.batch_limit):
+                frame = queue.popleft()
+                self._queued_bytes[priority] -= len(frame)
+                parts.append(frame)
+                size += len(frame)
+            if size >= self.batch_limit:
+                break
+        self.counters["frames_sent"] += len(parts)
+        return b"".join(parts)
+
+    async def _pace(self, size: int) -> None:
+        """Token bucket at ``rate`` bytes/s; the burst is the OS queue bound."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        assert self.rate is not None
+        self._tokens = min(float(max(size, self.os_queue_limit)), self._tokens + (now - self._token_time) * self.rate)
+        self._token_time = now
+        self._tokens -= size
+        if self._tokens < 0:
+            await asyncio.sleep(-self._tokens / self.rate)
+
+    async def _os_room(self) -> None:
+        while not self._closed:
+            queued = self.session.os_queued()
+            if queued <= self.os_queue_limit:
+                return
+            excess = queued - self.os_queue_limit
+            await asyncio.sleep(excess / self.rate if self.rate else 0.001)
+
+    async def run(self) -> None:
+        """Drain the queues onto the line until :meth:`close`."""
+        while not self._closed:
+            if not any(self._queues):
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._os_room()
+            batch = self._take_batch()
+            if not batch:
+                continue
+            if self.rate:
+                await self._pace(len(batch))
+            await self.session.write(batch)
+            self.counters["bytes_sent"] += len(batch)

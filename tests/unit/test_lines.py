@@ -1,0 +1,132 @@
+"""Lines: TCP listen/connect, the pseudo-terminal with redial, and the line scheduler's priorities."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from pyslirp.runtime.lines import LineError, PtyLine, TcpConnectLine, TcpListenLine, open_line
+from pyslirp.runtime.scheduler import LineScheduler, Priority
+
+
+async def test_tcp_listen_serves_one_client_after_another() -> None:
+    line = open_line("tcp-listen://127.0.0.1:0")
+    assert isinstance(line, TcpListenLine)
+    sessions = line.sessions()
+    for round_ in range(2):
+        reader, writer = await asyncio.open_connection("127.0.0.1", line.port)
+        session = await asyncio.wait_for(sessions.__anext__(), 5)
+        writer.write(b"hello %d" % round_)
+        await writer.drain()
+        assert await asyncio.wait_for(session.read(), 5) == b"hello %d" % round_
+        await session.write(b"back")
+        assert await asyncio.wait_for(reader.readexactly(4), 5) == b"back"
+        writer.close()
+        assert await asyncio.wait_for(session.read(), 5) == b""  # hang-up
+        session.close()
+    line.close()
+
+
+async def test_tcp_connect_line_retries_until_the_server_is_there() -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    line = TcpConnectLine("127.0.0.1", port)
+    line.RETRY_DELAY = 0.05
+    accepted: asyncio.Queue = asyncio.Queue()
+
+    async def start_later() -> asyncio.AbstractServer:
+        await asyncio.sleep(0.2)
+        return await asyncio.start_server(lambda r, w: accepted.put_nowait((r, w)), "127.0.0.1", port)
+
+    server_task = asyncio.create_task(start_later())
+    session = await asyncio.wait_for(line.sessions().__anext__(), 5)
+    server = await server_task
+    reader, writer = await asyncio.wait_for(accepted.get(), 5)
+    await session.write(b"ping")
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+    session.close()
+    writer.close()
+    server.close()
+
+
+async def test_pty_client_can_hang_up_and_dial_again() -> None:
+    line = PtyLine()
+    assert "pppd " + line.slave_path in line.describe()
+    sessions = line.sessions()
+    for round_ in range(2):
+        client = os.open(line.slave_path, os.O_RDWR | os.O_NOCTTY)
+        session = await asyncio.wait_for(sessions.__anext__(), 5)
+        os.write(client, b"\x7e\x01\x02\x7e")
+        assert await asyncio.wait_for(session.read(), 5) == b"\x7e\x01\x02\x7e"
+        await session.write(b"\x7e\x03\x7e")
+        await asyncio.sleep(0.05)
+        assert os.read(client, 100) == b"\x7e\x03\x7e"
+        os.close(client)
+        assert await asyncio.wait_for(session.read(), 5) == b""
+        session.close()
+    line.close()
+
+
+def test_bad_line_names() -> None:
+    with pytest.raises(LineError, match="HOST:PORT"):
+        open_line("tcp-listen://127.0.0.1")
+    with pytest.raises(LineError, match="cannot listen"):
+        open_line("tcp-listen://192.0.2.1:5555")  # not an address of this machine
+
+
+class RecordingSession:
+    name = "recording"
+    native_rate = None
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.gate = asyncio.Event()
+
+    async def read(self) -> bytes:
+        return b""
+
+    async def write(self, data: bytes) -> None:
+        await self.gate.wait()
+        self.writes.append(data)
+
+    def os_queued(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+async def test_scheduler_sends_control_then_interactive_then_bulk() -> None:
+    session = RecordingSession()
+    scheduler = LineScheduler(session, rate=1_000_000)  # rated: one frame per write
+    task = asyncio.create_task(scheduler.run())
+    scheduler.send(b"B1", Priority.BULK)
+    await asyncio.sleep(0)  # the writer takes B1 and waits on the gate
+    scheduler.send(b"B2", Priority.BULK)
+    scheduler.send(b"I1", Priority.INTERACTIVE)
+    scheduler.send(b"C1", Priority.CONTROL)
+    scheduler.send(b"I2", Priority.INTERACTIVE)
+    session.gate.set()
+    while len(session.writes) < 5:
+        await asyncio.sleep(0.001)
+    assert session.writes == [b"B1", b"C1", b"I1", b"I2", b"B2"]
+    scheduler.close()
+    await task
+
+
+async def test_scheduler_bounds_bulk_and_counts_the_drop() -> None:
+    scheduler = LineScheduler(RecordingSession(), bulk_limit=3000)
+    assert scheduler.send(b"x" * 1500)
+    assert scheduler.send(b"x" * 1500)
+    assert scheduler.bulk_room() == 0
+    assert not scheduler.send(b"x" * 1500)
+    assert scheduler.send(b"y" * 1500, Priority.INTERACTIVE)  # interactive is not held back
+    assert scheduler.counters["bulk_dropped"] == 1
+    scheduler.close()
+    assert not scheduler.send(b"z")
+    assert scheduler.counters["frames_dropped_closed"] == 1
