@@ -1,0 +1,493 @@
+"""Van Jacobson TCP/IP header compression (RFC 1144) for PPP (RFC 1332 §3.2).
+
+Sans-IO: bytes in, bytes out, no clock. One ``VJCompressor`` per link for what we send (sized by
+the peer's Max-Slot-Id and Comp-Slot-Id), one ``VJDecompressor`` for what we receive (sized by
+ours).
+
+Theory of operation
+-------------------
+Both ends keep, per *slot* (RFC 1144 "connection state"), a copy of the last TCP/IP header sent on
+that connection. The compressor sends one of three PPP protocols:
+
+* ``0x0021`` IP: not compressible (not TCP, fragment, runt, SYN/FIN/RST or no ACK — §3.2.3);
+  state is not touched.
+* ``0x002F`` uncompressed TCP: the datagram unchanged except the IP protocol byte, which carries
+  the slot number (§3.2.3). Both ends (re)load the slot from it. The IP header checksum is left as
+  computed for protocol 6; the receiver restores the 6 and checks it.
+* ``0x002D`` compressed TCP (§3.2.2): change mask ``C I P S A W U`` (0x40 … 0x01), the slot
+  number if C, the TCP checksum (always, 2 bytes), then the deltas in the order urgent, window,
+  ack, seq, IP ID, then the TCP data. A delta is one byte 1..255, or 0 followed by 16 bits.
+
+Everything not carried by a compressed packet must equal the slot's saved header: version, IHL,
+TOS, DF/flags, TTL, IP options, TCP data offset, TCP flags other than PSH and URG, and TCP options.
+If any differ the packet goes uncompressed. This is what RFC 1144 Appendix A and Linux slhc do
+(both compress with IP options when they are unchanged); we are slightly stricter than slhc by
+also checking the TCP flag bits it ignores (ECE/CWR), and by not using the special encodings
+right after an URG segment (they would leave URG set at the receiver), so that a round trip is
+always byte-exact. Slots are taken in order 0, 1, 2, … and then reused least recently used
+first, as slhc does. In PPP the first byte of a compressed packet is the change mask; its 0x80
+bit (the SLIP type bit) is never sent and is ignored on receipt.
+
+TCP timestamps (RFC 7323) change on every segment, so a connection that negotiated them is sent
+uncompressed on almost every segment — by slhc as by us. Our own TCP should not offer timestamps
+on a VJ-compressed link.
+
+Error recovery (§4.2): a damaged frame is reported by the link through ``toss()``; compressed
+packets without an explicit slot are then discarded until an uncompressed packet or one with the
+C bit re-establishes where we are. A stale slot decoded after that yields a bad TCP checksum, which
+the receiving TCP drops; its retransmission goes uncompressed ("nothing changed", §3.2.3) and
+repairs the slot.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from struct import Struct
+
+__all__ = [
+    "PROTO_IP",
+    "PROTO_VJ_COMPRESSED",
+    "PROTO_VJ_UNCOMPRESSED",
+    "VJCompressor",
+    "VJDecompressor",
+    "ip_header_checksum",
+]
+
+# PPP protocol numbers (RFC 1332 §3.2)
+PROTO_IP = 0x0021
+PROTO_VJ_COMPRESSED = 0x002D
+PROTO_VJ_UNCOMPRESSED = 0x002F
+
+# Change mask bits (RFC 1144 §3.2.2, Appendix A.1)
+NEW_C = 0x40
+NEW_I = 0x20
+PUSH_BIT = 0x10
+NEW_S = 0x08
+NEW_A = 0x04
+NEW_W = 0x02
+NEW_U = 0x01
+SPECIALS_MASK = NEW_S | NEW_A | NEW_W | NEW_U
+SPECIAL_I = NEW_S | NEW_W | NEW_U  # echoed interactive traffic: seq and ack += last data length
+SPECIAL_D = NEW_S | NEW_A | NEW_W | NEW_U  # unidirectional data: seq += last data length
+
+# TCP flags
+_FIN, _SYN, _RST, _PSH, _ACK, _URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+_FLAGS_FIXED = 0xFF & ~(_PSH | _URG)  # flag bits a compressed packet cannot change
+
+_IPPROTO_TCP = 6
+
+# IPv4 fixed header: ver/ihl, tos, total length, id, flags/fragment, ttl, protocol, checksum,
+# source, destination.
+_IP = Struct("!BBHHHBBHII")
+# TCP fixed header: ports, seq, ack, data offset byte, flags, window, checksum, urgent pointer.
+_TCP = Struct("!HHIIBBHHH")
+# The part of the TCP header after the ports, as rewritten by the decompressor.
+_TCP_TAIL = Struct("!IIBBHHH")
+_H = Struct("!H")
+_LEN_ID = Struct("!HH")
+
+_SLOT_BYTE = [bytes((i,)) for i in range(256)]
+_PROTO_TCP_BYTE = bytes((_IPPROTO_TCP,))
+
+
+def ip_header_checksum(header: bytes | bytearray | memoryview) -> int:
+    """RFC 1071 checksum of an IPv4 header whose checksum field is zero.
+
+    The one's-complement sum of 16-bit words is congruent to the header read as one big integer
+    modulo 0xFFFF (2**16 ≡ 1), and a non-zero header never sums to 0, so no folding loop is needed.
+    """
+    r = int.from_bytes(header, "big") % 0xFFFF
+    return 0xFFFF - (r or 0xFFFF)
+
+
+def _encode(out: bytearray, n: int) -> None:
+    """Append a delta: one byte for 1..255, else 0 then 16 bits big-endian (RFC 1144 §3.2.2)."""
+    if 0 < n < 256:
+        out.append(n)
+    else:
+        out += b"\x00" + _H.pack(n)
+
+
+def _decode(p: bytes, pos: int) -> tuple[int, int]:
+    """Read a delta at ``pos``; raises IndexError if the frame ends inside it."""
+    b = p[pos]
+    if b:
+        return b, pos + 1
+    return (p[pos + 1] << 8) | p[pos + 2], pos + 3
+
+
+class _TxSlot:
+    """Compressor copy of the last header sent on one connection."""
+
+    __slots__ = (
+        "slot", "vihl", "tos", "frag", "ttl", "ipopt", "offb", "flags", "tcpopt",
+        "tot_len", "id", "seq", "ack", "win", "urp", "hlen",
+    )
+
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
+
+
+class VJCompressor:
+    """RFC 1144 compressor for datagrams we send.
+
+    ``max_slot_id``: the peer's Max-Slot-Id (it has ``max_slot_id + 1`` slots).
+    ``compress_slot_id``: the peer's Comp-Slot-Id — whether we may omit the slot number when it
+    is the same as in the previous compressed/uncompressed TCP packet.
+    """
+
+    def __init__(self, max_slot_id: int, compress_slot_id: bool) -> None:
+        if not 0 <= max_slot_id <= 255:
+            raise ValueError(f"max_slot_id must be 0..255, not {max_slot_id}")
+        self.max_slot_id = max_slot_id
+        self.compress_slot_id = bool(compress_slot_id)
+        # Connection key -> slot, least recently used first (RFC 1144 §3.2.3: LRU reuse).
+        self._lru: OrderedDict[tuple[int, int, int], _TxSlot] = OrderedDict()
+        self._last_slot = -1  # slot of the last VJ packet sent, for implicit slot numbers
+        self._c: dict[str, int] = dict.fromkeys(
+            (
+                "compressed", "uncompressed", "passed_ip",
+                "uncompressed_new_slot", "uncompressed_header_changed",
+                "uncompressed_options_changed", "uncompressed_urgent_pointer",
+                "uncompressed_large_delta", "uncompressed_no_change",
+                "uncompressed_special_collision",
+                "passed_ip_not_tcp", "passed_ip_fragment", "passed_ip_tcp_control",
+                "passed_ip_malformed", "slot_reuses", "bytes_in", "bytes_out",
+            ),
+            0,
+        )
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._c)
+
+    def _pass_ip(self, packet: bytes, reason: str) -> tuple[int, bytes]:
+        c = self._c
+        c["passed_ip"] += 1
+        c[reason] += 1
+        n = len(packet)
+        c["bytes_in"] += n
+        c["bytes_out"] += n
+        return PROTO_IP, packet
+
+    def compress(self, packet: bytes) -> tuple[int, bytes]:
+        """Return ``(ppp_protocol, payload)`` for one IPv4 datagram."""
+        n = len(packet)
+        if n < 40:  # shorter than IP + TCP fixed headers: nothing to gain
+            if n >= 20 and packet[9] != _IPPROTO_TCP:
+                return self._pass_ip(packet, "passed_ip_not_tcp")
+            return self._pass_ip(packet, "passed_ip_malformed")
+        vihl, tos, tot_len, ip_id, frag, ttl, proto, _, src, dst = _IP.unpack_from(packet)
+        if proto != _IPPROTO_TCP:
+            return self._pass_ip(packet, "passed_ip_not_tcp")
+        ihl4 = (vihl & 0x0F) << 2
+        if vihl >> 4 != 4 or ihl4 < 20 or tot_len != n or n < ihl4 + 20:
+            return self._pass_ip(packet, "passed_ip_malformed")
+        if frag & 0x3FFF:  # MF or a fragment offset (§3.2.3: only whole datagrams)
+            return self._pass_ip(packet, "passed_ip_fragment")
+        sport, dport, seq, ack, offb, flags, win, _sum, urp = _TCP.unpack_from(packet, ihl4)
+        hlen = ihl4 + ((offb >> 4) << 2)
+        if hlen < ihl4 + 20 or hlen > n:
+            return self._pass_ip(packet, "passed_ip_malformed")
+        # §3.2.3: SYN, FIN, RST or no ACK -> connection setup/teardown, sent as plain IP.
+        if flags & (_SYN | _FIN | _RST) or not flags & _ACK:
+            return self._pass_ip(packet, "passed_ip_tcp_control")
+
+        c = self._c
+        c["bytes_in"] += n
+        key = (src, dst, (sport << 16) | dport)
+        lru = self._lru
+        cs = lru.get(key)
+        if cs is None:
+            # §3.2.3: a new connection takes the least recently used slot and goes uncompressed.
+            if len(lru) <= self.max_slot_id:
+                cs = _TxSlot(len(lru))
+            else:
+                cs = lru.popitem(last=False)[1]
+                c["slot_reuses"] += 1
+            lru[key] = cs
+            result: bytes | str = "uncompressed_new_slot"
+        else:
+            lru.move_to_end(key)
+            if (
+                vihl != cs.vihl or tos != cs.tos or frag != cs.frag or ttl != cs.ttl
+                or offb != cs.offb or (flags ^ cs.flags) & _FLAGS_FIXED
+            ):
+                result = "uncompressed_header_changed"
+            elif (ihl4 > 20 and packet[20:ihl4] != cs.ipopt) or (
+                hlen > ihl4 + 20 and packet[ihl4 + 20:hlen] != cs.tcpopt
+            ):
+                result = "uncompressed_options_changed"
+            else:
+                result = self._compress_tcp(
+                    packet, cs, hlen, tot_len, ip_id, seq, ack, flags, win, urp, ihl4
+                )
+                if type(result) is bytes:
+                    c["compressed"] += 1
+                    c["bytes_out"] += len(result)
+                    return PROTO_VJ_COMPRESSED, result
+
+        # §3.2.3 uncompressed TCP: (re)load the slot; send the datagram with the slot number in
+        # the IP protocol field.
+        cs.vihl, cs.tos, cs.frag, cs.ttl, cs.offb, cs.hlen = vihl, tos, frag, ttl, offb, hlen
+        cs.ipopt = bytes(packet[20:ihl4])
+        cs.tcpopt = bytes(packet[ihl4 + 20:hlen])
+        cs.tot_len, cs.id, cs.seq, cs.ack = tot_len, ip_id, seq, ack
+        cs.win, cs.urp, cs.flags = win, urp, flags
+        self._last_slot = cs.slot
+        c["uncompressed"] += 1
+        c[result] += 1  # type: ignore[index]
+        c["bytes_out"] += n
+        return PROTO_VJ_UNCOMPRESSED, b"".join(
+            (packet[:9], _SLOT_BYTE[cs.slot], memoryview(packet)[10:])
+        )
+
+    def _compress_tcp(
+        self, packet: bytes, cs: _TxSlot, hlen: int, tot_len: int, ip_id: int,
+        seq: int, ack: int, flags: int, win: int, urp: int, ihl4: int,
+    ) -> bytes | str:
+        """§3.2.3: the compressed frame, or the counter name of why it must go uncompressed.
+
+        The slot is updated only when a compressed frame is returned.
+        """
+        out = bytearray(4)  # mask, slot, TCP checksum: filled in at the end; deltas follow
+        changes = 0
+        # Deltas in the order the receiver reads them: U, W, A, S (then I).
+        if flags & _URG:
+            _encode(out, urp)  # the pointer itself, not a delta
+            changes = NEW_U
+        elif urp != cs.urp:
+            return "uncompressed_urgent_pointer"  # URG clear but the pointer moved (RFC 793 allows)
+        d = (win - cs.win) & 0xFFFF  # the window may shrink: a 16-bit two's complement delta
+        if d:
+            _encode(out, d)
+            changes |= NEW_W
+        delta_a = (ack - cs.ack) & 0xFFFFFFFF
+        if delta_a:
+            if delta_a > 0xFFFF:  # includes acks going backwards
+                return "uncompressed_large_delta"
+            _encode(out, delta_a)
+            changes |= NEW_A
+        delta_s = (seq - cs.seq) & 0xFFFFFFFF
+        if delta_s:
+            if delta_s > 0xFFFF:  # includes retransmissions from before the saved segment
+                return "uncompressed_large_delta"
+            _encode(out, delta_s)
+            changes |= NEW_S
+
+        last_data = cs.tot_len - hlen  # data length of the previous segment in this slot
+        if changes == 0:
+            # Data after a pure ACK (interactive traffic) goes compressed; anything else with
+            # nothing changed is a retransmission or window probe: resend the full header.
+            if tot_len == cs.tot_len or last_data != 0:
+                return "uncompressed_no_change"
+        elif changes == SPECIAL_I or changes == SPECIAL_D:
+            return "uncompressed_special_collision"  # real changes that look like a special case
+        elif cs.flags & _URG:
+            # The special encodings leave URG as it was at the receiver: after an urgent
+            # segment keep the explicit deltas, whose decoding clears URG. (slhc does not.)
+            pass
+        elif changes == NEW_S | NEW_A:
+            if delta_s == delta_a == last_data:
+                changes = SPECIAL_I  # echoed interactive traffic
+                del out[4:]
+        elif changes == NEW_S:
+            if delta_s == last_data:
+                changes = SPECIAL_D  # unidirectional data
+                del out[4:]
+
+        d = (ip_id - cs.id) & 0xFFFF
+        if d != 1:
+            _encode(out, d)
+            changes |= NEW_I
+        if flags & _PSH:
+            changes |= PUSH_BIT
+
+        cs.tot_len, cs.id, cs.seq, cs.ack = tot_len, ip_id, seq, ack
+        cs.win, cs.urp, cs.flags = win, urp, flags
+        out[2:4] = packet[ihl4 + 16:ihl4 + 18]  # the TCP checksum is always sent
+        slot = cs.slot
+        if self.compress_slot_id and slot == self._last_slot:
+            out[1] = changes
+            del out[0]
+        else:
+            out[0] = changes | NEW_C
+            out[1] = slot
+            self._last_slot = slot
+        return b"".join((out, memoryview(packet)[hlen:]))
+
+
+class _RxSlot:
+    """Decompressor copy of the last header received on one slot."""
+
+    __slots__ = ("hdr", "ihl4", "hlen", "tot_len", "id", "seq", "ack", "offb", "flags",
+                 "win", "urp")
+
+
+class VJDecompressor:
+    """RFC 1144 decompressor for frames we receive.
+
+    ``max_slot_id``: our Max-Slot-Id as acknowledged by the peer (we keep ``max_slot_id + 1``
+    slots). ``compress_slot_id``: whether we allowed the peer to omit slot numbers; a peer that
+    omits them anyway is accepted (as slhc does) and counted as ``implicit_slot_unnegotiated``.
+    """
+
+    def __init__(self, max_slot_id: int, compress_slot_id: bool) -> None:
+        if not 0 <= max_slot_id <= 255:
+            raise ValueError(f"max_slot_id must be 0..255, not {max_slot_id}")
+        self.max_slot_id = max_slot_id
+        self.compress_slot_id = bool(compress_slot_id)
+        self._slots: list[_RxSlot | None] = [None] * (max_slot_id + 1)
+        self._current = -1
+        # §4.2: until a slot is named explicitly, implicit-slot packets cannot be decoded.
+        self._toss = True
+        self._c: dict[str, int] = dict.fromkeys(
+            (
+                "compressed", "uncompressed", "passed_ip", "tossed", "toss_requests",
+                "errors", "implicit_slot_unnegotiated",
+                "error_runt", "error_bad_slot", "error_uninitialized_slot", "error_truncated",
+                "error_bad_ip_header", "error_bad_ip_checksum", "error_too_long",
+                "error_unknown_protocol",
+            ),
+            0,
+        )
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._c)
+
+    def toss(self) -> None:
+        """The link lost or damaged a frame (§4.2): drop implicit-slot packets until resync."""
+        self._toss = True
+        self._c["toss_requests"] += 1
+
+    def _error(self, reason: str) -> None:
+        # §4.2 / Appendix A.3 "bad:": every decoding error also sets the toss flag.
+        self._toss = True
+        c = self._c
+        c["errors"] += 1
+        c[reason] += 1
+        return None
+
+    def decompress(self, protocol: int, payload: bytes) -> bytes | None:
+        """Return the IPv4 datagram carried by a PPP frame, or None if it must be dropped."""
+        if protocol == PROTO_VJ_COMPRESSED:
+            return self._compressed(payload)
+        if protocol == PROTO_VJ_UNCOMPRESSED:
+            return self._uncompressed(payload)
+        if protocol == PROTO_IP:
+            self._c["passed_ip"] += 1
+            return payload if type(payload) is bytes else bytes(payload)
+        self._c["errors"] += 1
+        self._c["error_unknown_protocol"] += 1
+        return None
+
+    def _uncompressed(self, p: bytes) -> bytes | None:
+        """§3.2.4 / A.3: reload a slot from a full header whose protocol byte is the slot number."""
+        n = len(p)
+        if n < 40:
+            return self._error("error_runt")
+        vihl = p[0]
+        ihl4 = (vihl & 0x0F) << 2
+        if vihl >> 4 != 4 or ihl4 < 20 or n < ihl4 + 20:
+            return self._error("error_bad_ip_header")
+        offb = p[ihl4 + 12]
+        hlen = ihl4 + ((offb >> 4) << 2)
+        tot_len = (p[2] << 8) | p[3]
+        if hlen < ihl4 + 20 or hlen > tot_len or tot_len > n:
+            return self._error("error_bad_ip_header")
+        slot = p[9]
+        if slot > self.max_slot_id:
+            return self._error("error_bad_slot")
+        out = b"".join((p[:9], _PROTO_TCP_BYTE, memoryview(p)[10:tot_len]))
+        # The sender computed the header checksum with protocol 6: it must verify as is.
+        if int.from_bytes(out[:ihl4], "big") % 0xFFFF:
+            return self._error("error_bad_ip_checksum")
+        rs = self._slots[slot]
+        if rs is None:
+            rs = self._slots[slot] = _RxSlot()
+        hdr = rs.hdr = bytearray(out[:hlen])
+        rs.ihl4, rs.hlen, rs.tot_len = ihl4, hlen, tot_len
+        rs.id = (hdr[4] << 8) | hdr[5]
+        rs.seq, rs.ack, rs.offb, rs.flags, rs.win, _, rs.urp = _TCP_TAIL.unpack_from(hdr, ihl4 + 4)
+        self._current = slot
+        self._toss = False
+        self._c["uncompressed"] += 1
+        return out
+
+    def _compressed(self, p: bytes) -> bytes | None:
+        """§3.2.4 / A.3: rebuild the header from the slot and the deltas."""
+        n = len(p)
+        if n < 3:
+            return self._error("error_runt")
+        changes = p[0]
+        if changes & NEW_C:
+            slot = p[1]
+            if slot > self.max_slot_id:
+                return self._error("error_bad_slot")
+            rs = self._slots[slot]
+            if rs is None:
+                return self._error("error_uninitialized_slot")
+            self._toss = False  # §4.2: an explicit slot number resynchronises
+            self._current = slot
+            pos = 2
+        else:
+            if self._toss:
+                self._c["tossed"] += 1
+                return None
+            if not self.compress_slot_id:
+                self._c["implicit_slot_unnegotiated"] += 1
+            rs = self._slots[self._current]
+            pos = 1
+        try:
+            tcp_sum = (p[pos] << 8) | p[pos + 1]
+            pos += 2
+            seq, ack, win, urp, flags = rs.seq, rs.ack, rs.win, rs.urp, rs.flags
+            special = changes & SPECIALS_MASK
+            if special == SPECIAL_I:
+                d = rs.tot_len - rs.hlen
+                seq += d
+                ack += d
+            elif special == SPECIAL_D:
+                seq += rs.tot_len - rs.hlen
+            else:
+                if changes & NEW_U:
+                    flags |= _URG
+                    urp, pos = _decode(p, pos)
+                else:
+                    flags &= ~_URG
+                if changes & NEW_W:
+                    d, pos = _decode(p, pos)
+                    win = (win + d) & 0xFFFF
+                if changes & NEW_A:
+                    d, pos = _decode(p, pos)
+                    ack += d
+                if changes & NEW_S:
+                    d, pos = _decode(p, pos)
+                    seq += d
+            if changes & NEW_I:
+                d, pos = _decode(p, pos)
+                ip_id = (rs.id + d) & 0xFFFF
+            else:
+                ip_id = (rs.id + 1) & 0xFFFF
+        except IndexError:
+            return self._error("error_truncated")
+        if pos > n:
+            return self._error("error_truncated")
+        hlen = rs.hlen
+        tot_len = hlen + n - pos
+        if tot_len > 0xFFFF:
+            return self._error("error_too_long")
+        flags = (flags | _PSH) if changes & PUSH_BIT else (flags & ~_PSH)
+        seq &= 0xFFFFFFFF
+        ack &= 0xFFFFFFFF
+        # Commit: rewrite the saved header in place and recompute the IP header checksum.
+        ihl4 = rs.ihl4
+        hdr = rs.hdr
+        _LEN_ID.pack_into(hdr, 2, tot_len, ip_id)
+        hdr[10] = hdr[11] = 0
+        _H.pack_into(hdr, 10, ip_header_checksum(hdr[:ihl4]))
+        _TCP_TAIL.pack_into(hdr, ihl4 + 4, seq, ack, rs.offb, flags, win, tcp_sum, urp)
+        rs.tot_len, rs.id, rs.seq, rs.ack, rs.flags, rs.win, rs.urp = (
+            tot_len, ip_id, seq, ack, flags, win, urp
+        )
+        self._c["compressed"] += 1
+        return b"".join((hdr, memoryview(p)[pos:]))
