@@ -1,0 +1,74 @@
+"""The compiled core is what runs: CI builds the extensions and this test insists on them."""
+
+import importlib
+import importlib.machinery
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyslirp._core as core
+
+EXTENSION_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+
+
+def test_compiled_core_is_in_use() -> None:
+    assert core.COMPILED, core.IMPLEMENTATION
+    assert core.PURE_MODULES == []
+    assert core.IMPLEMENTATION.startswith("compiled")
+
+
+def test_every_module_is_an_extension() -> None:
+    for name in core.MODULES:
+        mod = importlib.import_module(f"pyslirp._core.{name}")
+        assert mod.__file__ is not None and mod.__file__.endswith(EXTENSION_SUFFIXES), (name, mod.__file__)
+        assert sys.modules[f"pyslirp._core.{name}"] is mod
+
+
+def test_import_statement_gives_compiled_hdlc() -> None:
+    import pyslirp._core.hdlc as hdlc
+
+    assert hdlc.__file__.endswith(EXTENSION_SUFFIXES)
+    # cdef classes: instances have no __dict__ and no arbitrary attributes.
+    assert not hasattr(hdlc.Deframer(), "__dict__")
+
+
+def test_fallback_to_pure_twins_when_not_built() -> None:
+    # In a fresh interpreter, hide the extension modules: the twins must take their names.
+    root = Path(core.__file__).resolve().parents[2]
+    code = textwrap.dedent(
+        """
+        import importlib.machinery, sys, warnings
+        class HideExtensions:
+            def find_spec(self, name, path=None, target=None):
+                if name.startswith("pyslirp._core.") and name.count(".") == 2:
+                    for finder in sys.meta_path:
+                        if finder is self or not hasattr(finder, "find_spec"):
+                            continue
+                        spec = finder.find_spec(name, path, target)
+                        if spec is not None and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+                            raise ImportError("hidden for the test")
+                return None
+        sys.meta_path.insert(0, HideExtensions())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import pyslirp._core as core
+        assert not core.COMPILED
+        assert core.PURE_MODULES == ["fcs", "checksum", "hdlc", "reassembly"], core.PURE_MODULES
+        assert "pure-Python" in core.IMPLEMENTATION
+        assert any("compiled extension modules missing" in str(w.message) for w in caught)
+        import pyslirp._core.hdlc as hdlc
+        from pyslirp._core import checksum, fcs, reassembly
+        assert hdlc.__file__.endswith("pure/hdlc.py"), hdlc.__file__
+        assert fcs.fcs16(b"123456789") ^ 0xFFFF == 0x906E
+        frame = b"\\xff\\x03\\xc0\\x21hello"
+        assert hdlc.Deframer().feed(hdlc.encode_frame(frame)) == [frame]
+        assert reassembly.SegmentQueue(10).insert(5, b"ab", 5) == 2
+        print("fallback ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env={"PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "fallback ok" in result.stdout
