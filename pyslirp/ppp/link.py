@@ -1,0 +1,768 @@
+"""The sans-IO PPP link: LCP, authentication, IPCP and VJ joined by the RFC 1661 §3 phases.
+
+Phases (RFC 1661 §3.2):
+
+    Dead --open()--> Establish --LCP Opened--> Authenticate --success--> Network --IPCP Opened: LinkUp
+      ^                  |                         |                        |
+      +---- LCP finished (Terminate exchanged, timed out, line down): LinkDown(reason) <-- Terminate
+
+* Establish (§3.4): only LCP frames are processed; anything else is dropped and counted.
+* Authenticate (§3.5): LCP and the negotiated authentication protocol; NCP and IP frames dropped.
+* Network (§3.6): IPCP runs; IP (and VJ) datagrams flow once IPCP is Opened.
+* Terminate (§3.7): LCP is closing; only LCP is processed.
+
+In any phase with LCP Opened, a frame of a protocol we do not speak (IPv6CP 0x8057, CCP 0x80FD,
+IPv6 0x0057, ...) is answered with an LCP Protocol-Reject (§5.7).
+
+The link is sans-IO: the runtime feeds it deframed frames (:meth:`PPPLink.receive_frame`),
+outgoing datagrams (:meth:`PPPLink.encode_datagram`), and the time (:meth:`PPPLink.handle_timer`
+at :meth:`PPPLink.next_deadline`); it drains control frames with :meth:`PPPLink.take_output`
+(each paired with the ACCM to stuff it with: LCP always 0xFFFFFFFF, as Linux ppp_async does) and
+events with :meth:`PPPLink.events`. Nothing here raises on bad input: every frame dropped or
+rejected is counted by reason in :meth:`PPPLink.counters`.
+
+Van Jacobson compression (``pyslirp.ppp.vj``) is imported lazily; without it the link simply does
+not negotiate VJ.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from types import ModuleType
+from typing import Any, Union
+
+from pyslirp.ppp.auth import AuthOutcome, AuthServer, make_auth_server
+from pyslirp.ppp.fsm import Action, Event, FSMConfig, State
+from pyslirp.ppp.ipcp import IPCP, IPCPOptions
+from pyslirp.ppp.lcp import (
+    AUTH_CHAP,
+    AUTH_PAP,
+    LCP,
+    PROTO_CHAP,
+    PROTO_IP,
+    PROTO_IPCP,
+    PROTO_LCP,
+    PROTO_PAP,
+    PROTO_VJ_COMP,
+    PROTO_VJ_UNCOMP,
+    LCPOptions,
+)
+
+__all__ = [
+    "AuthFailed",
+    "AuthSucceeded",
+    "KeepaliveFailed",
+    "LinkDown",
+    "LinkEvent",
+    "LinkOptions",
+    "LinkUp",
+    "LoopbackDetected",
+    "NetworkDown",
+    "PPPLink",
+    "Phase",
+    "ProtocolRejected",
+    "RX_DISPOSITIONS",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ACCM = 0xFFFFFFFF
+_ADDRESS_CONTROL = b"\xff\x03"
+
+#: Every frame given to receive_frame ends in exactly one of these counters.
+RX_DISPOSITIONS = (
+    # handed on
+    "rx_lcp",
+    "rx_auth",
+    "rx_ipcp",
+    "rx_ip",
+    "rx_vj",
+    # dropped
+    "short_frame",
+    "bad_address_control",
+    "bad_protocol",
+    "link_dead",
+    "lcp_not_open",
+    "auth_unexpected",
+    "ncp_before_network",
+    "ip_before_ipcp_open",
+    "vj_not_negotiated",
+    "vj_dropped",
+    "protocol_rejected",
+    "internal_error",
+)
+
+
+class Phase(enum.Enum):
+    """RFC 1661 §3.2 link phases."""
+
+    DEAD = "dead"
+    ESTABLISH = "establish"
+    AUTHENTICATE = "authenticate"
+    NETWORK = "network"
+    TERMINATE = "terminate"
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinkUp:
+    """IPCP is Opened: datagrams flow between local_ip and peer_ip."""
+
+    local_ip: IPv4Address
+    peer_ip: IPv4Address
+    dns: tuple[IPv4Address, ...]
+    peer_mru: int = 1500  # the largest datagram the client takes: the stack's MTU
+    vj_tx: bool = False
+    vj_rx: bool = False
+
+
+@dataclass(frozen=True)
+class NetworkDown:
+    """IPCP left Opened (renegotiation or the link going down): stop sending datagrams."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class LinkDown:
+    """The link is Dead (RFC 1661 §3.1). ``open()`` starts a fresh session."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class AuthSucceeded:
+    user: str
+    method: str
+
+
+@dataclass(frozen=True)
+class AuthFailed:
+    """A security event: a login failed (never carries a password or secret)."""
+
+    user: str
+    method: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LoopbackDetected:
+    """The line echoes our own LCP packets back (RFC 1661 §6.4)."""
+
+    indications: int
+
+
+@dataclass(frozen=True)
+class ProtocolRejected:
+    """The peer sent an LCP Protocol-Reject for one of our protocols."""
+
+    protocol: int
+
+
+@dataclass(frozen=True)
+class KeepaliveFailed:
+    """LCP Echo-Requests went unanswered (RFC 1661 §5.8)."""
+
+    unanswered: int
+
+
+LinkEvent = Union[
+    LinkUp, NetworkDown, LinkDown, AuthSucceeded, AuthFailed, LoopbackDetected, ProtocolRejected, KeepaliveFailed
+]
+
+
+# --- options ---------------------------------------------------------------------------------
+
+
+@dataclass
+class LinkOptions:
+    """Everything the link negotiates; the runtime fills it from the configuration."""
+
+    local_ip: IPv4Address = IPv4Address("10.0.0.1")
+    peer_ip: IPv4Address = IPv4Address("10.0.0.2")
+    dns_servers: tuple[IPv4Address, ...] = ()
+    mru: int = 1500
+    accm: int = 0
+    request_pfc: bool = True
+    request_acfc: bool = True
+    auth_method: str = "none"  # "none", "pap" or "chap"
+    auth_fallback: tuple[str, ...] = ()  # also accepted when the client Naks auth_method, e.g. ("pap",)
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
+    local_name: str = "pyslirp"
+    auth_timeout: float = 30.0
+    chap_rechallenge_interval: float | None = None
+    echo_interval: float = 10.0  # LCP keepalive; 0 turns it off
+    echo_failures: int = 3
+    vj: bool = True
+    vj_slots: int = 16
+    restart_timer: float = 3.0
+    max_configure: int = 10
+    max_terminate: int = 2
+    max_failure: int = 5
+    loopback_fail: int = 5
+    passive: bool = False  # RFC 1661 §4.1 [p]: after LCP times out, wait for the peer in Stopped
+
+    def __post_init__(self) -> None:
+        self.local_ip = IPv4Address(self.local_ip)
+        self.peer_ip = IPv4Address(self.peer_ip)
+        self.dns_servers = tuple(IPv4Address(a) for a in self.dns_servers)
+        self.auth_fallback = tuple(self.auth_fallback)
+        if self.local_ip == self.peer_ip:
+            raise ValueError(f"local_ip and peer_ip must differ (both {self.local_ip})")
+        if not 128 <= self.mru <= 65535:
+            raise ValueError(f"mru {self.mru} out of range 128..65535")
+        if not 0 <= self.accm <= 0xFFFFFFFF:
+            raise ValueError(f"accm {self.accm:#x} is not a 32-bit map")
+        if not 1 <= self.vj_slots <= 256:
+            raise ValueError(f"vj_slots {self.vj_slots} out of range 1..256")
+        if self.auth_method not in ("none", AUTH_PAP, AUTH_CHAP):
+            raise ValueError(f"unknown authentication method {self.auth_method!r}")
+        unknown = set(self.auth_fallback) - {AUTH_PAP, AUTH_CHAP}
+        if unknown:
+            raise ValueError(f"unknown authentication methods {sorted(unknown)}")
+        if self.restart_timer <= 0 or self.max_configure < 1 or self.max_terminate < 1 or self.max_failure < 1:
+            raise ValueError("restart_timer, max_configure, max_terminate and max_failure must be positive")
+
+    @property
+    def auth_methods(self) -> tuple[str, ...]:
+        """Methods we ask for, in order (empty: no authentication)."""
+        if self.auth_method == "none":
+            return ()
+        return (self.auth_method, *(m for m in self.auth_fallback if m != self.auth_method))
+
+
+def _load_vj() -> ModuleType | None:
+    try:
+        from pyslirp.ppp import vj
+    except ImportError:
+        return None
+    return vj
+
+
+# --- the link --------------------------------------------------------------------------------
+
+
+class PPPLink:
+    """One PPP link on one line: ``open()`` per session (the client dialling in)."""
+
+    def __init__(self, options: LinkOptions, now: float, rng: random.Random | None = None) -> None:
+        self.options = options
+        self._rng = rng if rng is not None else random.SystemRandom()
+        self._vj_module = _load_vj() if options.vj else None
+        self._counters: Counter[str] = Counter()
+        self._retired: Counter[str] = Counter()  # counters of earlier sessions' protocol objects
+        if options.vj and self._vj_module is None:
+            log.warning("VJ compression requested but pyslirp.ppp.vj is unavailable: not negotiating it")
+            self._counters["vj_unavailable"] = 1
+        self._fsm_config = FSMConfig(
+            restart_interval=options.restart_timer,
+            max_configure=options.max_configure,
+            max_terminate=options.max_terminate,
+            max_failure=options.max_failure,
+        )
+        self.phase = Phase.DEAD
+        self._events: list[LinkEvent] = []
+        self._outbox: list[tuple[bytes, int]] = []
+        self._reason: str | None = None
+        self._ipcp_rejected = False
+        self._keepalive_reported = False
+        self._loopback_reported = False
+        self._vj_tx: Any = None
+        self._vj_rx: Any = None
+        self._auth: AuthServer | None = None
+        self._lcp = self._new_lcp()
+        self._ipcp = self._new_ipcp()
+        self._created = now
+
+    # --- construction per session -------------------------------------------------------------
+    def _new_lcp(self) -> LCP:
+        o = self.options
+        return LCP(
+            LCPOptions(
+                mru=o.mru,
+                accm=o.accm,
+                auth_methods=o.auth_methods,
+                request_pfc=o.request_pfc,
+                request_acfc=o.request_acfc,
+                echo_interval=o.echo_interval,
+                echo_failures=o.echo_failures,
+                loopback_fail=o.loopback_fail,
+            ),
+            self._fsm_config,
+            self._rng,
+        )
+
+    def _new_ipcp(self) -> IPCP:
+        o = self.options
+        return IPCP(
+            IPCPOptions(
+                local_ip=o.local_ip,
+                peer_ip=o.peer_ip,
+                dns=o.dns_servers,
+                vj=o.vj and self._vj_module is not None,
+                vj_slots=o.vj_slots,
+            ),
+            self._fsm_config,
+        )
+
+    def _retire(self) -> None:
+        """Fold the counters of this session's protocol objects into the running totals."""
+        for prefix, counter in (("lcp_", self._lcp.fsm.counters), ("ipcp_", self._ipcp.fsm.counters)):
+            for key, value in counter.items():
+                self._retired[prefix + key] += value
+        self._retire_auth()
+        self._retire_vj()
+
+    def _retire_auth(self) -> None:
+        if self._auth is not None:
+            for key, value in self._auth.counters.items():
+                self._retired["auth_" + key] += value
+            self._auth = None
+
+    def _retire_vj(self) -> None:
+        for prefix, vj in (("vj_tx_", self._vj_tx), ("vj_rx_", self._vj_rx)):
+            if vj is not None:
+                for key, value in vj.counters().items():
+                    self._retired[prefix + key] += value
+        self._vj_tx = self._vj_rx = None
+
+    # --- administrative events ----------------------------------------------------------------
+    def open(self, now: float) -> None:
+        """The line is up and we want a link: a fresh LCP negotiation (Open + Up, RFC 1661 §4.3)."""
+        if self.phase is not Phase.DEAD:
+            self._counters["open_while_active"] += 1
+            return
+        self._retire()
+        self._lcp = self._new_lcp()
+        self._ipcp = self._new_ipcp()
+        self._reason = None
+        self._ipcp_rejected = False
+        self._keepalive_reported = self._loopback_reported = False
+        self.phase = Phase.ESTABLISH
+        self._lcp.fsm.open(now)
+        self._lcp.fsm.up(now)
+        self._process(now)
+
+    def close(self, reason: str, now: float) -> None:
+        """Administrative Close: LCP Terminate-Request, then Dead (LinkDown carries ``reason``)."""
+        if self.phase is Phase.DEAD:
+            return
+        self._close(reason, now)
+        self._process(now)
+
+    def line_down(self, now: float) -> None:
+        """The lower layer went away (carrier lost, pty closed): Down and Close, then Dead."""
+        fsm = self._lcp.fsm
+        if self.phase is Phase.DEAD:
+            # LCP may still sit in Closed/Stopped after finishing: bring it quietly to Initial.
+            if fsm.state not in (State.INITIAL, State.STARTING):
+                fsm.down(now)
+            fsm.close(now)
+            fsm.take_signals()
+            fsm.take_packets()
+            return
+        if self._reason is None:
+            self._reason = "line down"
+        if fsm.state not in (State.INITIAL, State.STARTING):
+            fsm.down(now)  # Opened: tld -> IPCP down
+            self._process(now)
+        fsm.close(now)  # Starting: tlf/0 -> Dead
+        self._process(now)
+        self._go_dead(self._reason or "line down", now)
+
+    # --- frames in -------------------------------------------------------------------------------
+    def receive_frame(self, frame: bytes, now: float) -> bytes | None:
+        """A deframed frame (FCS removed). Returns an IPv4 datagram if it carried one, else None."""
+        self._counters["rx_frames"] += 1
+        try:
+            datagram = self._receive(bytes(frame), now)
+        except Exception:  # a bug must not take the line down: count it, log it, drop the frame
+            log.exception("PPP: internal error on a received frame")
+            self._counters["internal_error"] += 1
+            return None
+        self._process(now)
+        return datagram
+
+    def frame_error(self) -> None:
+        """The deframer saw a bad FCS or an aborted frame: VJ must resynchronise (RFC 1144 §4.3)."""
+        self._counters["frame_error"] += 1
+        if self._vj_rx is not None:
+            self._vj_rx.toss()
+
+    def _drop(self, reason: str) -> None:
+        self._counters[reason] += 1
+
+    def _receive(self, frame: bytes, now: float) -> bytes | None:
+        # Address and Control (RFC 1662 §3.1), absent under ACFC: always accepted (RFC 1661 §6.6).
+        i = 0
+        if frame[:2] == _ADDRESS_CONTROL:
+            i = 2
+        elif frame[:1] == b"\xff":
+            self._drop("bad_address_control")
+            return None
+        # Protocol (RFC 1661 §2): odd last octet, even first octet; 1 octet under PFC (§6.5).
+        if len(frame) <= i:
+            self._drop("short_frame")
+            return None
+        if frame[i] & 1:
+            protocol = frame[i]
+            i += 1
+        else:
+            if len(frame) < i + 2:
+                self._drop("short_frame")
+                return None
+            if not frame[i + 1] & 1:
+                self._drop("bad_protocol")
+                return None
+            protocol = (frame[i] << 8) | frame[i + 1]
+            i += 2
+        info = frame[i:]
+        if self.phase is Phase.DEAD:
+            self._drop("link_dead")
+            return None
+        if protocol == PROTO_LCP:
+            self._counters["rx_lcp"] += 1
+            self._lcp.fsm.receive(info, now)
+            return None
+        lcp_opened = self._lcp.fsm.state is State.OPENED
+        if protocol in (PROTO_PAP, PROTO_CHAP):
+            auth = self._auth
+            if lcp_opened and auth is not None and auth.protocol == protocol:
+                self._counters["rx_auth"] += 1
+                auth.receive(info, now)
+            else:
+                self._drop("auth_unexpected")
+            return None
+        if protocol == PROTO_IPCP:
+            if self.phase is Phase.NETWORK:
+                self._counters["rx_ipcp"] += 1
+                self._ipcp.fsm.receive(info, now)
+            else:
+                self._drop("ncp_before_network")
+            return None
+        if protocol in (PROTO_IP, PROTO_VJ_COMP, PROTO_VJ_UNCOMP):
+            if self.phase is not Phase.NETWORK or self._ipcp.fsm.state is not State.OPENED:
+                self._drop("ip_before_ipcp_open")
+                return None
+            if not info:
+                self._drop("short_frame")
+                return None
+            if protocol == PROTO_IP:
+                self._counters["rx_ip"] += 1
+                return info
+            if self._vj_rx is None:
+                self._drop("vj_not_negotiated")
+                return None
+            datagram = self._vj_rx.decompress(protocol, info)
+            if datagram is None:
+                self._drop("vj_dropped")
+                return None
+            self._counters["rx_vj"] += 1
+            return bytes(datagram)
+        # A protocol we do not speak: Protocol-Reject once LCP is Opened (RFC 1661 §5.7).
+        if lcp_opened and self._lcp.protocol_reject(protocol, info):
+            self._drop("protocol_rejected")
+            log.debug("PPP: Protocol-Reject for protocol %#06x", protocol)
+        else:
+            self._drop("lcp_not_open")
+        return None
+
+    # --- frames out ------------------------------------------------------------------------------
+    def encode_datagram(self, packet: bytes) -> bytes | None:
+        """The PPP frame (no FCS, no stuffing) carrying an IPv4 datagram, or None before IPCP is Opened."""
+        if self.phase is not Phase.NETWORK or self._ipcp.fsm.state is not State.OPENED:
+            self._counters["tx_before_ipcp_open"] += 1
+            return None
+        if self._vj_tx is not None:
+            try:
+                protocol, payload = self._vj_tx.compress(bytes(packet))
+            except Exception:  # never let a compressor bug lose the datagram: send it plain
+                log.exception("PPP: VJ compression failed; sending uncompressed")
+                self._counters["vj_compress_error"] += 1
+                protocol, payload = PROTO_IP, bytes(packet)
+        else:
+            protocol, payload = PROTO_IP, bytes(packet)
+        if len(payload) > self.peer_mru:
+            self._counters["tx_over_peer_mru"] += 1
+        self._counters["tx_ip" if protocol == PROTO_IP else "tx_vj"] += 1
+        return self._frame(protocol, payload)
+
+    def _frame(self, protocol: int, info: bytes) -> bytes:
+        """Address/Control unless ACFC, Protocol compressed under PFC when < 0x100 (RFC 1661 §6.5-6.6)."""
+        lcp = self._lcp
+        opened = lcp.fsm.state is State.OPENED
+        header = b"" if opened and lcp.peer_acfc else _ADDRESS_CONTROL
+        if opened and lcp.peer_pfc and protocol < 0x100:
+            return header + bytes((protocol,)) + info
+        return header + protocol.to_bytes(2, "big") + info
+
+    def take_output(self) -> list[tuple[bytes, int]]:
+        """Control frames to send, oldest first, each with the ACCM to stuff it with."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def _flush(self) -> None:
+        for packet in self._lcp.fsm.take_packets():
+            # LCP: always Address/Control, 2-octet Protocol, default ACCM (RFC 1661 §6.6, RFC 1662 §7.1).
+            self._outbox.append((_ADDRESS_CONTROL + PROTO_LCP.to_bytes(2, "big") + packet, DEFAULT_ACCM))
+            self._counters["tx_lcp"] += 1
+        for packet in self._ipcp.fsm.take_packets():
+            self._outbox.append((self._frame(PROTO_IPCP, packet), self.tx_accm))
+            self._counters["tx_ipcp"] += 1
+        if self._auth is not None:
+            for packet in self._auth.take_packets():
+                self._outbox.append((self._frame(self._auth.protocol, packet), self.tx_accm))
+                self._counters["tx_auth"] += 1
+
+    # --- time ------------------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """The earliest time :meth:`handle_timer` has something to do, or None."""
+        deadlines = [self._lcp.next_deadline(), self._ipcp.fsm.next_deadline()]
+        if self._auth is not None:
+            deadlines.append(self._auth.next_deadline())
+        present = [d for d in deadlines if d is not None]
+        return min(present) if present else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever timers have expired at ``now``."""
+        self._lcp.handle_timer(now)
+        self._process(now)
+        self._ipcp.fsm.handle_timer(now)
+        self._process(now)
+        if self._auth is not None:
+            self._auth.handle_timer(now)
+            self._process(now)
+
+    # --- state for the runtime -------------------------------------------------------------------
+    @property
+    def tx_accm(self) -> int:
+        """ACCM for our non-LCP frames: the peer's, once LCP is Opened (RFC 1662 §7.1)."""
+        if self._lcp.fsm.state is State.OPENED:
+            return self._lcp.peer_accm
+        return DEFAULT_ACCM
+
+    @property
+    def rx_accm(self) -> int:
+        """Control characters the deframer deletes on receive: the map the peer agreed to, once
+        LCP is Opened (RFC 1662 §7.1), else all of them (the peer escapes every one)."""
+        if self._lcp.fsm.state is State.OPENED and self._lcp.acked_accm is not None:
+            return self._lcp.acked_accm
+        return DEFAULT_ACCM
+
+    @property
+    def peer_mru(self) -> int:
+        """The largest Information field the peer receives (1500 unless negotiated)."""
+        if self._lcp.fsm.state is State.OPENED:
+            return self._lcp.peer_mru
+        return 1500
+
+    @property
+    def lcp_state(self) -> State:
+        return self._lcp.fsm.state
+
+    @property
+    def ipcp_state(self) -> State:
+        return self._ipcp.fsm.state
+
+    @property
+    def lcp(self) -> LCP:
+        return self._lcp
+
+    @property
+    def ipcp(self) -> IPCP:
+        return self._ipcp
+
+    def events(self) -> list[LinkEvent]:
+        """Events since the last call, oldest first."""
+        out, self._events = self._events, []
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """Every counter: the link's own (frame dispositions), then per protocol, prefixed."""
+        total: Counter[str] = Counter(self._retired)
+        total.update(self._counters)
+        for prefix, counter in (("lcp_", self._lcp.fsm.counters), ("ipcp_", self._ipcp.fsm.counters)):
+            for key, value in counter.items():
+                total[prefix + key] += value
+        if self._auth is not None:
+            for key, value in self._auth.counters.items():
+                total["auth_" + key] += value
+        for prefix, vj in (("vj_tx_", self._vj_tx), ("vj_rx_", self._vj_rx)):
+            if vj is not None:
+                for key, value in vj.counters().items():
+                    total[prefix + key] += value
+        return dict(total)
+
+    # --- reacting to the protocols ---------------------------------------------------------------
+    def _close(self, reason: str, now: float) -> None:
+        if self._reason is None:
+            self._reason = reason
+        log.info("PPP: closing link: %s", reason)
+        self._lcp.fsm.close(now, reason)
+
+    def _process(self, now: float) -> None:
+        """Flush packets and act on layer signals, auth outcomes and LCP findings until quiet."""
+        for _ in range(100):  # each round consumes what the last produced; bounded for safety
+            self._flush()
+            busy = False
+            lcp = self._lcp
+            for signal in lcp.fsm.take_signals():
+                busy = True
+                self._on_lcp_signal(signal, now)
+            if lcp.loopback_detected and not self._loopback_reported:
+                busy = self._loopback_reported = True
+                self._events.append(LoopbackDetected(lcp.loop_indications))
+                self._close("loopback", now)
+            if lcp.keepalive_failed and not self._keepalive_reported:
+                busy = self._keepalive_reported = True
+                self._events.append(KeepaliveFailed(lcp.echos_pending))
+                self._close("keepalive", now)
+            while lcp.rejected_protocols:
+                busy = True
+                self._on_protocol_rejected(lcp.rejected_protocols.pop(0), now)
+            for signal in self._ipcp.fsm.take_signals():
+                busy = True
+                self._on_ipcp_signal(signal, now)
+            if self._auth is not None:
+                for outcome in self._auth.take_outcomes():
+                    busy = True
+                    self._on_auth_outcome(outcome, now)
+            if not busy:
+                return
+        log.error("PPP: signal processing did not settle")  # pragma: no cover
+
+    def _on_lcp_signal(self, signal: Action, now: float) -> None:
+        lcp = self._lcp
+        if signal is Action.TLU:
+            if lcp.auth_method is not None:
+                # RFC 1661 §3.5: authenticate before any network-layer protocol.
+                self.phase = Phase.AUTHENTICATE
+                o = self.options
+                self._retire_auth()  # LCP renegotiated: authenticate again, keep the counts
+                self._auth = make_auth_server(
+                    lcp.auth_method,
+                    o.credentials,
+                    self._rng,
+                    name=o.local_name,
+                    timeout=o.auth_timeout,
+                    restart_interval=o.restart_timer,
+                    max_transmits=o.max_configure,
+                    rechallenge_interval=o.chap_rechallenge_interval,
+                )
+                self._auth.start(now)
+            elif self.options.auth_methods:
+                self.phase = Phase.AUTHENTICATE
+                self._events.append(AuthFailed("", self.options.auth_methods[0], "peer refused to authenticate"))
+                self._close("authentication refused", now)
+            else:
+                self._enter_network(now)
+        elif signal is Action.TLD:
+            negotiating = lcp.fsm.state in (State.REQ_SENT, State.ACK_RCVD, State.ACK_SENT)
+            self.phase = Phase.ESTABLISH if negotiating else Phase.TERMINATE
+            if self._auth is not None:
+                self._auth.stop()
+            self._network_down(now)
+        elif signal is Action.TLF:
+            if (
+                self.options.passive
+                and lcp.fsm.state is State.STOPPED
+                and lcp.fsm.last_event is Event.TO_MINUS
+                and self._reason is None
+            ):
+                self._counters["lcp_passive_wait"] += 1  # [p]: wait in Stopped for the peer
+                return
+            self._go_dead(self._reason or self._lcp_finish_reason(), now)
+
+    def _lcp_finish_reason(self) -> str:
+        lcp = self._lcp
+        if lcp.peer_terminated:
+            text = lcp.peer_terminate_reason
+            return f"peer terminated: {text}" if text else "peer terminated"
+        if lcp.fsm.last_event is Event.TO_MINUS:
+            return "LCP negotiation timed out"
+        if lcp.fsm.last_event is Event.RXJ_MINUS:
+            return "peer rejected LCP"
+        return "LCP finished"
+
+    def _enter_network(self, now: float) -> None:
+        # RFC 1661 §3.6: the NCP starts once authentication (if any) is done.
+        self.phase = Phase.NETWORK
+        self._ipcp.fsm.open(now)
+        self._ipcp.fsm.up(now)
+
+    def _network_down(self, now: float) -> None:
+        """LCP left Opened: IPCP gets Down and Close (pppd's upper_layers_down)."""
+        fsm = self._ipcp.fsm
+        if fsm.state not in (State.INITIAL, State.STARTING):
+            fsm.down(now)
+        fsm.close(now)
+        for signal in fsm.take_signals():
+            self._on_ipcp_signal(signal, now)
+        fsm.take_packets()  # nothing useful can be sent for IPCP now
+
+    def _go_dead(self, reason: str, now: float) -> None:
+        if self.phase is Phase.DEAD:
+            return
+        self.phase = Phase.DEAD
+        if self._auth is not None:
+            self._auth.stop()
+        self._network_down(now)
+        self._events.append(LinkDown(reason))
+        log.info("PPP: link down: %s", reason)
+
+    def _on_ipcp_signal(self, signal: Action, now: float) -> None:
+        ipcp = self._ipcp
+        if signal is Action.TLU:
+            self._retire_vj()
+            vj = self._vj_module
+            if vj is not None and ipcp.tx_vj is not None:
+                self._vj_tx = vj.VJCompressor(ipcp.tx_vj.max_slot_id, ipcp.tx_vj.compress_slot_id)
+            if vj is not None and ipcp.rx_vj is not None:
+                self._vj_rx = vj.VJDecompressor(ipcp.rx_vj.max_slot_id, ipcp.rx_vj.compress_slot_id)
+            event = LinkUp(
+                self.options.local_ip,
+                self.options.peer_ip,
+                self.options.dns_servers,
+                peer_mru=self.peer_mru,
+                vj_tx=self._vj_tx is not None,
+                vj_rx=self._vj_rx is not None,
+            )
+            self._events.append(event)
+            log.info("PPP: network up: %s <-> %s", event.local_ip, event.peer_ip)
+        elif signal is Action.TLD:
+            self._retire_vj()
+            self._events.append(NetworkDown(self._reason or "IPCP down"))
+        elif signal is Action.TLF and self.phase is Phase.NETWORK:
+            self._close("peer rejected IPCP" if self._ipcp_rejected else "IPCP negotiation failed", now)
+
+    def _on_auth_outcome(self, outcome: AuthOutcome, now: float) -> None:
+        if outcome.ok:
+            if self.phase is Phase.AUTHENTICATE and not outcome.rechallenge:
+                self._events.append(AuthSucceeded(outcome.user, outcome.method))
+                self._enter_network(now)
+            return
+        self._events.append(AuthFailed(outcome.user, outcome.method, outcome.reason))
+        self._close("authentication failed", now)
+
+    def _on_protocol_rejected(self, protocol: int, now: float) -> None:
+        self._events.append(ProtocolRejected(protocol))
+        log.info("PPP: peer Protocol-Rejected %#06x", protocol)
+        if protocol in (PROTO_IPCP, PROTO_IP, PROTO_VJ_COMP, PROTO_VJ_UNCOMP):
+            # IPCP is our only NCP: without it the link is useless (RFC 1661 §5.7, pppd likewise).
+            self._ipcp_rejected = True
+            if self._ipcp.fsm.state not in (State.INITIAL, State.STARTING, State.CLOSED, State.STOPPED):
+                self._ipcp.fsm.handle_event(Event.RXJ_MINUS, now)
+            self._close("peer rejected IPCP", now)
+        elif protocol in (PROTO_PAP, PROTO_CHAP) and self.phase is Phase.AUTHENTICATE and self._auth is not None:
+            if self._auth.protocol == protocol and not self._auth.succeeded:
+                self._auth.stop()
+                self._events.append(AuthFailed("", self._auth.method, "peer rejected the authentication protocol"))
+                self._close("authentication refused", now)
