@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="pyslirp",
         description="Userspace SLiRP: serve PPP on a serial line and proxy the client to local services.",
     )
-    parser.add_argument("--version", action="version", version=_version_text())
+    parser.add_argument("--version", action="store_true", help="print the version and which core is loaded")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the PPP server")
@@ -79,6 +79,9 @@ def _load(args: argparse.Namespace) -> PyslirpConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.version:
+        print(_version_text())
+        return 0
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_CONFIG

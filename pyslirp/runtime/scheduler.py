@@ -73,6 +73,10 @@ class LineScheduler:
     def queued(self, priority: Priority) -> int:
         return self._queued_bytes[priority]
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         self._closed = True
         for queue in self._queues:

@@ -1,0 +1,118 @@
+"""IPv4 (RFC 791): header validation, building datagrams, and fragmenting what we send.
+
+Sans-IO and allocation-light: :func:`parse` validates a received datagram and returns an
+:class:`IPv4Header` with offsets into the original bytes; nothing is copied until a layer needs it.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from pyslirp._core.checksum import internet_checksum
+
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+
+MIN_HEADER = 20
+DEFAULT_TTL = 64
+FLAG_DF = 0x4000
+FLAG_MF = 0x2000
+OFFSET_MASK = 0x1FFF
+
+_HEADER = struct.Struct("!BBHHHBBH4s4s")
+
+
+class IPv4Error(ValueError):
+    """A datagram we drop; ``reason`` is the counter label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class IPv4Header:
+    header_length: int
+    total_length: int
+    identification: int
+    flags_fragment: int
+    ttl: int
+    protocol: int
+    src: bytes
+    dst: bytes
+    tos: int
+
+    @property
+    def is_fragment(self) -> bool:
+        return bool(self.flags_fragment & (FLAG_MF | OFFSET_MASK))
+
+
+def parse(packet: bytes) -> IPv4Header:
+    """Validate a received datagram (RFC 791 §3.1, RFC 1122 §3.2.1); raise :class:`IPv4Error`."""
+    if len(packet) < MIN_HEADER:
+        raise IPv4Error("truncated")
+    (ver_ihl, tos, total_length, ident, flags_fragment, ttl, protocol, _, src, dst) = _HEADER.unpack_from(packet)
+    if ver_ihl >> 4 != 4:
+        raise IPv4Error("bad_version")
+    header_length = (ver_ihl & 0x0F) * 4
+    if header_length < MIN_HEADER or header_length > len(packet):
+        raise IPv4Error("bad_header_length")
+    if total_length < header_length or total_length > len(packet):
+        raise IPv4Error("bad_total_length")
+    if internet_checksum(packet[:header_length]) != 0:
+        raise IPv4Error("bad_header_checksum")
+    if flags_fragment & 0x8000:
+        raise IPv4Error("reserved_flag")
+    return IPv4Header(header_length, total_length, ident, flags_fragment, ttl, protocol, src, dst, tos)
+
+
+def build(
+    src: bytes,
+    dst: bytes,
+    protocol: int,
+    payload: bytes,
+    identification: int,
+    ttl: int = DEFAULT_TTL,
+    tos: int = 0,
+    dont_fragment: bool = True,
+) -> bytes:
+    """An IPv4 datagram with a 20-byte header and its checksum."""
+    flags = FLAG_DF if dont_fragment else 0
+    header = bytearray(
+        _HEADER.pack(0x45, tos, MIN_HEADER + len(payload), identification, flags, ttl, protocol, 0, src, dst)
+    )
+    struct.pack_into("!H", header, 10, internet_checksum(header))
+    return bytes(header) + payload
+
+
+def fragment(packet: bytes, mtu: int) -> list[bytes]:
+    """Split a datagram to fit ``mtu`` (RFC 791 §3.2, fragmentation procedure).
+
+    Raises :class:`IPv4Error` ("needs_fragmentation_df") when the datagram has DF set, and
+    ("mtu_too_small") when not even 8 bytes of data fit.
+    """
+    if len(packet) <= mtu:
+        return [packet]
+    header = parse(packet)
+    if header.flags_fragment & FLAG_DF:
+        raise IPv4Error("needs_fragmentation_df")
+    hlen = header.header_length
+    chunk = (mtu - hlen) // 8 * 8
+    if chunk <= 0:
+        raise IPv4Error("mtu_too_small")
+    data = packet[hlen : header.total_length]
+    base_offset = header.flags_fragment & OFFSET_MASK
+    more_after = header.flags_fragment & FLAG_MF
+    pieces = []
+    for start in range(0, len(data), chunk):
+        piece = data[start : start + chunk]
+        last = start + chunk >= len(data)
+        flags = (base_offset + start // 8) | (more_after if last else FLAG_MF)
+        frag_header = bytearray(packet[:hlen])
+        struct.pack_into("!HHH", frag_header, 2, hlen + len(piece), header.identification, flags)
+        struct.pack_into("!H", frag_header, 10, 0)
+        struct.pack_into("!H", frag_header, 10, internet_checksum(frag_header))
+        pieces.append(bytes(frag_header) + piece)
+    return pieces

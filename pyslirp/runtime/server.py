@@ -1,0 +1,116 @@
+"""``pyslirp serve``: open the configured line and run a gateway on each session it yields."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Callable
+
+from pyslirp.config import ConfigError, PyslirpConfig
+from pyslirp.net.stack import Stack
+from pyslirp.ppp.link import LinkOptions, LinkUp
+from pyslirp.runtime.gateway import Gateway
+from pyslirp.runtime.lines import Line, LineError, open_line
+
+log = logging.getLogger("pyslirp")
+
+EXIT_OK = 0
+EXIT_FAULT = 1
+EXIT_CONFIG = 2
+
+
+def link_options(config: PyslirpConfig) -> LinkOptions:
+    """The sans-IO link's options from the configuration."""
+    ppp = config.ppp
+    return LinkOptions(
+        local_ip=ppp.local_ip,
+        peer_ip=ppp.peer_ip,
+        dns_servers=tuple(ppp.dns_servers),
+        mru=ppp.mru,
+        accm=ppp.accm,
+        auth_method=ppp.auth.method,
+        credentials=ppp.auth.credentials(),
+        auth_timeout=ppp.auth.timeout,
+        chap_rechallenge_interval=ppp.auth.chap_rechallenge_interval,
+        echo_interval=ppp.keepalive.interval,
+        echo_failures=ppp.keepalive.failures,
+        vj=ppp.vj,
+        vj_slots=ppp.vj_slots,
+        restart_timer=ppp.restart_timer,
+        max_configure=ppp.max_configure,
+        max_terminate=ppp.max_terminate,
+        max_failure=ppp.max_failure,
+    )
+
+
+class Server:
+    """Owns the line and runs one gateway at a time on it."""
+
+    def __init__(self, config: PyslirpConfig, line: Line) -> None:
+        self.config = config
+        self.line = line
+        self.options = link_options(config)
+        self.gateway: Gateway | None = None
+
+    def _stack(self, up: LinkUp, wake: Callable[[], None]) -> Stack:
+        return Stack(up.local_ip, up.peer_ip, mtu=up.peer_mru)
+
+    def _line_rate(self, native_rate: int | None) -> int | None:
+        return self.config.serial.line_rate or native_rate
+
+    async def run(self) -> None:
+        print(self.line.describe(), file=sys.stderr, flush=True)
+        async for session in self.line.sessions():
+            log.info("%s: line up", session.name)
+            self.gateway = Gateway(session, self.options, self._stack, rate=self._line_rate(session.native_rate))
+            try:
+                await self.gateway.run()
+            except Exception:
+                # A fault on one session must not end the server: log it and take the next one.
+                log.exception("%s: session failed", session.name)
+            finally:
+                self.gateway = None
+
+
+def _install_event_loop_policy() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _serve(config: PyslirpConfig) -> int:
+    try:
+        line = open_line(config.serial.port, config.serial.baudrate, config.serial.rtscts, config.serial.xonxoff)
+    except LineError as exc:
+        print(f"pyslirp: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    server = Server(config, line)
+    task = asyncio.ensure_future(server.run())
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        log.info("stopping")
+        return EXIT_OK
+    except LineError as exc:
+        print(f"pyslirp: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        line.close()
+    return EXIT_OK
+
+
+def run_server(config: PyslirpConfig) -> int:
+    """Run until interrupted; the process exit status."""
+    _install_event_loop_policy()
+    try:
+        return asyncio.run(_serve(config))
+    except ConfigError as exc:
+        print(f"pyslirp: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
