@@ -10,28 +10,102 @@ gets what a router with no route would send (RFC 1812 §4.3.3.1, §5.2.7.1).
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import os
 from collections import Counter
+from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import Callable, Union
 
 from pyslirp._core.reassembly import FragmentReassembler
-from pyslirp.net import icmp, ipv4
+from pyslirp.net import icmp, ipv4, udp
 from pyslirp.net.ipv4 import IPv4Error
+from pyslirp.net.tcp import (
+    Closed,
+    TCPConfig,
+    TCPConnection,
+    TCPEvent,
+    TIME_WAIT,
+    is_connection_request,
+    isn,
+    reset_for_segment,
+)
+from pyslirp.net.tcp_segment import parse_segment
 
 FRAGMENT_BYTES = 256 * 1024
 FRAGMENT_TIMEOUT = 30.0  # RFC 1122 §3.3.2 recommends 60-120 s; a serial line needs less
+IP_TCP_HEADERS = 40
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRequest:
+    """A SYN for a new connection to ``port`` of ours: ``accept`` or ``refuse`` it (admission)."""
+
+    conn: TCPConnection
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEvent:
+    """Something happened on an open connection."""
+
+    conn: TCPConnection
+    event: TCPEvent
+
+
+@dataclass(frozen=True, slots=True)
+class UDPDatagram:
+    """A UDP datagram for one of the ports we serve."""
+
+    src_port: int
+    dst_port: int
+    payload: bytes
+
+
+StackEvent = Union[ConnectionRequest, ConnectionEvent, UDPDatagram]
 
 
 class Stack:
-    """One link's network layer."""
+    """One link's network layer.
 
-    def __init__(self, local_ip: IPv4Address, peer_ip: IPv4Address, mtu: int) -> None:
+    ``mtu`` is the largest datagram the client takes (its MRU); ``wake`` is called when
+    something outside :meth:`receive`/:meth:`handle_timer` (the proxy calling a connection)
+    produced output, so the gateway flushes it.
+    """
+
+    def __init__(
+        self,
+        local_ip: IPv4Address,
+        peer_ip: IPv4Address,
+        mtu: int,
+        *,
+        tcp_config: TCPConfig | None = None,
+        max_connections: int = 16384,
+        udp_ports: frozenset[int] = frozenset(),
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
         self.local = local_ip.packed
         self.peer = peer_ip.packed
         self.mtu = mtu
+        self.tcp_config = tcp_config or TCPConfig(mss=mtu - IP_TCP_HEADERS)
+        self.max_connections = max_connections
+        self.udp_ports = udp_ports
+        self.wake = wake
         self.counters: Counter[str] = Counter()
+        self.tcp_counters: Counter[str] = Counter()
         self._fragments = FragmentReassembler(FRAGMENT_BYTES, FRAGMENT_TIMEOUT)
         self._output: list[tuple[bytes, bool]] = []
+        self._events: list[StackEvent] = []
         self._ident = 0
+        self._isn_secret = os.urandom(16)
+        #: (remote address, remote port, local port) -> connection
+        self.connections: dict[tuple[bytes, int, int], TCPConnection] = {}
+        self._dirty: dict[TCPConnection, None] = {}
+        self._timers: list[tuple[float, int, TCPConnection]] = []
+        self._timer_seq = itertools.count()
+        self._scheduled: dict[TCPConnection, float] = {}
+        self._ephemeral = itertools.cycle(range(49152, 65536))
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -76,17 +150,133 @@ class Stack:
         self._emit(header.src, ipv4.PROTO_ICMP, reply, interactive=True)
 
     def _tcp(self, header: ipv4.IPv4Header, packet: bytes, payload: bytes, now: float) -> None:
-        self.counters["tcp_drop_no_tcp"] += 1
+        seg = parse_segment(payload, header.src, header.dst, counters=self.tcp_counters)
+        if seg is None:
+            self.counters["tcp_drop_malformed"] += 1
+            return
+        key = (header.src, seg.src_port, seg.dst_port)
+        conn = self.connections.get(key)
+        if conn is not None and conn.state == TIME_WAIT and conn.accepts_new_syn(seg):
+            # RFC 9293 §3.6.1: a new incarnation of the connection out of TIME-WAIT.
+            self._forget(key, conn)
+            conn = None
+        if conn is not None:
+            conn.receive_segment(seg, now)
+            self._dirty[conn] = None
+            return
+        if not is_connection_request(seg):
+            # RFC 9293 §3.10.7.1: no connection — answer with a reset (none to a reset).
+            self.counters["tcp_rst_no_connection"] += 1
+            self._emit_tcp_reset(seg, header)
+            return
+        if len(self.connections) >= self.max_connections:
+            self.counters["tcp_refused_table_full"] += 1
+            self._emit_tcp_reset(seg, header)
+            return
+        iss = isn(self._isn_secret, (self.local, seg.dst_port), (header.src, seg.src_port), now)
+        conn = TCPConnection.from_syn(
+            seg, self.local, header.src, iss=iss, config=self.tcp_config, now=now, counters=self.tcp_counters
+        )
+        self.connections[key] = conn
+        self._events.append(ConnectionRequest(conn, seg.dst_port))
+
+    def _emit_tcp_reset(self, seg, header: ipv4.IPv4Header) -> None:
+        reset = reset_for_segment(seg, header.dst, header.src)
+        if reset is not None:
+            self._emit(header.src, ipv4.PROTO_TCP, reset, interactive=True, source=header.dst)
 
     def _udp(self, header: ipv4.IPv4Header, packet: bytes, payload: bytes, now: float) -> None:
-        self.counters["udp_drop_port_unreachable"] += 1
-        self._send_unreachable(icmp.PORT_UNREACHABLE, header, packet)
+        try:
+            sport, dport, data = udp.parse(header.src, header.dst, payload)
+        except udp.UDPError as exc:
+            self.counters[f"udp_drop_{exc.reason}"] += 1
+            return
+        if dport not in self.udp_ports:
+            self.counters["udp_drop_port_unreachable"] += 1
+            self._send_unreachable(icmp.PORT_UNREACHABLE, header, packet)
+            return
+        self.counters["udp_in"] += 1
+        self._events.append(UDPDatagram(sport, dport, data))
 
     def _no_route(self, header: ipv4.IPv4Header, packet: bytes, payload: bytes) -> None:
+        """What a router with no route sends (RFC 1812 §5.2.7): RST for TCP, else unreachable."""
         self.counters["ip_drop_no_route"] += 1
+        if header.protocol == ipv4.PROTO_TCP:
+            seg = parse_segment(payload, header.src, header.dst, counters=self.tcp_counters)
+            if seg is not None:
+                self._emit_tcp_reset(seg, header)
+            return
         if header.protocol == ipv4.PROTO_ICMP and icmp.is_error(payload):
             return
         self._send_unreachable(icmp.NET_UNREACHABLE, header, packet, source=self.local)
+
+    # -- the application side ------------------------------------------------------------------
+
+    def changed(self, conn: TCPConnection) -> None:
+        """The application called ``conn`` (send, read, accept, close...): collect its output."""
+        if conn not in self._dirty:
+            self._dirty[conn] = None
+            self.wake()
+
+    def open_connection(self, port: int, now: float) -> TCPConnection:
+        """Active open to the client's ``port`` (reverse forwards)."""
+        for _ in range(16384):
+            local_port = next(self._ephemeral)
+            key = (self.peer, port, local_port)
+            if key not in self.connections:
+                break
+        else:
+            raise RuntimeError("no free local port")
+        iss = isn(self._isn_secret, (self.local, local_port), (self.peer, port), now)
+        conn = TCPConnection(
+            self.local, local_port, self.peer, port, iss=iss, config=self.tcp_config, now=now,
+            counters=self.tcp_counters,
+        )
+        self.connections[key] = conn
+        conn.connect(now)
+        self.changed(conn)
+        return conn
+
+    def send_udp(self, src_port: int, dst_port: int, payload: bytes) -> None:
+        """A UDP datagram from our ``src_port`` to the client."""
+        self.counters["udp_out"] += 1
+        self._emit(self.peer, ipv4.PROTO_UDP, udp.build(self.local, self.peer, src_port, dst_port, payload),
+                   interactive=True)
+        self.wake()
+
+    def events(self) -> list[StackEvent]:
+        """Connection requests, connection events and UDP datagrams since the last call."""
+        self._collect()
+        events, self._events = self._events, []
+        return events
+
+    def _collect(self) -> None:
+        """Gather output, events and timer deadlines of the connections touched since last time."""
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, {}
+        for conn in dirty:
+            for segment in conn.take_segments():
+                self._emit(conn.remote_addr, ipv4.PROTO_TCP, segment.data, interactive=segment.interactive)
+            for event in conn.events():
+                self._events.append(ConnectionEvent(conn, event))
+                if isinstance(event, Closed):
+                    self._forget((conn.remote_addr, conn.remote_port, conn.local_port), conn)
+            self._schedule(conn)
+
+    def _forget(self, key: tuple[bytes, int, int], conn: TCPConnection) -> None:
+        if self.connections.get(key) is conn:
+            del self.connections[key]
+        self._scheduled.pop(conn, None)
+
+    def _schedule(self, conn: TCPConnection) -> None:
+        deadline = conn.next_deadline()
+        if deadline is None or (conn.remote_addr, conn.remote_port, conn.local_port) not in self.connections:
+            self._scheduled.pop(conn, None)
+            return
+        if self._scheduled.get(conn) != deadline:
+            self._scheduled[conn] = deadline
+            heapq.heappush(self._timers, (deadline, next(self._timer_seq), conn))
 
     def _send_unreachable(
         self, code: int, header: ipv4.IPv4Header, packet: bytes, source: bytes | None = None
@@ -109,15 +299,37 @@ class Stack:
 
     def take_output(self, bulk_room: int) -> list[tuple[bytes, bool]]:
         """Datagrams to send, each with whether it is interactive."""
+        self._collect()
         output, self._output = self._output, []
         return output
 
     def next_deadline(self) -> float | None:
-        return None
+        self._collect()
+        timers = self._timers
+        while timers and self._scheduled.get(timers[0][2]) != timers[0][0]:
+            heapq.heappop(timers)  # superseded entry
+        due = timers[0][0] if timers else None
+        fragments = self._fragments.next_deadline()
+        if fragments is not None and (due is None or fragments < due):
+            due = fragments
+        return due
 
     def handle_timer(self, now: float) -> None:
         self._fragments.expire(now)
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, _, conn = heapq.heappop(timers)
+            if self._scheduled.get(conn) != deadline:
+                continue
+            del self._scheduled[conn]
+            conn.handle_timer(now)
+            self._dirty[conn] = None
+        self._collect()
 
     def close(self) -> None:
-        """The link went down."""
+        """The link went down: every connection is gone with it."""
         self._output.clear()
+        self.connections.clear()
+        self._dirty.clear()
+        self._timers.clear()
+        self._scheduled.clear()

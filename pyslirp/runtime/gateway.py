@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import Callable
+from typing import Callable, Protocol
 
 from pyslirp._core.hdlc import Deframer, encode_frame
-from pyslirp.net.stack import Stack
 from pyslirp.ppp import link as ppp_link
 from pyslirp.ppp.link import LinkOptions, PPPLink
 from pyslirp.runtime.lines import LineSession
@@ -29,6 +28,16 @@ security_log = logging.getLogger("pyslirp.security")
 
 
 
+class Network(Protocol):
+    """What the gateway drives on a link that is up (the stack with the proxy on it)."""
+
+    def receive(self, packet: bytes, now: float) -> None: ...
+    def take_output(self, bulk_room: int) -> list[tuple[bytes, bool]]: ...
+    def next_deadline(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def close(self) -> None: ...
+
+
 class Gateway:
     """Runs PPP links over one line session until it hangs up."""
 
@@ -36,7 +45,7 @@ class Gateway:
         self,
         session: LineSession,
         options: LinkOptions,
-        stack_factory: Callable[[ppp_link.LinkUp, Callable[[], None]], Stack],
+        stack_factory: Callable[[ppp_link.LinkUp, Callable[[], None]], Network],
         rate: int | None = None,
     ) -> None:
         self.session = session
@@ -51,8 +60,9 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         self._rng = random.SystemRandom()
         self.link = PPPLink(options, self._loop.time(), rng=self._rng)
-        self.stack: Stack | None = None
+        self.stack: Network | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due: float | None = None  # uvloop's handles don't expose when()
         self._deframe_errors = 0
         self._flush_pending = False
         self.links_started = 0
@@ -178,11 +188,12 @@ class Gateway:
             deadlines.append(self.stack.next_deadline())
         due = min((d for d in deadlines if d is not None), default=None)
         if self._timer is not None:
-            if due is not None and self._timer.when() == due:
+            if due == self._timer_due:
                 return
             self._timer.cancel()
             self._timer = None
         if due is not None:
+            self._timer_due = due
             self._timer = self._loop.call_at(due, self._on_timer)
 
     def _cancel_timer(self) -> None:

@@ -9,10 +9,10 @@ import sys
 from typing import Callable
 
 from pyslirp.config import ConfigError, PyslirpConfig
-from pyslirp.net.stack import Stack
 from pyslirp.ppp.link import LinkOptions, LinkUp
 from pyslirp.runtime.gateway import Gateway
 from pyslirp.runtime.lines import Line, LineError, open_line
+from pyslirp.runtime.network import LinkNetwork
 
 log = logging.getLogger("pyslirp")
 
@@ -54,17 +54,48 @@ class Server:
         self.options = link_options(config)
         self.gateway: Gateway | None = None
 
-    def _stack(self, up: LinkUp, wake: Callable[[], None]) -> Stack:
-        return Stack(up.local_ip, up.peer_ip, mtu=up.peer_mru)
+    def _network(self, up: LinkUp, wake: Callable[[], None]) -> LinkNetwork:
+        return LinkNetwork(self.config, up, wake)
+
+    async def start_forwards(self) -> list[asyncio.AbstractServer]:
+        """Listen for each reverse forward (SLiRP's redir)."""
+        loop = asyncio.get_running_loop()
+        servers = []
+        for forward in self.config.forwards:
+            def factory(forward=forward) -> asyncio.Protocol:
+                return self._reverse_pipe(forward.peer_port, f"{forward.listen_host}:{forward.listen_port}")
+            try:
+                servers.append(await loop.create_server(factory, forward.listen_host, forward.listen_port))
+            except OSError as exc:
+                raise LineError(
+                    f"forwards: cannot listen on {forward.listen_host}:{forward.listen_port}: {exc.strerror or exc}"
+                ) from None
+            log.info("forwarding %s:%d to the client's port %d", forward.listen_host, forward.listen_port, forward.peer_port)
+        return servers
+
+    def _reverse_pipe(self, peer_port: int, label: str) -> asyncio.Protocol:
+        network = self.gateway.stack if self.gateway is not None else None
+        if not isinstance(network, LinkNetwork):
+            log.info("reverse forward %s -> client port %d: no link up, closing", label, peer_port)
+            return _Refuse()
+        return network.proxy.reverse_pipe(peer_port, f"{label} -> client:{peer_port}")
 
     def _line_rate(self, native_rate: int | None) -> int | None:
         return self.config.serial.line_rate or native_rate
 
     async def run(self) -> None:
+        forwards = await self.start_forwards()
+        try:
+            await self._serve_line()
+        finally:
+            for server in forwards:
+                server.close()
+
+    async def _serve_line(self) -> None:
         print(self.line.describe(), file=sys.stderr, flush=True)
         async for session in self.line.sessions():
             log.info("%s: line up", session.name)
-            self.gateway = Gateway(session, self.options, self._stack, rate=self._line_rate(session.native_rate))
+            self.gateway = Gateway(session, self.options, self._network, rate=self._line_rate(session.native_rate))
             try:
                 await self.gateway.run()
             except Exception:
@@ -72,6 +103,13 @@ class Server:
                 log.exception("%s: session failed", session.name)
             finally:
                 self.gateway = None
+
+
+class _Refuse(asyncio.Protocol):
+    """Closes a reverse-forward client at once when no link is up."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
 
 
 def _install_event_loop_policy() -> None:

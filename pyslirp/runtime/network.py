@@ -1,0 +1,102 @@
+"""The network side of one link: the sans-IO stack with the service proxy and UDP relays on it.
+
+The gateway drives a :class:`LinkNetwork` as it would drive the bare stack (``receive``,
+``take_output``, timers); this class delivers the stack's events to the proxy and the relays
+in between, and sweeps idle connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from pyslirp.config import PyslirpConfig
+from pyslirp.net.stack import ConnectionEvent, ConnectionRequest, Stack, UDPDatagram
+from pyslirp.net.tcp import TCPConfig
+from pyslirp.ppp.link import LinkUp
+from pyslirp.runtime.proxy import ServiceProxy
+from pyslirp.runtime.udp_relay import DNS_PORT, UDPRelay, parse_upstream, system_resolver
+
+log = logging.getLogger(__name__)
+
+IP_TCP_HEADERS = 40
+SWEEP_INTERVAL = 5.0
+
+
+def udp_targets(config: PyslirpConfig) -> dict[int, tuple[str, int]]:
+    """Our UDP ports and where they are relayed: UDP services, and DNS to the upstream."""
+    targets = {
+        port: (service.host, service.port)
+        for port, service in config.services.items()
+        if service.protocol == "udp" and service.enabled
+    }
+    if config.dns.enabled and DNS_PORT not in targets:
+        upstream = parse_upstream(config.dns.upstream) if config.dns.upstream else system_resolver()
+        if upstream is None:
+            log.warning("DNS forwarding off: no upstream configured and no nameserver in /etc/resolv.conf")
+        else:
+            targets[DNS_PORT] = upstream
+    return targets
+
+
+class LinkNetwork:
+    """Stack + proxy + relays for one link that is up."""
+
+    def __init__(self, config: PyslirpConfig, up: LinkUp, wake: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        self.now = loop.time
+        mss = min(config.ppp.mru, up.peer_mru) - IP_TCP_HEADERS
+        tcp = config.tcp
+        tcp_config = TCPConfig(
+            mss=mss, rcv_buf=tcp.receive_buffer, snd_buf=tcp.send_buffer, time_wait=tcp.time_wait, min_rto=tcp.min_rto
+        )
+        self.relay = UDPRelay(udp_targets(config), self._send_udp, self.now, idle_timeout=config.dns.timeout * 6)
+        self.stack = Stack(
+            up.local_ip, up.peer_ip, mtu=up.peer_mru, tcp_config=tcp_config, max_connections=tcp.max_connections,
+            udp_ports=self.relay.ports, wake=wake,
+        )
+        self.proxy = ServiceProxy(config.services, self.stack, self.now)
+        self._next_sweep = self.now() + SWEEP_INTERVAL
+
+    def _send_udp(self, our_port: int, client_port: int, payload: bytes) -> None:
+        self.stack.send_udp(our_port, client_port, payload)
+
+    def receive(self, packet: bytes, now: float) -> None:
+        self.stack.receive(packet, now)
+
+    def _dispatch(self) -> None:
+        for event in self.stack.events():
+            try:
+                if isinstance(event, (ConnectionEvent, ConnectionRequest)):
+                    self.proxy.handle(event)
+                elif isinstance(event, UDPDatagram):
+                    self.relay.datagram(event.src_port, event.dst_port, event.payload)
+            except Exception:
+                # A fault on one connection must not take the link down: log it, reset that one.
+                log.exception("error handling %s", type(event).__name__)
+                self.stack.counters["handler_errors"] += 1
+                conn = getattr(event, "conn", None)
+                if conn is not None:
+                    conn.abort(self.now())
+                    self.stack.changed(conn)
+
+    def take_output(self, bulk_room: int) -> list[tuple[bytes, bool]]:
+        self._dispatch()
+        return self.stack.take_output(bulk_room)
+
+    def next_deadline(self) -> float | None:
+        due = self.stack.next_deadline()
+        return self._next_sweep if due is None or self._next_sweep < due else due
+
+    def handle_timer(self, now: float) -> None:
+        self.stack.handle_timer(now)
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL
+            self.proxy.sweep_idle(now)
+            self.relay.sweep_idle(now)
+
+    def close(self) -> None:
+        self.proxy.close()
+        self.relay.close()
+        self.stack.close()

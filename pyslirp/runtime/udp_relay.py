@@ -1,0 +1,134 @@
+"""UDP relays: the client's datagrams to a UDP service or to the DNS upstream, and the replies back.
+
+Each flow (client port, our port) gets its own connected host UDP socket, so replies find their
+way back without any parsing; a flow idle past its timeout is closed, and the number of flows
+is bounded (the oldest goes first, counted). DNS at ``local_ip:53`` is one such relay, to the
+upstream resolver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, OrderedDict
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+MAX_FLOWS = 256
+DNS_PORT = 53
+
+
+def system_resolver(resolv_conf: Path = Path("/etc/resolv.conf")) -> tuple[str, int] | None:
+    """The first IPv4 nameserver in resolv.conf."""
+    try:
+        lines = resolv_conf.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver" and ":" not in fields[1]:
+            return fields[1], DNS_PORT
+    return None
+
+
+def parse_upstream(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    return (host, int(port)) if port else (text, DNS_PORT)
+
+
+class _Flow(asyncio.DatagramProtocol):
+    def __init__(self, relay: "UDPRelay", client_port: int, our_port: int) -> None:
+        self.relay = relay
+        self.client_port = client_port
+        self.our_port = our_port
+        self.transport: asyncio.DatagramTransport | None = None
+        self.last_activity = relay.now()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.last_activity = self.relay.now()
+        self.relay.counters["replies"] += 1
+        self.relay.send_to_client(self.our_port, self.client_port, data)
+
+    def error_received(self, exc: Exception) -> None:
+        self.relay.counters["errors"] += 1
+        log.debug("udp flow :%d -> %d: %s", self.client_port, self.our_port, exc)
+
+
+class UDPRelay:
+    """Relays datagrams for the ports in ``targets`` (our port -> (host, port))."""
+
+    def __init__(
+        self,
+        targets: dict[int, tuple[str, int]],
+        send_to_client: Callable[[int, int, bytes], None],
+        now: Callable[[], float],
+        idle_timeout: float = 60.0,
+    ) -> None:
+        self.targets = targets
+        self.send_to_client = send_to_client
+        self.now = now
+        self.idle_timeout = idle_timeout
+        self.flows: OrderedDict[tuple[int, int], _Flow] = OrderedDict()
+        self._opening: dict[tuple[int, int], list[bytes]] = {}
+        self.counters: Counter[str] = Counter()
+
+    @property
+    def ports(self) -> frozenset[int]:
+        return frozenset(self.targets)
+
+    def datagram(self, client_port: int, our_port: int, payload: bytes) -> None:
+        key = (client_port, our_port)
+        self.counters["datagrams"] += 1
+        flow = self.flows.get(key)
+        if flow is not None and flow.transport is not None:
+            self.flows.move_to_end(key)
+            flow.last_activity = self.now()
+            flow.transport.sendto(payload)
+            return
+        if key in self._opening:
+            self._opening[key].append(payload)
+            return
+        if len(self.flows) + len(self._opening) >= MAX_FLOWS:
+            if not self.flows:
+                self.counters["dropped_too_many_flows"] += 1
+                return
+            _, oldest = self.flows.popitem(last=False)
+            self.counters["flows_evicted"] += 1
+            if oldest.transport is not None:
+                oldest.transport.close()
+        self._opening[key] = [payload]
+        asyncio.get_running_loop().create_task(self._open(key))
+
+    async def _open(self, key: tuple[int, int]) -> None:
+        client_port, our_port = key
+        loop = asyncio.get_running_loop()
+        try:
+            _, flow = await loop.create_datagram_endpoint(
+                lambda: _Flow(self, client_port, our_port), remote_addr=self.targets[our_port]
+            )
+        except OSError as exc:
+            self.counters["dropped_upstream_unreachable"] += len(self._opening.pop(key, ()))
+            log.warning("udp :%d: cannot reach %s:%d: %s", our_port, *self.targets[our_port], exc.strerror or exc)
+            return
+        self.flows[key] = flow
+        for payload in self._opening.pop(key, ()):
+            flow.transport.sendto(payload)  # type: ignore[union-attr]
+
+    def sweep_idle(self, now: float) -> None:
+        for key, flow in list(self.flows.items()):
+            if now - flow.last_activity > self.idle_timeout:
+                del self.flows[key]
+                if flow.transport is not None:
+                    flow.transport.close()
+
+    def close(self) -> None:
+        for flow in self.flows.values():
+            if flow.transport is not None:
+                flow.transport.close()
+        self.flows.clear()
+        self._opening.clear()

@@ -1,0 +1,117 @@
+"""Run ``pyslirp serve`` as a user would — the installed CLI in its own process — for interop tests.
+
+    async with PyslirpProcess(config) as server:        # listens on tcp-listen://127.0.0.1:<free>
+        res = await rig.run_vm_async(image, script, line_port=server.port, ...)
+        await server.wait_log(r"link up")
+
+The configuration is a dict written to a YAML file; ``serial.port`` is set to a free loopback
+port. Everything the server logs is kept in :attr:`PyslirpProcess.lines` for assertions and is
+shown when a test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LISTENING = re.compile(r"listening for the line on tcp 127\.0\.0\.1:(\d+)")
+
+
+class PyslirpProcess:
+    def __init__(self, config: dict[str, Any] | None = None, *, debug: bool = True) -> None:
+        self.config = dict(config or {})
+        self.debug = debug
+        self.lines: list[str] = []
+        self.port = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._dir = tempfile.TemporaryDirectory(prefix="pyslirp-test-")
+
+    async def __aenter__(self) -> "PyslirpProcess":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+        if exc[0] is not None:
+            print("---- pyslirp log ----\n" + self.log(), file=sys.stderr)
+
+    async def start(self) -> None:
+        config = dict(self.config)
+        config.setdefault("logging", {}).setdefault("level", "DEBUG" if self.debug else "INFO")
+        config_file = Path(self._dir.name) / "config.yaml"
+        config_file.write_text(yaml.safe_dump(config))
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pyslirp", "serve", "--config", str(config_file), "tcp-listen://127.0.0.1:0",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=self._dir.name,
+        )
+        self._reader = asyncio.create_task(self._read())
+        match = await self.wait_log(LISTENING.pattern, timeout=30)
+        self.port = int(match.group(1))
+
+    async def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        async for raw in self._proc.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+            self._changed.set()
+        self._changed.set()
+
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def find(self, pattern: str) -> list[re.Match[str]]:
+        regex = re.compile(pattern)
+        return [m for line in self.lines if (m := regex.search(line))]
+
+    async def wait_log(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        """The first log line matching ``pattern``; AssertionError with the log on timeout."""
+        regex = re.compile(pattern)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        seen = 0
+        while True:
+            for line in self.lines[seen:]:
+                if match := regex.search(line):
+                    return match
+            seen = len(self.lines)
+            if self._proc is not None and self._proc.returncode is not None and self._reader.done():
+                raise AssertionError(f"pyslirp exited ({self._proc.returncode}) before {pattern!r}:\n{self.log()}")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"pyslirp never logged {pattern!r} in {timeout} s:\n{self.log()}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    async def stop(self) -> int | None:
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self._reader is not None:
+            await self._reader
+        self._dir.cleanup()
+        return proc.returncode
