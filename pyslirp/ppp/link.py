@@ -142,6 +142,7 @@ class LinkDown:
 class AuthSucceeded:
     user: str
     method: str
+    rechallenge: bool = False  # a periodic CHAP re-challenge (RFC 1994 §2.3) was answered
 
 
 @dataclass(frozen=True)
@@ -748,6 +749,8 @@ class PPPLink:
             if self.phase is Phase.AUTHENTICATE and not outcome.rechallenge:
                 self._events.append(AuthSucceeded(outcome.user, outcome.method))
                 self._enter_network(now)
+            elif outcome.rechallenge:
+                self._events.append(AuthSucceeded(outcome.user, outcome.method, rechallenge=True))
             return
         self._events.append(AuthFailed(outcome.user, outcome.method, outcome.reason))
         self._close("authentication failed", now)

@@ -163,7 +163,8 @@ class Gateway:
                     self.session.name, event.user, event.method, event.reason,
                 )
             elif isinstance(event, ppp_link.AuthSucceeded):
-                security_log.info("%s: authenticated user %r (%s)", self.session.name, event.user, event.method)
+                again = ", re-challenge" if event.rechallenge else ""
+                security_log.info("%s: authenticated user %r (%s%s)", self.session.name, event.user, event.method, again)
             else:
                 log.info("%s: %s", self.session.name, event)
 
