@@ -13,6 +13,7 @@ server waits for the next one.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from typing import Callable, Protocol
@@ -81,6 +82,7 @@ class Gateway:
                     break
                 self._receive(data)
         finally:
+            self.log_stats()
             self._cancel_timer()
             self.link.line_down(self._loop.time())
             self._handle_link_events()
@@ -88,6 +90,25 @@ class Gateway:
             self.scheduler.close()
             writer.cancel()
             self.session.close()
+
+    def stats(self) -> dict[str, object]:
+        """Every counter of this session, by layer."""
+        stats: dict[str, object] = {
+            "line": self.session.name,
+            "deframer": self.deframer.counters(),
+            "link": self.link.counters(),
+            "scheduler": {
+                **self.scheduler.counters,
+                **{f"queued_{p.name.lower()}": self.scheduler.queued(p) for p in Priority},
+            },
+        }
+        network_stats = getattr(self.stack, "stats", None)
+        if network_stats is not None:
+            stats["network"] = network_stats()
+        return stats
+
+    def log_stats(self) -> None:
+        log.info("stats: %s", json.dumps(self.stats(), sort_keys=True))
 
     def _start_link(self) -> None:
         self.links_started += 1

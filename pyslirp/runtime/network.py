@@ -96,6 +96,20 @@ class LinkNetwork:
             self.proxy.sweep_idle(now)
             self.relay.sweep_idle(now)
 
+    def stats(self) -> dict[str, object]:
+        """Counters and buffer occupancy, for the log and (later) metrics."""
+        connections = self.stack.connections.values()
+        return {
+            "ip": dict(self.stack.counters),
+            "tcp": dict(self.stack.tcp_counters),
+            "proxy": dict(self.proxy.counters),
+            "udp_relay": dict(self.relay.counters),
+            "connections": len(self.stack.connections),
+            "tcp_send_buffered": sum(conn.send_buffered for conn in connections),
+            "tcp_receive_buffered": sum(conn.rcv_buffered for conn in connections),
+            **self.proxy.buffered(),
+        }
+
     def close(self) -> None:
         self.proxy.close()
         self.relay.close()

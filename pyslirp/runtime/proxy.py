@@ -282,6 +282,17 @@ class ServiceProxy:
         if port is not None:
             self.active[port] -= 1
 
+    def buffered(self) -> dict[str, int]:
+        """Bytes the proxy itself holds: service data the connections refused, and data
+        waiting in the service sockets' transports."""
+        pipes = self.pipes.values()
+        return {
+            "proxy_pending": sum(len(pipe._pending) for pipe in pipes),
+            "service_write_buffered": sum(
+                pipe.transport.get_write_buffer_size() for pipe in pipes if pipe.transport is not None
+            ),
+        }
+
     def sweep_idle(self, now: float) -> None:
         """Close pipes idle past their service's idle_timeout."""
         for pipe in list(self.pipes.values()):

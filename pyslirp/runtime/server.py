@@ -54,6 +54,13 @@ class Server:
         self.options = link_options(config)
         self.gateway: Gateway | None = None
 
+    def log_stats(self) -> None:
+        """SIGUSR1: log every counter of the current session."""
+        if self.gateway is None:
+            log.info("stats: no line session")
+        else:
+            self.gateway.log_stats()
+
     def _network(self, up: LinkUp, wake: Callable[[], None]) -> LinkNetwork:
         return LinkNetwork(self.config, up, wake)
 
@@ -131,6 +138,7 @@ async def _serve(config: PyslirpConfig) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, task.cancel)
+    loop.add_signal_handler(signal.SIGUSR1, server.log_stats)
     try:
         await task
     except asyncio.CancelledError:
