@@ -18,6 +18,7 @@ import errno
 import fcntl
 import logging
 import os
+import select
 import socket
 import struct
 import termios
@@ -230,8 +231,8 @@ class TcpConnectLine(Line):
 class PtyLine(Line):
     """A pseudo-terminal: the client runs ``pppd`` on its slave side.
 
-    While no client has the slave open, reading the master fails with EIO; we poll until a client
-    opens it, and treat EIO after that as a hang-up. The pty itself stays, so the client can dial
+    While no client has the slave open, the master polls as hung up; we poll until a client opens
+    it, and treat EIO on a read after that as a hang-up. The pty itself stays, so the client can dial
     the same path again.
     """
 
@@ -244,15 +245,10 @@ class PtyLine(Line):
         os.set_blocking(self.master, False)
 
     async def _client_present(self) -> None:
-        while True:
-            try:
-                os.read(self.master, 0)
-                return
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno != errno.EIO:
-                    raise
+        # With no process holding the slave side, the master polls as hung up (POLLHUP).
+        poller = select.poll()
+        poller.register(self.master, select.POLLIN)
+        while any(events & select.POLLHUP for _, events in poller.poll(0)):
             await asyncio.sleep(PTY_POLL_INTERVAL)
 
     async def sessions(self) -> AsyncIterator[LineSession]:

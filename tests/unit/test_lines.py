@@ -58,6 +58,9 @@ async def test_pty_client_can_hang_up_and_dial_again() -> None:
     line = PtyLine()
     assert "pppd " + line.slave_path in line.describe()
     sessions = line.sessions()
+    with pytest.raises(asyncio.TimeoutError):  # no client yet: no session
+        await asyncio.wait_for(sessions.__anext__(), 0.5)
+    sessions = line.sessions()
     for round_ in range(2):
         client = os.open(line.slave_path, os.O_RDWR | os.O_NOCTTY)
         session = await asyncio.wait_for(sessions.__anext__(), 5)
