@@ -1,0 +1,67 @@
+"""The gateway on a scripted line session: garbage never crashes it, and every drop is counted."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from pyslirp._core.hdlc import encode_frame
+from pyslirp.ppp.link import LinkOptions
+from pyslirp.runtime.gateway import Gateway
+
+
+class ScriptedSession:
+    """A line session whose incoming bytes the test supplies; what pyslirp writes is kept."""
+
+    name = "scripted"
+    native_rate = None
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.incoming: asyncio.Queue[bytes] = asyncio.Queue()
+        for chunk in chunks:
+            self.incoming.put_nowait(chunk)
+        self.incoming.put_nowait(b"")  # then hang up
+        self.written = bytearray()
+
+    async def read(self) -> bytes:
+        await asyncio.sleep(0.001)  # a line delivers over time: let the writer run
+        return await self.incoming.get()
+
+    async def write(self, data: bytes) -> None:
+        self.written += data
+
+    def os_queued(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def no_network(*args: object) -> None:
+    raise AssertionError("garbage must not bring IPCP up")
+
+
+async def test_garbage_truncated_and_bad_fcs_frames_are_counted_not_fatal() -> None:
+    rng = random.Random(7)
+    good_lcp = encode_frame(b"\xff\x03\xc0\x21\x01\x01\x00\x04")  # an empty Configure-Request
+    chunks = [
+        bytes(rng.randrange(256) for _ in range(5000)),  # noise
+        good_lcp[:-3] + b"\x7e",  # truncated frame: bad FCS
+        b"\x7e\xff\x03\x7e",  # too short
+        b"\x7e" + b"\x55" * 10000 + b"\x7e",  # too long for the MRU
+        b"\x7e\xff\x03\xc0\x21\x7d\x7e",  # aborted
+        good_lcp[:5] + bytes([good_lcp[5] ^ 0x01]) + good_lcp[6:],  # one bit flipped
+    ]
+    # the same stream again, split at random points
+    stream = b"".join(chunks)
+    cuts = sorted(rng.sample(range(1, len(stream)), 50))
+    chunks += [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+    session = ScriptedSession(chunks)
+    gateway = Gateway(session, LinkOptions(echo_interval=0), no_network)
+    await asyncio.wait_for(gateway.run(), 10)
+    counters = gateway.deframer.counters()
+    assert counters["bad_fcs"] >= 4
+    assert counters["too_short"] >= 2
+    assert counters["too_long"] >= 2
+    assert counters["aborted"] >= 2
+    assert session.written.startswith(b"\x7e")  # we still sent our LCP Configure-Request
