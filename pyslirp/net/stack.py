@@ -297,7 +297,7 @@ class Stack:
         for piece in pieces:
             self._output.append((piece, interactive))
 
-    def take_output(self, bulk_room: int) -> list[tuple[bytes, bool]]:
+    def take_output(self) -> list[tuple[bytes, bool]]:
         """Datagrams to send, each with whether it is interactive."""
         self._collect()
         output, self._output = self._output, []

@@ -81,9 +81,9 @@ class LinkNetwork:
                     conn.abort(self.now())
                     self.stack.changed(conn)
 
-    def take_output(self, bulk_room: int) -> list[tuple[bytes, bool]]:
+    def take_output(self) -> list[tuple[bytes, bool]]:
         self._dispatch()
-        return self.stack.take_output(bulk_room)
+        return self.stack.take_output()
 
     def next_deadline(self) -> float | None:
         due = self.stack.next_deadline()

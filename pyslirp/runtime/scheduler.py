@@ -6,8 +6,9 @@ only a few frames (:meth:`LineSession.os_queued` is kept under a small bound), s
 waits behind more than a few bulk frames. Lines with a rate (``serial.line_rate``, or a serial
 port's baud rate) are paced with a token bucket so that nothing piles up in buffers we can't see.
 
-The bulk queue is bounded in bytes: the stack asks :meth:`bulk_room` before it sends more, and a
-frame offered past the bound is dropped and counted (TCP repairs it), never held without limit.
+The bulk queue is bounded, in bytes and so in line time (one second of a rated line, 64 KiB on a
+line with no rate): a frame offered past the bound is dropped and counted, as a router's queue
+would, and TCP repairs it — the drop happens before the line, so the line never carries it twice.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 DEFAULT_OS_QUEUE = 4096
 #: how long a frame may wait in the OS queue on a rated line, in seconds of line time
 OS_QUEUE_TIME = 0.02
+#: the bulk queue's bound: seconds of line time on a rated line, bytes otherwise
+BULK_QUEUE_TIME = 1
+MIN_BULK_QUEUE = 16 * 1024
+DEFAULT_BULK_QUEUE = 64 * 1024
 #: on a line with no rate, frames are gathered into one write up to this many bytes
 WRITE_BATCH = 16384
 
@@ -38,9 +43,11 @@ class Priority(enum.IntEnum):
 class LineScheduler:
     """Priority queues of encoded frames, drained onto one line session."""
 
-    def __init__(self, session: LineSession, rate: int | None = None, bulk_limit: int = 64 * 1024) -> None:
+    def __init__(self, session: LineSession, rate: int | None = None, bulk_limit: int | None = None) -> None:
         self.session = session
         self.rate = rate
+        if bulk_limit is None:
+            bulk_limit = max(MIN_BULK_QUEUE, rate * BULK_QUEUE_TIME) if rate else DEFAULT_BULK_QUEUE
         self.bulk_limit = bulk_limit
         self.os_queue_limit = max(256, int(rate * OS_QUEUE_TIME)) if rate else DEFAULT_OS_QUEUE
         # A rated line takes one frame at a time, so a bulk batch never delays an urgent frame.
