@@ -54,6 +54,7 @@ class Pipe(asyncio.Protocol):
         self._writing_paused = False  # the service's transport asked us to stop writing
         self._eof_sent = False
         self._fin_queued = False
+        self._service_gone = False
         self.closed = False
         self.last_activity = proxy.now()
 
@@ -87,6 +88,7 @@ class Pipe(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self._service_gone = True
         if self.closed:
             return
         if exc is not None:
@@ -124,6 +126,11 @@ class Pipe(asyncio.Protocol):
     def pump_to_service(self) -> None:
         """Move what the client sent to the service while its socket takes it."""
         conn, transport = self.conn, self.transport
+        if self._service_gone and conn.readable:
+            # Data for a service that has closed its socket: a host answers that with a reset.
+            self.proxy.counters["data_after_service_closed"] += 1
+            self._reset_client()
+            return
         if transport is None or transport.is_closing():
             return
         now = self.proxy.now()
