@@ -1,0 +1,245 @@
+"""The service proxy in-process: a client TCP (our own, standing in for the PPP client's) talks
+through the stack and the proxy to real services on loopback. FIN and RST must cross as a real
+host would send them, and nothing may buffer without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from ipaddress import IPv4Address
+
+from pyslirp.config import PyslirpConfig
+from pyslirp.net import ipv4, tcp, udp
+from pyslirp.net.tcp_segment import parse_segment
+from pyslirp.ppp.link import LinkUp
+from pyslirp.runtime.network import LinkNetwork
+
+LOCAL = IPv4Address("10.0.0.1")
+PEER = IPv4Address("10.0.0.2")
+
+
+class Client:
+    """The client end of the link: TCP connections from 10.0.0.2, datagrams handed across in-process."""
+
+    def __init__(self, services: dict[int, int], **tcp_settings: int) -> None:
+        config = PyslirpConfig(
+            services={port: {"host": "127.0.0.1", "port": target, "connect_timeout": 2} for port, target in services.items()},
+            tcp=tcp_settings,
+        )
+        self.loop = asyncio.get_running_loop()
+        self.network = LinkNetwork(config, LinkUp(LOCAL, PEER, ()), self._wake)
+        self.conns: dict[int, tcp.TCPConnection] = {}
+        self.events: dict[int, list[object]] = {}
+        self._ports = itertools.count(40000)
+        self._ident = itertools.count(1)
+        self._pump = self.loop.create_task(self._run())
+        self._woken = asyncio.Event()
+
+    def _wake(self) -> None:
+        self._woken.set()
+
+    def connect(self, port: int) -> tcp.TCPConnection:
+        local_port = next(self._ports)
+        conn = tcp.TCPConnection(PEER.packed, local_port, LOCAL.packed, port, iss=1000 * local_port,
+                                 config=tcp.TCPConfig(), now=self.loop.time())
+        conn.connect(self.loop.time())
+        self.conns[local_port] = conn
+        self.events[local_port] = []
+        self._woken.set()
+        return conn
+
+    def touch(self) -> None:
+        """The test called a client connection: send what it produced."""
+        self._woken.set()
+
+    async def _run(self) -> None:
+        while True:
+            now = self.loop.time()
+            deadline = self.network.next_deadline()
+            if deadline is not None and deadline <= now:
+                self.network.handle_timer(now)
+            for conn in self.conns.values():
+                deadline = conn.next_deadline()
+                if deadline is not None and deadline <= now:
+                    conn.handle_timer(now)
+            moved = True
+            while moved:
+                moved = False
+                for port, conn in self.conns.items():
+                    for out in conn.take_segments():
+                        packet = ipv4.build(PEER.packed, LOCAL.packed, ipv4.PROTO_TCP, out.data, next(self._ident) & 0xFFFF)
+                        self.network.receive(packet, now)
+                        moved = True
+                    self.events[port].extend(conn.events())
+                for packet, _ in self.network.take_output():
+                    header = ipv4.parse(packet)
+                    segment = parse_segment(packet[header.header_length :], header.src, header.dst)
+                    assert segment is not None
+                    conn = self.conns.get(segment.dst_port)
+                    if conn is not None:
+                        conn.receive_segment(segment, now)
+                        moved = True
+            self._woken.clear()
+            try:
+                await asyncio.wait_for(self._woken.wait(), 0.005)
+            except asyncio.TimeoutError:
+                pass
+
+    async def until(self, predicate, timeout: float = 10.0) -> None:
+        deadline = self.loop.time() + timeout
+        while not predicate():
+            assert self.loop.time() < deadline, "condition not reached in time"
+            await asyncio.sleep(0.005)
+
+    def kinds(self, conn: tcp.TCPConnection) -> list[str]:
+        return [type(event).__name__ for event in self.events[conn.local_port]]
+
+    async def read_all(self, conn: tcp.TCPConnection, timeout: float = 10.0) -> bytes:
+        data = bytearray()
+
+        def drained() -> bool:
+            data.extend(conn.read(-1, self.loop.time()))
+            self.touch()
+            return conn.at_eof
+
+        await self.until(drained, timeout)
+        return bytes(data)
+
+    def close(self) -> None:
+        self._pump.cancel()
+        self.network.close()
+
+
+async def serve(handler) -> tuple[asyncio.AbstractServer, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_echo_and_half_close_from_the_client() -> None:
+    got_eof = asyncio.Event()
+
+    async def echo_then_reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read()  # until the client's FIN
+        got_eof.set()
+        writer.write(b"you said: " + data)  # our write side is still open: a half-close
+        await writer.drain()
+        writer.close()
+
+    server, port = await serve(echo_then_reply)
+    client = Client({7: port})
+    conn = client.connect(7)
+    await client.until(lambda: conn.state == tcp.ESTABLISHED)
+    conn.send(b"hello", client.loop.time())
+    conn.shutdown_write(client.loop.time())
+    client.touch()
+    assert await client.read_all(conn) == b"you said: hello"
+    assert got_eof.is_set()
+    await client.until(lambda: "Closed" in client.kinds(conn))
+    client.close()
+    server.close()
+
+
+async def test_service_half_close_reaches_the_client_as_fin_and_client_can_still_send() -> None:
+    received = asyncio.Queue()
+
+    async def talk_then_listen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"banner")
+        writer.write_eof()  # the service is done talking, not listening
+        await writer.drain()
+        received.put_nowait(await reader.read())
+        writer.close()
+
+    server, port = await serve(talk_then_listen)
+    client = Client({22: port})
+    conn = client.connect(22)
+    assert await client.read_all(conn) == b"banner"  # data, then FIN
+    conn.send(b"still here", client.loop.time())
+    conn.shutdown_write(client.loop.time())
+    client.touch()
+    assert await asyncio.wait_for(received.get(), 10) == b"still here"
+    await client.until(lambda: "Closed" in client.kinds(conn))
+    client.close()
+    server.close()
+
+
+async def test_refused_unmapped_and_reset_services() -> None:
+    async def reset_midstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import socket
+        import struct
+
+        writer.write(b"partial")
+        await writer.drain()
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    rude, rude_port = await serve(reset_midstream)
+    closed_server, closed_port = await serve(lambda r, w: None)
+    closed_server.close()
+    await closed_server.wait_closed()
+
+    client = Client({90: rude_port, 91: closed_port})
+    unmapped = client.connect(92)
+    refused = client.connect(91)
+    reset = client.connect(90)
+    await client.until(lambda: all("Closed" in client.kinds(c) for c in (unmapped, refused, reset)))
+    for conn in (unmapped, refused):
+        assert client.events[conn.local_port][0] == tcp.Reset("SYN_SENT")  # connection refused
+    assert "Established" in client.kinds(reset) and "Reset" in client.kinds(reset)
+    assert reset.read(-1, client.loop.time()) == b"partial"
+    proxy = client.network.proxy.counters
+    assert proxy["refused_no_service"] == 1 and proxy["service_unavailable"] == 1 and proxy["service_reset"] == 1
+    client.close()
+    rude.close()
+
+
+async def test_a_fast_service_is_held_back_by_a_client_that_does_not_read() -> None:
+    accepted = 0
+    done = asyncio.Event()
+
+    async def firehose(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        chunk = b"x" * 65536
+        try:
+            while accepted < 64 << 20:
+                writer.write(chunk)
+                await writer.drain()  # blocks once pyslirp stops reading
+                accepted += len(chunk)
+        except ConnectionError:
+            pass
+        done.set()
+
+    server, port = await serve(firehose)
+    client = Client({80: port}, receive_buffer=64 * 1024, send_buffer=64 * 1024)
+    conn = client.connect(80)
+    await client.until(lambda: conn.state == tcp.ESTABLISHED)
+    await asyncio.sleep(1.0)
+    first = accepted
+    await asyncio.sleep(1.0)
+    stats = client.network.stats()
+    # The service's writes are blocked: nothing more was accepted, and what pyslirp holds is bounded.
+    assert accepted == first
+    assert accepted < 16 << 20  # the client's window + our buffers + the kernel's socket buffers
+    assert stats["tcp_send_buffered"] <= 64 * 1024
+    assert stats["proxy_pending"] <= 256 * 1024  # at most one read of the service socket
+    # Reading on the client side lets it flow again (once the kernel's socket buffers drain).
+    def reading() -> bool:
+        conn.read(-1, client.loop.time())
+        client.touch()
+        return accepted > first
+
+    await client.until(reading, timeout=20)
+    client.close()
+    server.close()
+
+
+async def test_udp_to_a_port_without_relay_is_port_unreachable() -> None:
+    client = Client({})
+    datagram = udp.build(PEER.packed, LOCAL.packed, 5000, 9, b"?")
+    udp_packet = ipv4.build(PEER.packed, LOCAL.packed, ipv4.PROTO_UDP, datagram, 1)
+    client.network.receive(udp_packet, client.loop.time())
+    out = client.network.take_output()
+    assert len(out) == 1
+    header = ipv4.parse(out[0][0])
+    assert header.protocol == ipv4.PROTO_ICMP and out[0][0][header.header_length] == 3  # unreachable
+    client.close()
