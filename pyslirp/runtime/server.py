@@ -100,6 +100,13 @@ class Server:
 
     async def _serve_line(self) -> None:
         print(self.line.describe(), file=sys.stderr, flush=True)
+        enabled = {port: s for port, s in self.config.services.items() if s.enabled}
+        if not enabled:
+            log.warning("no services configured: the client can ping %s and resolve names, nothing more "
+                        "(map ports under 'services' in config.yaml)", self.config.ppp.local_ip)
+        for port, service in sorted(enabled.items()):
+            log.info("service %s: %s:%d/%s -> %s:%d", service.name or port, self.config.ppp.local_ip, port,
+                     service.protocol, service.host, service.port)
         async for session in self.line.sessions():
             log.info("%s: line up", session.name)
             self.gateway = Gateway(session, self.options, self._network, rate=self._line_rate(session.native_rate))
