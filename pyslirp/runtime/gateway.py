@@ -29,6 +29,12 @@ security_log = logging.getLogger("pyslirp.security")
 
 
 
+def _max_encoded_size(datagram_size: int) -> int:
+    """The most bytes a datagram can take on the line: address, control, protocol and FCS
+    added, every octet stuffed, two flags (VJ compression only makes it shorter)."""
+    return 2 * (datagram_size + 6) + 2
+
+
 class Network(Protocol):
     """What the gateway drives on a link that is up (the stack with the proxy on it)."""
 
@@ -159,9 +165,17 @@ class Gateway:
         if self.stack is not None:
             tx_accm = link.tx_accm
             for packet, interactive in self.stack.take_output():
+                priority = Priority.INTERACTIVE if interactive else Priority.BULK
+                # A full bulk queue drops the datagram here, before VJ compresses it: the
+                # compressor's slot moves on with every frame it encodes, so a compressed frame
+                # dropped after encoding would leave the peer's decompressor a segment behind, and
+                # every later header of that connection would be rebuilt wrong (bad TCP checksum)
+                # until an RTO retransmission went uncompressed (RFC 1144 §4.1).
+                if priority is Priority.BULK and self.scheduler.bulk_room() < _max_encoded_size(len(packet)):
+                    self.scheduler.counters["bulk_dropped"] += 1
+                    continue
                 frame = link.encode_datagram(packet)
                 if frame is not None:
-                    priority = Priority.INTERACTIVE if interactive else Priority.BULK
                     self.scheduler.send(encode_frame(frame, tx_accm), priority)
         self._arm_timer()
 
