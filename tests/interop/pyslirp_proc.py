@@ -12,6 +12,7 @@ shown when a test fails.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 import yaml
 
 LISTENING = re.compile(r"listening for the line on tcp 127\.0\.0\.1:(\d+)")
+STATS = re.compile(r"stats: (\{.*\})\s*$")
 
 
 class PyslirpProcess:
@@ -74,12 +76,25 @@ class PyslirpProcess:
         regex = re.compile(pattern)
         return [m for line in self.lines if (m := regex.search(line))]
 
-    async def wait_log(self, pattern: str, timeout: float = 30) -> re.Match[str]:
-        """The first log line matching ``pattern``; AssertionError with the log on timeout."""
+    def all_stats(self) -> list[dict[str, Any]]:
+        """Every "stats: {...}" line logged so far (at hang-up, on SIGUSR1), parsed, in order."""
+        return [json.loads(m.group(1)) for m in self.find(STATS.pattern)]
+
+    async def stats(self, timeout: float = 10) -> dict[str, Any]:
+        """Ask the running server for its counters (SIGUSR1) and return the stats line it logs."""
+        assert self._proc is not None and self._proc.returncode is None, "pyslirp is not running"
+        start = len(self.lines)
+        self._proc.send_signal(signal.SIGUSR1)
+        match = await self.wait_log(STATS.pattern, timeout=timeout, start=start)
+        return json.loads(match.group(1))
+
+    async def wait_log(self, pattern: str, timeout: float = 30, start: int = 0) -> re.Match[str]:
+        """The first log line (from line ``start`` on) matching ``pattern``; AssertionError with
+        the log on timeout."""
         regex = re.compile(pattern)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        seen = 0
+        seen = start
         while True:
             for line in self.lines[seen:]:
                 if match := regex.search(line):

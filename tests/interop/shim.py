@@ -11,6 +11,7 @@ It cuts each direction's byte stream into HDLC frames at 0x7E flags (RFC 1662 §
   next N that a predicate on the decoded :class:`Frame` accepts;
 * drop a fraction of frames at random (seeded, so a failing run can be replayed);
 * stall a direction for a while (bytes queue up, order kept), or pause/resume it;
+* inject raw bytes between frames (line noise, hand-made frames);
 * count bytes and frames each way (:class:`DirStats`), for line-efficiency benchmarks.
 
 Usage::
@@ -185,6 +186,7 @@ class DirStats:
     corrupted: int = 0
     delayed: int = 0
     queued_max: int = 0  # peak bytes waiting in the shim
+    injected_bytes: int = 0  # raw bytes sent by inject()
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -489,6 +491,16 @@ class LineShim:
             for p in self._pipes[d]:
                 p.paused = value
                 p.wake.set()
+
+    def inject(self, direction: Direction, data: bytes) -> int:
+        """Send raw ``data`` going ``direction``, between two frames (after what is queued, paced
+        like the rest), neither split into frames nor faulted; counted in ``injected_bytes``.
+        Returns how many connections it went to (0: no line connected yet)."""
+        pipes = self._pipes[direction]
+        for p in pipes:
+            p.enqueue(bytes(data), False)
+            self.stats[direction].injected_bytes += len(data)
+        return len(pipes)
 
     def clear_faults(self) -> None:
         self.faults.clear()
