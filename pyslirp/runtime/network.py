@@ -57,7 +57,10 @@ class LinkNetwork:
             udp_ports=self.relay.ports, wake=wake,
         )
         self.proxy = ServiceProxy(config.services, self.stack, self.now)
-        self._next_sweep = self.now() + SWEEP_INTERVAL
+        # Sweep often enough that no connection outlives its idle timeout by more than half.
+        idle_timeouts = [service.idle_timeout / 2 for service in config.services.values()]
+        self.sweep_interval = min([SWEEP_INTERVAL, *idle_timeouts])
+        self._next_sweep = self.now() + self.sweep_interval
 
     def _send_udp(self, our_port: int, client_port: int, payload: bytes) -> None:
         self.stack.send_udp(our_port, client_port, payload)
@@ -92,7 +95,7 @@ class LinkNetwork:
     def handle_timer(self, now: float) -> None:
         self.stack.handle_timer(now)
         if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_INTERVAL
+            self._next_sweep = now + self.sweep_interval
             self.proxy.sweep_idle(now)
             self.relay.sweep_idle(now)
 

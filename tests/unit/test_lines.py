@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from pyslirp.runtime.lines import LineError, PtyLine, TcpConnectLine, TcpListenLine, open_line
+from pyslirp.runtime.lines import LineError, PtyLine, SerialLine, TcpConnectLine, TcpListenLine, open_line
 from pyslirp.runtime.scheduler import LineScheduler, Priority
 
 
@@ -133,3 +133,35 @@ async def test_scheduler_bounds_bulk_and_counts_the_drop() -> None:
     scheduler.close()
     assert not scheduler.send(b"z")
     assert scheduler.counters["frames_dropped_closed"] == 1
+
+
+async def test_serial_line_through_pyserial_on_a_pty_device() -> None:
+    master, slave = os.openpty()
+    line = open_line(os.ttyname(slave), baudrate=9600)
+    assert isinstance(line, SerialLine)
+    sessions = line.sessions()  # held: closing the generator closes the port
+    session = await asyncio.wait_for(sessions.__anext__(), 5)
+    assert session.native_rate == 960  # 10 bits a byte
+    os.write(master, b"\x7eframe\x7e")
+    assert await asyncio.wait_for(session.read(), 5) == b"\x7eframe\x7e"
+    await session.write(b"\x7ereply\x7e")
+    await asyncio.sleep(0.05)
+    assert os.read(master, 100) == b"\x7ereply\x7e"
+    session.close()
+    os.close(master)
+    os.close(slave)
+
+
+async def test_serial_url_without_a_descriptor_runs_in_threads() -> None:
+    line = open_line("loop://", baudrate=115200)
+    sessions = line.sessions()
+    session = await asyncio.wait_for(sessions.__anext__(), 5)
+    await session.write(b"\x7eloopback\x7e")
+    assert await asyncio.wait_for(session.read(), 5) == b"\x7eloopback\x7e"
+    session.close()
+
+
+async def test_unopenable_serial_port_is_a_clear_error() -> None:
+    line = open_line("/dev/ttyNOSUCH0")
+    with pytest.raises(LineError, match="cannot open serial port /dev/ttyNOSUCH0"):
+        await line.sessions().__anext__()

@@ -22,10 +22,14 @@ PEER = IPv4Address("10.0.0.2")
 class Client:
     """The client end of the link: TCP connections from 10.0.0.2, datagrams handed across in-process."""
 
-    def __init__(self, services: dict[int, int], **tcp_settings: int) -> None:
+    def __init__(self, services: dict[int, int | dict], **tcp_settings: int) -> None:
         config = PyslirpConfig(
-            services={port: {"host": "127.0.0.1", "port": target, "connect_timeout": 2} for port, target in services.items()},
+            services={
+                port: target if isinstance(target, dict) else {"host": "127.0.0.1", "port": target, "connect_timeout": 2}
+                for port, target in services.items()
+            },
             tcp=tcp_settings,
+            dns={"enabled": False},
         )
         self.loop = asyncio.get_running_loop()
         self.network = LinkNetwork(config, LinkUp(LOCAL, PEER, ()), self._wake)
@@ -33,6 +37,7 @@ class Client:
         self.events: dict[int, list[object]] = {}
         self._ports = itertools.count(40000)
         self._ident = itertools.count(1)
+        self.datagrams: list[bytes] = []  # what the stack sent that is not TCP
         self._pump = self.loop.create_task(self._run())
         self._woken = asyncio.Event()
 
@@ -74,6 +79,9 @@ class Client:
                     self.events[port].extend(conn.events())
                 for packet, _ in self.network.take_output():
                     header = ipv4.parse(packet)
+                    if header.protocol != ipv4.PROTO_TCP:
+                        self.datagrams.append(packet)
+                        continue
                     segment = parse_segment(packet[header.header_length :], header.src, header.dst)
                     assert segment is not None
                     conn = self.conns.get(segment.dst_port)
@@ -238,8 +246,59 @@ async def test_udp_to_a_port_without_relay_is_port_unreachable() -> None:
     datagram = udp.build(PEER.packed, LOCAL.packed, 5000, 9, b"?")
     udp_packet = ipv4.build(PEER.packed, LOCAL.packed, ipv4.PROTO_UDP, datagram, 1)
     client.network.receive(udp_packet, client.loop.time())
-    out = client.network.take_output()
-    assert len(out) == 1
-    header = ipv4.parse(out[0][0])
-    assert header.protocol == ipv4.PROTO_ICMP and out[0][0][header.header_length] == 3  # unreachable
+    client.touch()
+    await client.until(lambda: bool(client.datagrams))
+    header = ipv4.parse(client.datagrams[0])
+    assert header.protocol == ipv4.PROTO_ICMP and client.datagrams[0][header.header_length] == 3  # unreachable
     client.close()
+
+
+async def test_max_connections_per_service_and_idle_timeout() -> None:
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server, port = await serve(hold)
+    client = Client({22: {"host": "127.0.0.1", "port": port, "max_connections": 1, "idle_timeout": 0.5}})
+    first = client.connect(22)
+    await client.until(lambda: first.state == tcp.ESTABLISHED)
+    second = client.connect(22)  # over the service's limit: refused while the first is open
+    await client.until(lambda: "Closed" in client.kinds(second))
+    assert client.events[second.local_port][0] == tcp.Reset("SYN_SENT")
+    assert client.network.proxy.counters["refused_service_full"] == 1
+    # The first one says nothing: past idle_timeout it is reset on both sides.
+    await client.until(lambda: "Reset" in client.kinds(first), timeout=15)
+    assert client.network.proxy.counters["idle_closed"] == 1
+    third = client.connect(22)  # the slot is free again
+    await client.until(lambda: third.state == tcp.ESTABLISHED)
+    client.close()
+    server.close()
+
+
+async def test_udp_service_relays_both_ways() -> None:
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.transport.sendto(data.upper(), addr)
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    echo_port = transport.get_extra_info("sockname")[1]
+    client = Client({5353: {"host": "127.0.0.1", "port": echo_port, "protocol": "udp"}})
+    datagram = udp.build(PEER.packed, LOCAL.packed, 6000, 5353, b"hello")
+    client.network.receive(ipv4.build(PEER.packed, LOCAL.packed, ipv4.PROTO_UDP, datagram, 7), loop.time())
+    replies: list[bytes] = []
+
+    def replied() -> bool:
+        for packet in client.datagrams:
+            header = ipv4.parse(packet)
+            replies.append(udp.parse(header.src, header.dst, packet[header.header_length :])[2])
+        client.datagrams.clear()
+        return bool(replies)
+
+    await client.until(replied)
+    assert replies == [b"HELLO"]
+    client.close()
+    transport.close()
