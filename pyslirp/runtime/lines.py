@@ -32,10 +32,6 @@ log = logging.getLogger(__name__)
 READ_SIZE = 65536
 SOCKET_SEND_BUFFER = 8192
 PTY_POLL_INTERVAL = 0.2
-# struct tcp_info (linux/tcp.h): tcpi_snd_wnd, the peer's advertised receive window, since 5.4.
-_TCPI_SND_WND = 228
-_TCP_INFO_LENGTH = _TCPI_SND_WND + 4
-_U32 = struct.Struct("I")
 
 
 class LineError(Exception):
@@ -137,34 +133,14 @@ class FdSession(LineSession):
 
 
 class SocketSession(FdSession):
-    """A TCP connection; keeps the socket object alive and tunes it for a line.
-
-    On loopback the kernel acknowledges what we send as soon as it lands in the peer's receive
-    buffer, so SIOCOUTQ alone misses the real queue: the bytes QEMU (or ser2net) has not yet
-    fed to the serial device wait there. The peer's advertised window shrinks by exactly that
-    much, so :meth:`os_queued` adds the window's shortfall from the largest seen (TCP_INFO).
-    """
+    """A TCP connection; keeps the socket object alive and tunes it for a line."""
 
     def __init__(self, sock: socket.socket, name: str) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
         sock.setblocking(False)
         self._sock = sock
-        self._max_window = 0
         super().__init__(sock.fileno(), name, owns_fd=False)
-
-    def os_queued(self) -> int:
-        queued = super().os_queued()
-        try:
-            info = self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LENGTH)
-        except OSError:
-            return queued
-        if len(info) < _TCP_INFO_LENGTH:  # a kernel before 5.4 has no tcpi_snd_wnd
-            return queued
-        window = _U32.unpack_from(info, _TCPI_SND_WND)[0]
-        if window > self._max_window:
-            self._max_window = window
-        return queued + self._max_window - window
 
     def close(self) -> None:
         if not self._closed:
