@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -176,6 +177,8 @@ result sha "$(sha256sum /tmp/blob | cut -d' ' -f1)"
 
 
 async def test_dns_resolves_through_our_forwarder(rig_image, rig_accel, tmp_path: Path) -> None:
+    if shutil.which("dnsmasq") is None:
+        rig.skip_or_fail("dnsmasq is missing (apt-get install dnsmasq-base)")
     dns_port = rig.free_port()
     hosts = tmp_path / "hosts"
     hosts.write_text("192.0.2.44 files.example.test\n")
