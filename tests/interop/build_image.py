@@ -96,6 +96,7 @@ def cache_key() -> str:
         if p.is_file():
             h.update(str(p.relative_to(GUEST_DIR)).encode() + b"\0")
             h.update(p.read_bytes())
+    h.update(_pbench_key())
     return h.hexdigest()[:16]
 
 
@@ -451,6 +452,11 @@ def build(out: Path, work: Path) -> dict:
     tree.file("etc/ppp/ip-up.d/zz-pyslirp", (GUEST_DIR / "ppp-hook").read_bytes(), 0o755)
     tree.file("etc/ppp/ip-down.d/zz-pyslirp", (GUEST_DIR / "ppp-hook").read_bytes(), 0o755)
 
+    # the benchmarks' guest tool (see "benchmark tool" below), if this host can build it
+    pbench = build_pbench(work)
+    if pbench is not None:
+        tree.file(PBENCH_GUEST_PATH, pbench, 0o755)
+
     # guest init and the helpers scripts are sourced with
     tree.file("init", (GUEST_DIR / "init").read_bytes(), 0o755)
     tree.file("etc/pyslirp/lib.sh", (GUEST_DIR / "lib.sh").read_bytes(), 0o644)
@@ -564,6 +570,7 @@ def build(out: Path, work: Path) -> dict:
         "modules": order,
         "builtin_modules_requested": skipped_builtin,
         "binaries": BINARIES,
+        "pbench": pbench is not None,
         "initrd_bytes": (out / "initrd.gz").stat().st_size,
         "pvh_vmlinux": vmlinux is not None,
         "build_seconds": round(time.monotonic() - t0, 1),
@@ -571,6 +578,42 @@ def build(out: Path, work: Path) -> dict:
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmark tool: /usr/bin/pbench, the guest side of benchmarks/e2e/ (TCP echo RTT, bulk, N
+# connections held, short-connection rate; busybox has no tool for these). One C file, linked
+# statically against the host's glibc: needs the apt packages gcc and libc6-dev. Without them the
+# image is built without the tool (the interop tests don't use it) and the benchmarks say so.
+
+PBENCH_SRC = HERE.parent.parent / "benchmarks" / "e2e" / "guest" / "pbench.c"
+PBENCH_GUEST_PATH = "usr/bin/pbench"
+STATIC_LIBC = Path("/usr/lib/x86_64-linux-gnu/libc.a")
+
+
+def _pbench_buildable() -> bool:
+    return PBENCH_SRC.is_file() and shutil.which("gcc") is not None and STATIC_LIBC.is_file()
+
+
+def _pbench_key() -> bytes:
+    """Part of the cache key: the tool's source and whether this host can build it."""
+    if not _pbench_buildable():
+        return b"pbench:none"
+    return b"pbench:" + PBENCH_SRC.read_bytes()
+
+
+def build_pbench(work: Path) -> bytes | None:
+    if not _pbench_buildable():
+        log(f"warning: no gcc/static libc (apt packages gcc libc6-dev) or no {PBENCH_SRC}: "
+            "the image has no pbench (benchmarks/e2e needs it)")
+        return None
+    out = work / "pbench"
+    try:
+        run(["gcc", "-static", "-O2", "-o", str(out), str(PBENCH_SRC)])
+    except subprocess.CalledProcessError as e:
+        log(f"warning: building pbench failed, the image has none:\n{e.stderr}")
+        return None
+    return out.read_bytes()
 
 
 def extract_vmlinux(bzimage: bytes) -> bytes | None:
