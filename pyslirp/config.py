@@ -166,6 +166,9 @@ class TCPConfig(_Section):
     time_wait: float = Field(2.0, ge=0)
     max_connections: int = Field(16384, ge=1)
     min_rto: float = Field(0.2, gt=0)
+    line_budget: bool = Field(
+        True, description="bound bulk data in flight by the line's measured rate, so interactive traffic stays fast"
+    )
 
 
 class DNSConfig(_Section):

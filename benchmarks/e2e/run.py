@@ -348,20 +348,24 @@ async def bench_efficiency(image, svc: HostServices, p: Params, variant: str, lo
 
 
 async def bench_profile(image, svc: HostServices, p: Params, log_dir: Path) -> dict[str, Any]:
-    """py-spy (sampling, --nonblocking) over pyslirp during a bulk download and upload."""
+    """py-spy (sampling, --nonblocking) over pyslirp (through socat+pty, the compared variant)
+    during a bulk download and upload on the first of ``p.lines``."""
     pyspy = Path(sys.executable).with_name("py-spy")
     if not pyspy.exists():
         return {"error": "py-spy not found beside the interpreter (pip install py-spy)"}
     out_file = log_dir / "profile-pyslirp.txt"
-    size = p.bulk_bytes["virtio"]
+    line = p.lines[0]
+    size = p.bulk_bytes[line]
+    native = bool(os.environ.get("PYSLIRP_PROFILE_NATIVE"))  # C frames too (pauses the process)
     procs: list[subprocess.Popen] = []
 
-    async with Server("pyslirp-tcp", svc.endpoints, log_dir=log_dir) as server:
+    async with Server("pyslirp-pty", svc.endpoints, log_dir=log_dir) as server:
         async def hook(name: str, snap: dict[str, Any]) -> None:
             if name == "down_begin":
                 procs.append(subprocess.Popen(
                     [str(pyspy), "record", "--pid", str(server.server_pid), "--format", "raw",
-                     "--rate", "200", "--nonblocking", "-o", str(out_file)],
+                     "--rate", "200", "-o", str(out_file),
+                     *(["--native"] if native else ["--nonblocking"])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             elif name == "up_end" and procs:
                 procs[0].send_signal(signal.SIGINT)
@@ -373,7 +377,7 @@ R=$(pbench up $H $B {size}); result up "$R rc=$?"
 phase up_end
 """
         try:
-            outcome = await run_vm(image, server, body, line="virtio", timeout=600, name="profile",
+            outcome = await run_vm(image, server, body, line=line, timeout=600, name="profile",
                                    on_phase=hook, env={"PBENCH_TIMEOUT": "400"})
         finally:
             for proc in procs:
@@ -450,6 +454,11 @@ def figures(outcomes: list[RunOutcome], p: Params) -> dict[str, dict[str, Any]]:
                 put(f"echo RTT {when} samples {L}", v, int(d["n"]) if ok else None)
                 for q in ("p50", "p99"):
                     put(f"echo RTT {when} {q} {L} ms", v, d.get(q) if ok else None)
+            processing = ((ph.get("up_end") or {}).get("stats") or {}).get("processing") or {}
+            for kind, label in (("rx_frame", "frame received"), ("tx_datagram", "datagram a service sent")):
+                times = processing.get(kind) or {}
+                for q in ("p50", "p99"):
+                    put(f"pyslirp µs per {label} {q} {L} (bulk runs)", v, times.get(f"{q}_us"))
             load = kv(r.get("load"))
             secs = load.get("secs")
             put(f"download during RTT test {L} MB/s", v,
@@ -547,7 +556,7 @@ SECTIONS = [
     ("2. Interactive latency (1-byte echo, TCP_NODELAY)", ("echo RTT", "download during")),
     ("3. Scale", ("RSS idle", "N=", "short conn", "rig ceiling")),
     ("4. Line efficiency, shim at 115200 baud both ways", ("115200", "wire bytes")),
-    ("5. Cost", ("CPU s/MB", "socat CPU", "pyslirp CPU")),
+    ("5. Cost", ("CPU s/MB", "socat CPU", "pyslirp CPU", "pyslirp µs")),
 ]
 
 
@@ -687,7 +696,7 @@ async def amain(args: argparse.Namespace) -> int:
                 failed_attempts.append(o)
                 log("    retrying once")
         if args.profile:
-            log("profile: py-spy over pyslirp-tcp during a virtio bulk download + upload ...")
+            log(f"profile: py-spy over pyslirp-pty during a {p.lines[0]} bulk download + upload ...")
             profile = await bench_profile(image, svc, p, log_dir)
 
     fig = figures(outcomes, p)

@@ -120,8 +120,18 @@ class PyslirpPtyProcess(PyslirpProcess):
         config.setdefault("logging", {}).setdefault("level", "DEBUG" if self.debug else "INFO")
         config_file = Path(self._dir.name) / "config.yaml"
         config_file.write_text(yaml.safe_dump(config))
+        # PYSLIRP_BENCH_CPROFILE=DIR: run under cProfile timing CPU (not wall) time, stats written
+        # to DIR at exit (a development aid).
+        prof_dir = os.environ.get("PYSLIRP_BENCH_CPROFILE")
+        main = ["-m", "pyslirp"]
+        if prof_dir:
+            out = f"{prof_dir}/pyslirp-{os.getpid()}-{time.time():.0f}.prof"
+            main = ["-c", "import cProfile, runpy, time\n"
+                    "p = cProfile.Profile(time.process_time)\np.enable()\n"
+                    f"try:\n    runpy.run_module('pyslirp', run_name='__main__', alter_sys=True)\n"
+                    f"finally:\n    p.disable()\n    p.dump_stats({out!r})\n"]
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pyslirp", "serve", "--config", str(config_file), "pty",
+            sys.executable, *main, "serve", "--config", str(config_file), "pty",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, cwd=self._dir.name,
         )

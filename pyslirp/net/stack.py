@@ -21,6 +21,7 @@ from typing import Callable, Union
 from pyslirp._core.reassembly import FragmentReassembler
 from pyslirp.net import icmp, ipv4, udp
 from pyslirp.net.ipv4 import IPv4Error
+from pyslirp.net.line_budget import LineBudget
 from pyslirp.net.tcp import (
     Closed,
     TCPConfig,
@@ -84,6 +85,7 @@ class Stack:
         max_connections: int = 16384,
         udp_ports: frozenset[int] = frozenset(),
         wake: Callable[[], None] = lambda: None,
+        line_budget: bool = False,
     ) -> None:
         self.local = local_ip.packed
         self.peer = peer_ip.packed
@@ -106,11 +108,15 @@ class Stack:
         self._timer_seq = itertools.count()
         self._scheduled: dict[TCPConnection, float] = {}
         self._ephemeral = itertools.cycle(range(49152, 65536))
+        #: bulk bytes in flight, shared by every connection (None: unbounded, as in unit tests)
+        self.budget: LineBudget | None = LineBudget(self.tcp_config.mss) if line_budget else None
+        self._now = 0.0
 
     # -- input ---------------------------------------------------------------------------------
 
     def receive(self, packet: bytes, now: float) -> None:
         """Process one datagram from the link."""
+        self._now = now
         try:
             header = ipv4.parse(packet)
         except IPv4Error as exc:
@@ -177,6 +183,7 @@ class Stack:
         conn = TCPConnection.from_syn(
             seg, self.local, header.src, iss=iss, config=self.tcp_config, now=now, counters=self.tcp_counters
         )
+        conn.budget = self.budget
         self.connections[key] = conn
         self._events.append(ConnectionRequest(conn, seg.dst_port))
 
@@ -232,6 +239,7 @@ class Stack:
             self.local, local_port, self.peer, port, iss=iss, config=self.tcp_config, now=now,
             counters=self.tcp_counters,
         )
+        conn.budget = self.budget
         self.connections[key] = conn
         conn.connect(now)
         self.changed(conn)
@@ -252,6 +260,13 @@ class Stack:
 
     def _collect(self) -> None:
         """Gather output, events and timer deadlines of the connections touched since last time."""
+        budget = self.budget
+        if budget is not None:
+            # Acknowledgements freed room in the line budget: the connections it held back go on.
+            for conn in budget.take_waiting(self._now):
+                if conn.budget is budget:
+                    conn.resume(self._now)  # type: ignore[attr-defined]
+                    self._dirty[conn] = None  # type: ignore[index]
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, {}
@@ -315,6 +330,7 @@ class Stack:
         return due
 
     def handle_timer(self, now: float) -> None:
+        self._now = now
         self._fragments.expire(now)
         timers = self._timers
         while timers and timers[0][0] <= now:
@@ -329,6 +345,8 @@ class Stack:
     def close(self) -> None:
         """The link went down: every connection is gone with it."""
         self._output.clear()
+        for conn in self.connections.values():
+            conn.budget = None
         self.connections.clear()
         self._dirty.clear()
         self._timers.clear()

@@ -73,6 +73,7 @@ from typing import MutableMapping, NamedTuple, Optional, Union
 
 from pyslirp._core.checksum import internet_checksum, pseudo_header_sum
 from pyslirp._core.reassembly import SegmentQueue
+from pyslirp.net.line_budget import LineBudget
 from pyslirp.net.tcp_segment import (
     ACK, FIN, HEADER, PROTO_TCP, PSH, RST, SYN, URG, TCPSegment, build_options,
 )
@@ -156,8 +157,10 @@ class Established:
 
 @dataclass(frozen=True, slots=True)
 class DataReceived:
-    """New in-order data is readable; ``available`` octets are buffered in total."""
+    """New in-order data is readable; ``available`` octets are buffered in total. ``push``: the
+    sender pushed it (PSH, RFC 9293 §3.9.1.2) — deliver it now rather than gather more."""
     available: int
+    push: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +303,7 @@ class TCPConnection:
 
     __slots__ = (
         "local_addr", "local_port", "remote_addr", "remote_port", "config", "state",
-        "interactive", "nodelay",
+        "interactive", "nodelay", "budget", "_budget_charged",
         "_ctr", "_events", "_out", "_ph",
         # send sequence space (RFC 9293 §3.3.1), unwrapped
         "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_wl1", "snd_wl2", "max_snd_wnd",
@@ -342,6 +345,9 @@ class TCPConnection:
         self.interactive = False
         #: Nagle off (RFC 9293 §3.7.4 lets the application disable it).
         self.nodelay = cfg.nodelay
+        #: The link's shared budget of bulk bytes in flight (set by the stack), or None.
+        self.budget: Optional[LineBudget] = None
+        self._budget_charged = 0
         self._ctr = counters if counters is not None else {}
         self._events: list = []
         self._out: list = []
@@ -500,6 +506,11 @@ class TCPConnection:
             if self.state in _CAN_SEND:
                 self._output(now)
         return n
+
+    def resume(self, now: float) -> None:
+        """The line budget has room again: send what it and the windows allow."""
+        if self.state in _CAN_SEND:
+            self._transmit(now)
 
     @property
     def send_space(self) -> int:
@@ -979,7 +990,7 @@ class TCPConnection:
             self.rcv_nxt = rcv_nxt
             if delivered:
                 self._rcv_unacked += delivered
-                self._events.append(DataReceived(len(self._rcv_buf)))
+                self._events.append(DataReceived(len(self._rcv_buf), bool(flags & (PSH | FIN))))
         else:
             # Out of order: hold it, ACK at once with SACK (RFC 5681 §4.2, RFC 2018 §4).
             ooo = self._ooo
@@ -1028,8 +1039,15 @@ class TCPConnection:
         h = self._rq_head
         n = len(rq)
         self._probes = 0
+        bulk_acked = False
         if acked > 0:
             self._retries = 0
+            charged = self._budget_charged
+            if charged:
+                released = acked if acked < charged else charged
+                self._budget_charged = charged - released
+                self.budget.release(released, now)  # type: ignore[union-attr]
+                bulk_acked = True
             while h < n:
                 r = rq[h]
                 if r.end <= ack:
@@ -1086,6 +1104,8 @@ class TCPConnection:
                 ms = ((self._ts_now(now) - seg.ts_ecr) & MASK)
                 if ms < 600_000:
                     self._rtt_sample(ms / 1000.0 if ms else _CLOCK_G)
+                    if bulk_acked:
+                        self.budget.rtt_sample(ms / 1000.0)  # type: ignore[union-attr]
 
         newly_sacked = False
         if self._sack_ok and seg.sack_blocks:
@@ -1130,6 +1150,8 @@ class TCPConnection:
 
         if rtt_x >= 0.0 and not self._ts_ok:
             self._rtt_sample(now - rtt_x)
+            if bulk_acked:
+                self.budget.rtt_sample(now - rtt_x)  # type: ignore[union-attr]
 
         ca = self._ca_state
         if is_dup:
@@ -1455,6 +1477,11 @@ class TCPConnection:
 
     def _enter_closed(self) -> None:
         self.state = CLOSED
+        if self.budget is not None:
+            self.budget.forget(self)
+            if self._budget_charged:
+                self.budget.release(self._budget_charged, 0.0, delivered=False)
+                self._budget_charged = 0
         self._rto_at = self._persist_at = self._delack_at = self._tw_at = None
         self._in_persist = False
         self._ack_now = False
@@ -1545,6 +1572,11 @@ class TCPConnection:
         if self._in_persist:
             return
         mss = self.eff_mss
+        budget = self.budget
+        if budget is not None:
+            seg = budget.segment_size(now)
+            if seg < mss:
+                mss = seg
         buf_end = self._buf_seq + len(self._snd_buf)
         unsent = buf_end - self.snd_nxt
         if unsent <= 0:
@@ -1563,6 +1595,8 @@ class TCPConnection:
             wnd_end = self.snd_una + self.snd_wnd
             limited = False
             wblocked = False
+            held = False
+            bulk_min = self.config.interactive_max
             while unsent > 0:
                 n = mss if unsent > mss else unsent
                 win = wnd_end - self.snd_nxt
@@ -1580,9 +1614,14 @@ class TCPConnection:
                 if last and n < mss and not self.nodelay and not self._fin_queued \
                         and self.snd_nxt > self.snd_una:
                     break                       # Nagle (RFC 9293 §3.7.4)
+                if budget is not None and n > bulk_min and not self.interactive:
+                    if not budget.admit(self, n, now):
+                        held = True             # the stack resumes us when the line has room
+                        break
+                    self._budget_charged += n
                 self._send_new(n, FIN if last and self._fin_queued else 0, now)
                 unsent -= n
-            self._cwnd_limited = limited or self._in_flight() + mss > cwnd
+            self._cwnd_limited = limited or (not held and self._in_flight() + mss > cwnd)
             if wblocked and self.snd_nxt == self.snd_una:
                 # Nothing in flight and the window forbids sending: persist (RFC 9293
                 # §3.8.6.1; it doubles as the SWS override timer).
@@ -1644,6 +1683,8 @@ class TCPConnection:
         flags = ACK | fin
         if n and off + n == len(self._snd_buf):
             flags |= PSH
+        if 0 < n <= self.config.interactive_max and self.budget is not None:
+            self.budget.note_interactive(now)
         self._xmit(flags, seq, self._snd_buf[off:off + n] if n else b"", now)
         if self._rto_at is None and not self._in_persist:
             self._rto_at = now + self._cur_rto()     # RFC 6298 §5.1

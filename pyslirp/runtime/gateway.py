@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from typing import Callable, Protocol
 
 from pyslirp._core.hdlc import Deframer, encode_frame
@@ -23,6 +24,7 @@ from pyslirp.ppp import link as ppp_link
 from pyslirp.ppp.link import LinkOptions, PPPLink
 from pyslirp.runtime.lines import LineSession
 from pyslirp.runtime.scheduler import LineScheduler, Priority
+from pyslirp.runtime.timing import ProcessingTimes
 
 log = logging.getLogger(__name__)
 security_log = logging.getLogger("pyslirp.security")
@@ -40,6 +42,7 @@ class Network(Protocol):
 
     def receive(self, packet: bytes, now: float) -> None: ...
     def take_output(self) -> list[tuple[bytes, bool]]: ...
+    def interactive(self, now: float) -> bool: ...
     def next_deadline(self) -> float | None: ...
     def handle_timer(self, now: float) -> None: ...
     def close(self) -> None: ...
@@ -73,6 +76,9 @@ class Gateway:
         self._deframe_errors = 0
         self._flush_pending = False
         self.links_started = 0
+        #: time from a frame's arrival to its answer being queued; and per datagram a service sent
+        self.rx_times = ProcessingTimes()
+        self.tx_times = ProcessingTimes()
 
     # -- driving -------------------------------------------------------------------------------
 
@@ -81,12 +87,8 @@ class Gateway:
         writer = asyncio.create_task(self.scheduler.run(), name=f"line writer {self.session.name}")
         try:
             self._start_link()
-            while True:
-                data = await self.session.read()
-                if not data:
-                    log.info("%s: line hung up", self.session.name)
-                    break
-                self._receive(data)
+            await self.session.pump(self._receive)
+            log.info("%s: line hung up", self.session.name)
         finally:
             self.log_stats()
             self._cancel_timer()
@@ -101,12 +103,14 @@ class Gateway:
         """Every counter of this session, by layer."""
         stats: dict[str, object] = {
             "line": self.session.name,
+            "line_reads": dict(getattr(self.session, "counters", {})),
             "deframer": self.deframer.counters(),
             "link": self.link.counters(),
             "scheduler": {
                 **self.scheduler.counters,
                 **{f"queued_{p.name.lower()}": self.scheduler.queued(p) for p in Priority},
             },
+            "processing": {"rx_frame": self.rx_times.stats(), "tx_datagram": self.tx_times.stats()},
         }
         network_stats = getattr(self.stack, "stats", None)
         if network_stats is not None:
@@ -124,10 +128,13 @@ class Gateway:
         self._flush()
 
     def _receive(self, data: bytes) -> None:
+        started = time.perf_counter()
         now = self._loop.time()
         link = self.link
         frames = self.deframer.feed(data)
         errors = self.deframer.bad_fcs + self.deframer.aborted + self.deframer.too_long
+        if not frames and errors == self._deframe_errors:
+            return  # part of a frame: nothing to act on yet
         if errors != self._deframe_errors:
             self._deframe_errors = errors
             link.frame_error()  # a damaged frame: VJ must resynchronise (RFC 1144 §4.3)
@@ -137,6 +144,7 @@ class Gateway:
             if packet is not None and stack is not None:
                 stack.receive(packet, now)
         self._flush()
+        self.rx_times.add(time.perf_counter() - started, len(frames))
 
     def request_flush(self) -> None:
         """The stack has output that did not come from a received frame (a service sent data)."""
@@ -145,8 +153,10 @@ class Gateway:
             self._loop.call_soon(self._deferred_flush)
 
     def _deferred_flush(self) -> None:
+        started = time.perf_counter()
         self._flush_pending = False
-        self._flush()
+        sent = self._flush()
+        self.tx_times.add(time.perf_counter() - started, sent)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -156,12 +166,14 @@ class Gateway:
             self.stack.handle_timer(now)
         self._flush()
 
-    def _flush(self) -> None:
-        """Frame and queue what the link and the stack produced, act on events, re-arm the timer."""
+    def _flush(self) -> int:
+        """Frame and queue what the link and the stack produced, act on events, re-arm the timer;
+        return how many datagrams went to the line."""
+        sent = 0
         link = self.link
         for frame, accm in link.take_output():
             self.scheduler.send(encode_frame(frame, accm), Priority.CONTROL)
-        self._handle_link_events()
+        self._handle_link_events()  # may start the stack, or close the session's scheduler
         if self.stack is not None:
             tx_accm = link.tx_accm
             for packet, interactive in self.stack.take_output():
@@ -177,7 +189,11 @@ class Gateway:
                 frame = link.encode_datagram(packet)
                 if frame is not None:
                     self.scheduler.send(encode_frame(frame, tx_accm), priority)
+                    sent += 1
+            self.session.batch_reads = not self.stack.interactive(self._loop.time())
+        self.scheduler.kick()
         self._arm_timer()
+        return sent
 
     def _handle_link_events(self) -> None:
         for event in self.link.events():
@@ -219,18 +235,22 @@ class Gateway:
             self.stack = None
 
     def _arm_timer(self) -> None:
-        deadlines = [self.link.next_deadline()]
+        due = self.link.next_deadline()
         if self.stack is not None:
-            deadlines.append(self.stack.next_deadline())
-        due = min((d for d in deadlines if d is not None), default=None)
+            stack_due = self.stack.next_deadline()
+            if stack_due is not None and (due is None or stack_due < due):
+                due = stack_due
+        if due is None:
+            return  # a timer already armed fires early and harmlessly, then re-arms
         if self._timer is not None:
-            if due == self._timer_due:
+            if due >= self._timer_due:  # type: ignore[operator]
+                # Later deadlines (the retransmission timer moves with every ACK) keep the
+                # armed timer: it fires early, finds nothing due, and re-arms. No cancel and
+                # re-arm per ACK.
                 return
             self._timer.cancel()
-            self._timer = None
-        if due is not None:
-            self._timer_due = due
-            self._timer = self._loop.call_at(due, self._on_timer)
+        self._timer_due = due
+        self._timer = self._loop.call_at(due, self._on_timer)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

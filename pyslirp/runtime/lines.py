@@ -22,14 +22,23 @@ import select
 import socket
 import struct
 import termios
+import time
 import tty
 from abc import ABC, abstractmethod
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
+#: reads stop while this much is waiting for the gateway
+MAX_BUFFERED = 256 * 1024
+#: trickle batching (see FdSession): a read this small, within TRICKLE_GAP of the last one...
+TRICKLE_SIZE = 4
+TRICKLE_GAP = 0.0002
+#: ...TRICKLE_READS times in a row makes the reader rest TRICKLE_DELAY seconds
+TRICKLE_READS = 3
+TRICKLE_DELAY = 0.001
 SOCKET_SEND_BUFFER = 8192
 PTY_POLL_INTERVAL = 0.2
 
@@ -44,6 +53,9 @@ class LineSession(ABC):
     name: str
     #: bytes per second the line carries, when it has a rate of its own (a serial port's baud rate)
     native_rate: int | None = None
+    #: may reads be held back a moment to batch bytes that trickle in? The gateway clears it
+    #: while interactive traffic is active, so a keystroke is never held.
+    batch_reads: bool = True
 
     @abstractmethod
     async def read(self) -> bytes:
@@ -52,6 +64,15 @@ class LineSession(ABC):
     @abstractmethod
     async def write(self, data: bytes) -> None:
         """Hand ``data`` to the OS, waiting (without blocking the loop) while it is full."""
+
+    def try_write(self, data: bytes) -> int:
+        """Hand ``data`` to the OS without waiting; how many bytes it took (0: use :meth:`write`)."""
+        return 0
+
+    async def pump(self, receive: Callable[[bytes], None]) -> None:
+        """Hand everything that arrives to ``receive`` until the other end hangs up."""
+        while data := await self.read():
+            receive(data)
 
     def os_queued(self) -> int:
         """Bytes the OS still holds unsent below us (0 where it cannot tell)."""
@@ -63,7 +84,19 @@ class LineSession(ABC):
 
 
 class FdSession(LineSession):
-    """A session on a non-blocking file descriptor (socket, pty master, serial port)."""
+    """A session on a non-blocking file descriptor (socket, pty master, serial port).
+
+    One reader callback stays registered while we want data (no epoll change per read). Under
+    :meth:`pump` it hands each read straight to the gateway's receive function (no task switch
+    per read); under :meth:`read` bytes gather in a buffer that is handed out whole.
+
+    Trickle batching: an emulated UART (QEMU's 16550) hands its socket one byte per write, and
+    a real one at a high rate does much the same to a tty; read as they come, a 1,500-byte frame
+    costs hundreds of reads, and even a 10-byte ACK ten. When reads keep returning a few bytes at
+    a time in quick succession (TRICKLE_READS of them) and :attr:`batch_reads` allows it, the
+    reader rests TRICKLE_DELAY (1-2 ms: the event loop's timers count milliseconds) and takes what
+    gathered in one read.
+    """
 
     def __init__(self, fd: int, name: str, *, owns_fd: bool = True, native_rate: int | None = None) -> None:
         self.fd = fd
@@ -72,20 +105,139 @@ class FdSession(LineSession):
         self._owns_fd = owns_fd
         self._closed = False
         self._loop = asyncio.get_running_loop()
+        self._buffer = bytearray()
+        self._eof = False
+        self._reading = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._receive: Callable[[bytes], None] | None = None
+        self._last_read = 0.0
+        self._small_reads = 0
+        self._resting = False
+        self._after_rest = False
+        self.counters = {"reads": 0, "trickle_rests": 0}
         os.set_blocking(fd, False)
 
     async def read(self) -> bytes:
-        while not self._closed:
-            try:
-                return os.read(self.fd, READ_SIZE)
-            except BlockingIOError:
-                await self._wait(self._loop.add_reader, self._loop.remove_reader)
-            except OSError as exc:
-                # EIO: the pty's client closed it; anything else: the device or peer failed.
-                if exc.errno != errno.EIO:
-                    log.warning("%s: read failed: %s", self.name, exc.strerror or exc)
+        while not self._buffer:
+            if self._eof or self._closed:
                 return b""
-        return b""
+            self._waiter = self._loop.create_future()
+            self._start_reading()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        if not self._resting:
+            self._start_reading()  # it stops while the buffer is full
+        return data
+
+    async def pump(self, receive: Callable[[bytes], None]) -> None:
+        self._receive = receive
+        try:
+            while not (self._eof or self._closed):
+                if self._buffer:
+                    self._deliver()
+                    continue
+                self._waiter = self._loop.create_future()
+                self._start_reading()
+                try:
+                    await self._waiter  # only hang-up, close, or a failed receive wakes us
+                finally:
+                    self._waiter = None
+        finally:
+            self._receive = None
+
+    def _deliver(self) -> None:
+        """Hand the buffer to the pump's receive function, or wake :meth:`read`."""
+        receive = self._receive
+        if receive is None:
+            self._wake()
+            return
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        try:
+            receive(data)
+        except BaseException as exc:
+            self._stop_reading()
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)  # raised out of pump(), in the gateway's task
+            else:
+                raise
+
+    def _start_reading(self) -> None:
+        if not self._reading and not self._closed and not self._eof:
+            self._reading = True
+            self._loop.add_reader(self.fd, self._on_readable)
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self.fd)
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self.fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            # EIO: the pty's client closed it; anything else: the device or peer failed.
+            if exc.errno != errno.EIO:
+                log.warning("%s: read failed: %s", self.name, exc.strerror or exc)
+            data = b""
+        if not data:
+            self._eof = True
+            self._stop_reading()
+            self._wake()
+            return
+        self.counters["reads"] += 1
+        self._buffer += data
+        now = time.monotonic()
+        if self._after_rest:
+            self._after_rest = False  # what gathered while resting: still trickling
+        elif len(data) < TRICKLE_SIZE and now - self._last_read < TRICKLE_GAP:
+            self._small_reads += 1
+        else:
+            self._small_reads = 0
+        self._last_read = now
+        if self._small_reads >= TRICKLE_READS and self.batch_reads:
+            self.counters["trickle_rests"] += 1
+            self._stop_reading()
+            self._resting = True
+            self._loop.call_later(TRICKLE_DELAY, self._end_rest)
+            return  # the rest of the frame is on its way; wake the gateway when it is here
+        if len(self._buffer) >= MAX_BUFFERED:
+            self._stop_reading()  # the gateway is behind: let the line's flow control act
+        self._deliver()
+
+    def _end_rest(self) -> None:
+        self._resting = False
+        if self._closed:
+            return
+        self._after_rest = True
+        self._start_reading()
+        self._on_readable()
+        if self._buffer:
+            self._deliver()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def try_write(self, data: bytes) -> int:
+        if self._closed:
+            return len(data)
+        try:
+            return os.write(self.fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            log.info("%s: write failed: %s", self.name, exc.strerror or exc)
+            self.close()
+            return len(data)
 
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -126,8 +278,9 @@ class FdSession(LineSession):
         if self._closed:
             return
         self._closed = True
-        self._loop.remove_reader(self.fd)
+        self._stop_reading()
         self._loop.remove_writer(self.fd)
+        self._wake()
         if self._owns_fd:
             os.close(self.fd)
 

@@ -54,7 +54,7 @@ class LinkNetwork:
         self.relay = UDPRelay(udp_targets(config), self._send_udp, self.now, idle_timeout=config.dns.timeout * 6)
         self.stack = Stack(
             up.local_ip, up.peer_ip, mtu=up.peer_mru, tcp_config=tcp_config, max_connections=tcp.max_connections,
-            udp_ports=self.relay.ports, wake=wake,
+            udp_ports=self.relay.ports, wake=wake, line_budget=tcp.line_budget,
         )
         self.proxy = ServiceProxy(config.services, self.stack, self.now)
         # Sweep often enough that no connection outlives its idle timeout by more than half.
@@ -88,6 +88,11 @@ class LinkNetwork:
         self._dispatch()
         return self.stack.take_output()
 
+    def interactive(self, now: float) -> bool:
+        """Is an interactive flow active (reads must not be held back for batching)?"""
+        budget = self.stack.budget
+        return budget is not None and budget.interactive(now)
+
     def next_deadline(self) -> float | None:
         due = self.stack.next_deadline()
         return self._next_sweep if due is None or self._next_sweep < due else due
@@ -108,6 +113,7 @@ class LinkNetwork:
             "proxy": dict(self.proxy.counters),
             "udp_relay": dict(self.relay.counters),
             "connections": len(self.stack.connections),
+            "line_budget": self.stack.budget.stats() if self.stack.budget is not None else None,
             "tcp_send_buffered": sum(conn.send_buffered for conn in connections),
             "tcp_receive_buffered": sum(conn.rcv_buffered for conn in connections),
             **self.proxy.buffered(),

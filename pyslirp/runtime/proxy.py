@@ -32,6 +32,10 @@ from pyslirp.net.stack import ConnectionEvent, ConnectionRequest, Stack
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 64 * 1024
+#: client data the sender did not push is gathered this long (or up to PUMP_BATCH bytes) before
+#: one write to the service, rather than a write per segment
+PUMP_DELAY = 0.001
+PUMP_BATCH = 32 * 1024
 #: the service socket's transport pauses us above this many unsent bytes
 WRITE_HIGH_WATER = 64 * 1024
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -57,6 +61,7 @@ class Pipe(asyncio.Protocol):
         self._service_gone = False
         self.closed = False
         self.last_activity = proxy.now()
+        self._pump_timer: asyncio.TimerHandle | None = None
 
     # -- the host socket side (asyncio.Protocol) -----------------------------------------------
 
@@ -109,7 +114,12 @@ class Pipe(asyncio.Protocol):
     # -- the client connection side ------------------------------------------------------------
 
     def on_event(self, event: object) -> None:
-        if isinstance(event, (tcp.DataReceived, tcp.PeerFinished)):
+        if isinstance(event, tcp.DataReceived):
+            if event.push or event.available >= PUMP_BATCH:
+                self.pump_to_service()
+            elif self._pump_timer is None:
+                self._pump_timer = asyncio.get_running_loop().call_later(PUMP_DELAY, self.pump_to_service)
+        elif isinstance(event, tcp.PeerFinished):
             self.pump_to_service()
         elif isinstance(event, tcp.SendSpace):
             self._push_pending()
@@ -125,6 +135,7 @@ class Pipe(asyncio.Protocol):
 
     def pump_to_service(self) -> None:
         """Move what the client sent to the service while its socket takes it."""
+        self._cancel_pump()
         conn, transport = self.conn, self.transport
         if self._service_gone and conn.readable:
             # Data for a service that has closed its socket: a host answers that with a reset.
@@ -187,7 +198,13 @@ class Pipe(asyncio.Protocol):
             self.transport.close()
         self._done()
 
+    def _cancel_pump(self) -> None:
+        if self._pump_timer is not None:
+            self._pump_timer.cancel()
+            self._pump_timer = None
+
     def _done(self) -> None:
+        self._cancel_pump()
         if not self.closed:
             self.closed = True
             self.proxy.pipe_closed(self)
@@ -313,6 +330,7 @@ class ServiceProxy:
         for task in list(self._tasks):
             task.cancel()
         for pipe in list(self.pipes.values()):
+            pipe._cancel_pump()
             pipe.closed = True
             if pipe.transport is not None:
                 pipe.transport.abort()

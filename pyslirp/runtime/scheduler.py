@@ -2,9 +2,11 @@
 
 Encoded frames wait here in three queues — link control, interactive, bulk — and are written in
 that order of priority, as the original SLiRP's fast queue and batch queue did. Below us the OS holds
-only a few frames (:meth:`LineSession.os_queued` is kept under a small bound), so a keystroke never
-waits behind more than a few bulk frames. Lines with a rate (``serial.line_rate``, or a serial
-port's baud rate) are paced with a token bucket so that nothing piles up in buffers we can't see.
+only a few frames where it tells us how many (:meth:`LineSession.os_queued`: serial ports and
+sockets; a pty master always reports 0), so a keystroke never waits behind more than a few bulk
+frames. Lines with a rate (``serial.line_rate``, or a serial port's baud rate) are paced with a
+token bucket so that nothing piles up in buffers we can't see; on the others, the stack's line
+budget (``pyslirp.net.line_budget``) bounds the bulk data in those buffers.
 
 The bulk queue is bounded, in bytes and so in line time (one second of a rated line, 64 KiB on a
 line with no rate): a frame offered past the bound is dropped and counted, as a router's queue
@@ -57,11 +59,16 @@ class LineScheduler:
         self._wake = asyncio.Event()
         self._tokens = 0.0
         self._token_time = 0.0
-        self.counters = {"frames_sent": 0, "bytes_sent": 0, "bulk_dropped": 0, "frames_dropped_closed": 0}
+        self.counters = {
+            "frames_sent": 0, "bytes_sent": 0, "bulk_dropped": 0, "frames_dropped_closed": 0, "os_queue_waits": 0,
+        }
         self._closed = False
+        self._partial = b""  # the rest of a batch the OS took only part of: it goes first
+        self._writer_busy = False  # the writer task holds a batch: only it may write
 
     def send(self, frame: bytes, priority: Priority = Priority.BULK) -> bool:
-        """Queue an encoded frame; False (counted) when the bulk queue is full or the line closed."""
+        """Queue an encoded frame; False (counted) when the bulk queue is full or the line closed.
+        Nothing is written until :meth:`kick`."""
         if self._closed:
             self.counters["frames_dropped_closed"] += 1
             return False
@@ -70,8 +77,25 @@ class LineScheduler:
             return False
         self._queues[priority].append(frame)
         self._queued_bytes[priority] += len(frame)
-        self._wake.set()
         return True
+
+    def kick(self) -> None:
+        """Write what is queued. On an unpaced line with room in the OS this happens here and now,
+        in one write (no task switch per flush); otherwise the writer task takes over."""
+        if not any(self._queues):
+            return
+        if self.rate or self._writer_busy or self._partial or self._closed \
+                or self.session.os_queued() > self.os_queue_limit:
+            self._wake.set()
+            return
+        batch = self._take_batch()
+        written = self.session.try_write(batch)
+        self.counters["bytes_sent"] += written
+        if written < len(batch):
+            self._partial = batch[written:]
+            self._wake.set()
+        elif any(self._queues):
+            self._wake.set()  # more than one batch: the writer task goes on
 
     def bulk_room(self) -> int:
         """Bytes the bulk queue can still take."""
@@ -122,20 +146,28 @@ class LineScheduler:
             if queued <= self.os_queue_limit:
                 return
             excess = queued - self.os_queue_limit
+            self.counters["os_queue_waits"] += 1
             await asyncio.sleep(excess / self.rate if self.rate else 0.001)
 
     async def run(self) -> None:
         """Drain the queues onto the line until :meth:`close`."""
         while not self._closed:
-            if not any(self._queues):
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            await self._os_room()
-            batch = self._take_batch()
-            if not batch:
-                continue
-            if self.rate:
-                await self._pace(len(batch))
-            await self.session.write(batch)
+            if self._partial:
+                batch, self._partial = self._partial, b""
+            else:
+                if not any(self._queues):
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await self._os_room()
+                batch = self._take_batch()
+                if not batch:
+                    continue
+            self._writer_busy = True
+            try:
+                if self.rate:
+                    await self._pace(len(batch))
+                await self.session.write(batch)
+            finally:
+                self._writer_busy = False
             self.counters["bytes_sent"] += len(batch)

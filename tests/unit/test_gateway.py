@@ -8,9 +8,10 @@ import random
 from pyslirp._core.hdlc import encode_frame
 from pyslirp.ppp.link import LinkOptions
 from pyslirp.runtime.gateway import Gateway
+from pyslirp.runtime.lines import LineSession
 
 
-class ScriptedSession:
+class ScriptedSession(LineSession):
     """A line session whose incoming bytes the test supplies; what pyslirp writes is kept."""
 
     name = "scripted"

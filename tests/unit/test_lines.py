@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 
 import pytest
 
-from pyslirp.runtime.lines import LineError, PtyLine, SerialLine, TcpConnectLine, TcpListenLine, open_line
+from pyslirp.runtime.lines import FdSession, LineError, LineSession, PtyLine, SerialLine, TcpConnectLine, TcpListenLine, open_line
 from pyslirp.runtime.scheduler import LineScheduler, Priority
 
 
@@ -82,13 +83,20 @@ def test_bad_line_names() -> None:
         open_line("tcp-listen://192.0.2.1:5555")  # not an address of this machine
 
 
-class RecordingSession:
+class RecordingSession(LineSession):
     name = "recording"
     native_rate = None
 
-    def __init__(self) -> None:
+    def __init__(self, takes: int = 0) -> None:
         self.writes: list[bytes] = []
         self.gate = asyncio.Event()
+        self.takes = takes  # how much try_write accepts at once
+
+    def try_write(self, data: bytes) -> int:
+        taken = data[: self.takes]
+        if taken:
+            self.writes.append(taken)
+        return len(taken)
 
     async def read(self) -> bytes:
         return b""
@@ -109,15 +117,36 @@ async def test_scheduler_sends_control_then_interactive_then_bulk() -> None:
     scheduler = LineScheduler(session, rate=1_000_000)  # rated: one frame per write
     task = asyncio.create_task(scheduler.run())
     scheduler.send(b"B1", Priority.BULK)
+    scheduler.kick()
     await asyncio.sleep(0)  # the writer takes B1 and waits on the gate
     scheduler.send(b"B2", Priority.BULK)
     scheduler.send(b"I1", Priority.INTERACTIVE)
     scheduler.send(b"C1", Priority.CONTROL)
     scheduler.send(b"I2", Priority.INTERACTIVE)
+    scheduler.kick()
     session.gate.set()
     while len(session.writes) < 5:
         await asyncio.sleep(0.001)
     assert session.writes == [b"B1", b"C1", b"I1", b"I2", b"B2"]
+    scheduler.close()
+    await task
+
+
+async def test_unpaced_scheduler_writes_at_once_and_the_task_finishes_a_partial_write() -> None:
+    session = RecordingSession(takes=5)
+    scheduler = LineScheduler(session)
+    task = asyncio.create_task(scheduler.run())
+    scheduler.send(b"BBBB", Priority.BULK)
+    scheduler.send(b"III", Priority.INTERACTIVE)
+    scheduler.kick()
+    assert session.writes == [b"IIIBB"]  # one write, in priority order, no task switch
+    scheduler.send(b"CC", Priority.CONTROL)
+    scheduler.kick()  # the OS took part of the batch: the rest goes first, through the task
+    assert session.writes == [b"IIIBB"]
+    session.gate.set()
+    while b"".join(session.writes) != b"IIIBBBBCC":
+        await asyncio.sleep(0.001)
+    assert scheduler.counters["bytes_sent"] == 9
     scheduler.close()
     await task
 
@@ -165,3 +194,41 @@ async def test_unopenable_serial_port_is_a_clear_error() -> None:
     line = open_line("/dev/ttyNOSUCH0")
     with pytest.raises(LineError, match="cannot open serial port /dev/ttyNOSUCH0"):
         await line.sessions().__anext__()
+
+
+TRICKLE_WRITER = """
+import os, sys, time
+fd = int(sys.argv[1])
+for i in range(3000):
+    os.write(fd, bytes([i % 251]))
+    end = time.perf_counter() + 0.00001
+    while time.perf_counter() < end:
+        pass
+"""
+
+
+@pytest.mark.parametrize("batch", [True, False])
+async def test_bytes_that_trickle_in_are_read_in_batches_unless_interactive(batch: bool) -> None:
+    """An emulated UART hands over a byte per write: the session rests and batches reads,
+    unless the gateway says interactive traffic is active. Nothing is lost or reordered."""
+    ours, theirs = socket.socketpair()
+    session = FdSession(ours.fileno(), "trickle", owns_fd=False)
+    session.batch_reads = batch
+    received = bytearray()
+    pump = asyncio.ensure_future(session.pump(received.extend))
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", TRICKLE_WRITER, str(theirs.fileno()), pass_fds=(theirs.fileno(),))
+    assert await asyncio.wait_for(writer.wait(), 30) == 0
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(received) < 3000 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    assert bytes(received) == bytes(i % 251 for i in range(3000))
+    if batch:
+        assert session.counters["trickle_rests"] > 0
+        assert session.counters["reads"] < 3000 / 4
+    else:
+        assert session.counters["trickle_rests"] == 0
+    theirs.close()
+    await asyncio.wait_for(pump, 5)  # the writer's end closed: the pump returns
+    session.close()
+    ours.close()

@@ -282,7 +282,7 @@ def test_close_transitions_we_close_first():
     (a,) = w.feed(w.seg(FIN | ACK, p + 9, q + 1, WND), 1.3)
     assert a.flags == ACK and a.ack == p + 10
     assert c.state == TCPState.TIME_WAIT
-    assert w.take_events() == [DataReceived(9), PeerFinished()]
+    assert w.take_events() == [DataReceived(9, push=False), PeerFinished()]  # no PSH: may wait
     assert c.next_deadline() == pytest.approx(1.3 + CFG.time_wait)
     c.handle_timer(1.3 + CFG.time_wait)
     assert c.state == TCPState.CLOSED and w.take_events() == [Closed()]
