@@ -33,12 +33,13 @@ log = logging.getLogger(__name__)
 READ_SIZE = 65536
 #: reads stop while this much is waiting for the gateway
 MAX_BUFFERED = 256 * 1024
-#: trickle batching (see FdSession): a read this small, within TRICKLE_GAP of the last one...
-TRICKLE_SIZE = 4
-TRICKLE_GAP = 0.0002
-#: ...TRICKLE_READS times in a row makes the reader rest TRICKLE_DELAY seconds
-TRICKLE_READS = 3
-TRICKLE_DELAY = 0.001
+#: read batching (see FdSession): a read of fewer than BATCH_SMALL bytes within BATCH_GAP
+#: seconds of the last one continues a stream; BATCH_READS of them in a row make the reader
+#: rest BATCH_DELAY seconds between reads
+BATCH_SMALL = 256
+BATCH_GAP = 0.002
+BATCH_READS = 3
+BATCH_DELAY = 0.001
 SOCKET_SEND_BUFFER = 8192
 PTY_POLL_INTERVAL = 0.2
 
@@ -53,7 +54,7 @@ class LineSession(ABC):
     name: str
     #: bytes per second the line carries, when it has a rate of its own (a serial port's baud rate)
     native_rate: int | None = None
-    #: may reads be held back a moment to batch bytes that trickle in? The gateway clears it
+    #: may reads be held back a moment to batch a busy line's bytes? The gateway clears it
     #: while interactive traffic is active, so a keystroke is never held.
     batch_reads: bool = True
 
@@ -90,12 +91,17 @@ class FdSession(LineSession):
     :meth:`pump` it hands each read straight to the gateway's receive function (no task switch
     per read); under :meth:`read` bytes gather in a buffer that is handed out whole.
 
-    Trickle batching: an emulated UART (QEMU's 16550) hands its socket one byte per write, and
-    a real one at a high rate does much the same to a tty; read as they come, a 1,500-byte frame
-    costs hundreds of reads, and even a 10-byte ACK ten. When reads keep returning a few bytes at
-    a time in quick succession (TRICKLE_READS of them) and :attr:`batch_reads` allows it, the
-    reader rests TRICKLE_DELAY (1-2 ms: the event loop's timers count milliseconds) and takes what
-    gathered in one read.
+    Read batching: each wake-up of the event loop costs far more than the bytes it brings (a
+    Python process woken per frame runs cold), and a busy line wakes us often: an emulated UART
+    (QEMU's 16550) hands its socket one byte per write, so a 1,500-byte frame would cost hundreds
+    of reads and even a 10-byte ACK ten, and a download's ACKs come back a small frame per read.
+    When small reads keep coming (BATCH_READS of them, each within BATCH_GAP of the last) and
+    :attr:`batch_reads` allows it, the reader hands over what it has and then rests BATCH_DELAY
+    (1-2 ms: the event loop's timers count milliseconds) between reads, taking what gathered in
+    one; when a rest brings nothing or a lot, it reads as bytes arrive again. Only small reads
+    count: a pty buffers about 4 KB toward us, so resting while full frames stream in would
+    throttle the line. Bulk traffic only: the gateway clears :attr:`batch_reads` while an
+    interactive flow is active.
     """
 
     def __init__(self, fd: int, name: str, *, owns_fd: bool = True, native_rate: int | None = None) -> None:
@@ -111,10 +117,9 @@ class FdSession(LineSession):
         self._waiter: asyncio.Future[None] | None = None
         self._receive: Callable[[bytes], None] | None = None
         self._last_read = 0.0
-        self._small_reads = 0
+        self._stream_reads = 0
         self._resting = False
-        self._after_rest = False
-        self.counters = {"reads": 0, "trickle_rests": 0}
+        self.counters = {"reads": 0, "batch_rests": 0}
         os.set_blocking(fd, False)
 
     async def read(self) -> bytes:
@@ -177,11 +182,12 @@ class FdSession(LineSession):
             self._reading = False
             self._loop.remove_reader(self.fd)
 
-    def _on_readable(self) -> None:
+    def _read_once(self) -> bytes | None:
+        """One read into the buffer: the bytes, None when there were none, b"" at the end."""
         try:
             data = os.read(self.fd, READ_SIZE)
         except BlockingIOError:
-            return
+            return None
         except OSError as exc:
             # EIO: the pty's client closed it; anything else: the device or peer failed.
             if exc.errno != errno.EIO:
@@ -191,36 +197,47 @@ class FdSession(LineSession):
             self._eof = True
             self._stop_reading()
             self._wake()
-            return
+            return b""
         self.counters["reads"] += 1
         self._buffer += data
+        return data
+
+    def _on_readable(self) -> None:
+        data = self._read_once()
+        if not data:
+            return
         now = time.monotonic()
-        if self._after_rest:
-            self._after_rest = False  # what gathered while resting: still trickling
-        elif len(data) < TRICKLE_SIZE and now - self._last_read < TRICKLE_GAP:
-            self._small_reads += 1
-        else:
-            self._small_reads = 0
+        small = len(data) < BATCH_SMALL
+        self._stream_reads = self._stream_reads + 1 if small and now - self._last_read < BATCH_GAP else 0
         self._last_read = now
-        if self._small_reads >= TRICKLE_READS and self.batch_reads:
-            self.counters["trickle_rests"] += 1
-            self._stop_reading()
-            self._resting = True
-            self._loop.call_later(TRICKLE_DELAY, self._end_rest)
-            return  # the rest of the frame is on its way; wake the gateway when it is here
-        if len(self._buffer) >= MAX_BUFFERED:
+        if self._stream_reads >= BATCH_READS and self.batch_reads:
+            self._rest()
+        elif len(self._buffer) >= MAX_BUFFERED:
             self._stop_reading()  # the gateway is behind: let the line's flow control act
         self._deliver()
 
+    def _rest(self) -> None:
+        """Stop reading for BATCH_DELAY; :meth:`_end_rest` takes what gathered meanwhile."""
+        self.counters["batch_rests"] += 1
+        self._stop_reading()
+        self._resting = True
+        self._loop.call_later(BATCH_DELAY, self._end_rest)
+
     def _end_rest(self) -> None:
         self._resting = False
-        if self._closed:
+        if self._closed or self._eof:
             return
-        self._after_rest = True
-        self._start_reading()
-        self._on_readable()
-        if self._buffer:
+        data = self._read_once()
+        if data:
+            self._last_read = time.monotonic()
+            if self.batch_reads and len(data) < BATCH_SMALL * BATCH_READS:
+                self._rest()  # still a trickle: the next batch after another rest
+            else:
+                self._start_reading()
             self._deliver()
+        elif data is None:
+            self._stream_reads = 0  # the stream paused: back to reading as bytes arrive
+            self._start_reading()
 
     def _wake(self) -> None:
         waiter = self._waiter

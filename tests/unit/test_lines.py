@@ -224,10 +224,10 @@ async def test_bytes_that_trickle_in_are_read_in_batches_unless_interactive(batc
         await asyncio.sleep(0.01)
     assert bytes(received) == bytes(i % 251 for i in range(3000))
     if batch:
-        assert session.counters["trickle_rests"] > 0
+        assert session.counters["batch_rests"] > 0
         assert session.counters["reads"] < 3000 / 4
     else:
-        assert session.counters["trickle_rests"] == 0
+        assert session.counters["batch_rests"] == 0
     theirs.close()
     await asyncio.wait_for(pump, 5)  # the writer's end closed: the pump returns
     session.close()

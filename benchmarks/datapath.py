@@ -1,0 +1,242 @@
+"""The whole pyslirp data path in one process, for measuring its cost per frame without a VM.
+
+A scripted pppd (tests/unit/test_ppp_link.py's ``Pppd``) dials a real :class:`Gateway` over an
+in-memory line; once IPCP is up, a client TCP connection (our own TCP standing in for Linux's)
+sends or receives bulk data through the gateway's HDLC framing, PPP link, VJ compression, stack
+and service proxy to a real loopback service, as in production. The client side compresses and
+frames its segments as pppd would (VJ, ACFC, PFC, ACCM 0).
+
+Only the gateway's own processing is reported: its per-frame time histograms (the same ones its
+stats expose) and the process CPU time, from which the client's share is not separable — so the
+figures that matter are the gateway's per-packet times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
+from test_ppp_link import Pppd  # noqa: E402
+
+from pyslirp._core.hdlc import Deframer, encode_frame  # noqa: E402
+from pyslirp.config import PyslirpConfig  # noqa: E402
+from pyslirp.net import ipv4, tcp  # noqa: E402
+from pyslirp.net.tcp_segment import parse_segment  # noqa: E402
+from pyslirp.ppp.vj import VJCompressor, VJDecompressor  # noqa: E402
+from pyslirp.runtime.gateway import Gateway  # noqa: E402
+from pyslirp.runtime.lines import LineSession  # noqa: E402
+from pyslirp.runtime.network import LinkNetwork  # noqa: E402
+from pyslirp.runtime.server import link_options  # noqa: E402
+
+LOCAL = IPv4Address("10.0.0.1")
+PEER = IPv4Address("10.0.0.2")
+SERVICE_PORT = 9
+
+
+class MemorySession(LineSession):
+    """The server's end of an in-memory line; each direction is delivered on the next turn of
+    the event loop, as a real line's would be."""
+
+    name = "memory"
+
+    def __init__(self, to_client: Callable[[bytes], None]) -> None:
+        self.to_client = to_client
+        self._loop = asyncio.get_running_loop()
+        self._receive: Callable[[bytes], None] | None = None
+        self._done = self._loop.create_future()
+
+    def feed(self, data: bytes) -> None:
+        self._loop.call_soon(self._deliver, data)
+
+    def _deliver(self, data: bytes) -> None:
+        assert self._receive is not None, "the gateway pumps before the first delivery"
+        self._receive(data)
+
+    async def pump(self, receive: Callable[[bytes], None]) -> None:
+        self._receive = receive
+        await self._done
+
+    async def read(self) -> bytes:
+        raise NotImplementedError
+
+    def try_write(self, data: bytes) -> int:
+        self._loop.call_soon(self.to_client, data)
+        return len(data)
+
+    async def write(self, data: bytes) -> None:
+        self._loop.call_soon(self.to_client, data)
+
+    def close(self) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+
+@dataclass
+class Result:
+    bytes_moved: int
+    seconds: float
+    cpu_seconds: float
+    frames_in: int
+    frames_out: int
+    rx: dict
+    tx: dict
+
+
+class DataPath:
+    """A gateway with a scripted client dialled in; :meth:`upload`/:meth:`download` move data."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.client_bytes = bytearray()
+        self.deframer = Deframer(accm=0, max_frame=4096)
+        self.ppp = Pppd()
+        self.vj_out = VJCompressor(max_slot_id=15, compress_slot_id=True)
+        self.vj_in = VJDecompressor(max_slot_id=15, compress_slot_id=True)
+        self._ident = itertools.count(1)
+        self._ports = itertools.cycle(range(32768, 61000))
+        self.conns: dict[int, tcp.TCPConnection] = {}  # by the client's port
+        self.ready = asyncio.Event()
+        self._kick = asyncio.Event()
+
+    async def start(self, service_port: int) -> None:
+        config = PyslirpConfig(services={SERVICE_PORT: {"host": "127.0.0.1", "port": service_port}},
+                               dns={"enabled": False}, ppp={"keepalive": {"interval": 0}})
+        self.session = MemorySession(self._from_server)
+        self.gateway = Gateway(self.session, link_options(config),
+                               lambda up, wake: LinkNetwork(config, up, wake))
+        self.task = asyncio.ensure_future(self.gateway.run())
+        await asyncio.sleep(0)
+        self.ppp.start()
+        self._send_ppp()
+        while not self.ppp.ipcp_open or self.gateway.stack is None:
+            await asyncio.sleep(0.001)
+            self._send_ppp()
+        self._client_task = asyncio.ensure_future(self._client_timers())
+
+    # -- the client side -----------------------------------------------------------------------
+
+    def _from_server(self, data: bytes) -> None:
+        for frame in self.deframer.feed(data):
+            i = 2 if frame[:2] == b"\xff\x03" else 0
+            if frame[i] & 1:
+                protocol, payload = frame[i], frame[i + 1:]
+            else:
+                protocol, payload = int.from_bytes(frame[i:i + 2], "big"), frame[i + 2:]
+            if protocol in (0x21, 0x2D, 0x2F):
+                packet = payload if protocol == 0x21 else self.vj_in.decompress(protocol, payload)
+                if packet is not None:
+                    header = ipv4.parse(packet)
+                    seg = parse_segment(packet[header.header_length:], LOCAL.packed, PEER.packed)
+                    conn = self.conns.get(seg.dst_port) if seg is not None else None
+                    if conn is not None:
+                        conn.receive_segment(seg, self.loop.time())
+                        self._kick.set()
+            else:
+                self.ppp.receive(frame, 0)
+        self._send_ppp()
+
+    def _send_ppp(self) -> None:
+        for frame in self.ppp.take():
+            self.session.feed(encode_frame(frame, 0xFFFFFFFF))
+
+    def flush_client(self) -> None:
+        """Send what the client's connections produced, framed as pppd would."""
+        for segment in [s for conn in self.conns.values() for s in conn.take_segments()]:
+            packet = ipv4.build(PEER.packed, LOCAL.packed, ipv4.PROTO_TCP, segment.data, next(self._ident) & 0xFFFF)
+            protocol, payload = self.vj_out.compress(packet)
+            # One frame per read, as a virtio console delivers them.
+            self.session.feed(encode_frame(bytes((protocol,)) + payload, 0))
+
+    async def _client_timers(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            now = self.loop.time()
+            for port, conn in list(self.conns.items()):
+                deadline = conn.next_deadline()
+                if deadline is not None and deadline <= now:
+                    conn.handle_timer(now)
+                if conn.state == tcp.CLOSED:
+                    del self.conns[port]
+            self.flush_client()
+
+    def connect(self) -> tcp.TCPConnection:
+        port = next(self._ports)
+        conn = tcp.TCPConnection(PEER.packed, port, LOCAL.packed, SERVICE_PORT,
+                                 iss=port * 7919, config=tcp.TCPConfig(mss=1460), now=self.loop.time())
+        self.conns[port] = conn
+        conn.connect(self.loop.time())
+        self.flush_client()
+        return conn
+
+    async def close(self) -> None:
+        self._client_task.cancel()
+        self.session.close()
+        await asyncio.wait_for(self.task, 5)
+
+
+async def run(direction: str, size: int) -> Result:
+    """Move ``size`` bytes up (client -> service) or down (service -> client)."""
+    loop = asyncio.get_running_loop()
+    received = 0
+    done = loop.create_future()
+
+    class Service(asyncio.Protocol):
+        def connection_made(self, transport):  # type: ignore[override]
+            self.transport = transport
+            if direction == "down":
+                transport.write(b"\x5a" * size)
+                transport.write_eof()
+
+        def data_received(self, data: bytes) -> None:
+            nonlocal received
+            received += len(data)
+            if received >= size and not done.done():
+                done.set_result(None)
+
+    server = await loop.create_server(Service, "127.0.0.1", 0)
+    path = DataPath()
+    await path.start(server.sockets[0].getsockname()[1])
+    conn = path.connect()
+    while conn.state != tcp.ESTABLISHED:
+        await asyncio.sleep(0.0005)
+    stats0 = path.gateway.stats()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    if direction == "up":
+        sent = 0
+        chunk = b"\xa5" * 65536
+        while not done.done():
+            while sent < size:
+                n = conn.send(chunk[: min(65536, size - sent)], loop.time())
+                if not n:
+                    break
+                sent += n
+            path.flush_client()
+            await asyncio.sleep(0)
+    else:
+        got = 0
+        while got < size:
+            data = conn.read(1 << 20, loop.time())
+            got += len(data)
+            path.flush_client()
+            await asyncio.sleep(0)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    stats1 = path.gateway.stats()
+    await path.close()
+    server.close()
+
+    def delta(key: str, *path_: str) -> int:
+        a, b = stats0, stats1
+        for k in path_:
+            a, b = a[k], b[k]  # type: ignore[index]
+        return b[key] - a[key]  # type: ignore[index]
+
+    return Result(size, seconds, cpu, delta("frames_ok", "deframer"), delta("frames_sent", "scheduler"),
+                  stats1["processing"]["rx_frame"], stats1["processing"]["tx_datagram"])  # type: ignore[index]
