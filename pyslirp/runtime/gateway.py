@@ -173,7 +173,7 @@ class Gateway:
         link = self.link
         for frame, accm in link.take_output():
             self.scheduler.send(encode_frame(frame, accm), Priority.CONTROL)
-        self._handle_link_events()  # may start the stack, or close the session's scheduler
+        self._handle_link_events()
         if self.stack is not None:
             tx_accm = link.tx_accm
             for packet, interactive in self.stack.take_output():

@@ -89,6 +89,22 @@ static int dial(const struct sockaddr_in *sa, int nodelay) {
     return fd;
 }
 
+static int write_all(int fd, const void *buf, size_t n);
+
+/* A connection to the bulk service with its request sent ("D n": send me n bytes, "U n": take
+ * n bytes); -1 (reported) when the connect fails. */
+static int dial_bulk(const struct sockaddr_in *sa, char kind, unsigned long long want) {
+    int fd = dial(sa, 0);
+    if (fd < 0) {
+        printf("error=connect errno=%d\n", errno);
+        return -1;
+    }
+    char req[64];
+    int n = snprintf(req, sizeof req, "%c %llu\n", kind, want);
+    write_all(fd, req, (size_t)n);
+    return fd;
+}
+
 static int write_all(int fd, const void *buf, size_t n) {
     const char *p = buf;
     while (n) {
@@ -128,14 +144,8 @@ static int mode_down(int argc, char **argv) {
     sa_term.sa_handler = on_term;
     sigaction(SIGTERM, &sa_term, NULL);
     double t0 = now();
-    int fd = dial(&sa, 0);
-    if (fd < 0) {
-        printf("error=connect errno=%d\n", errno);
-        return 1;
-    }
-    char req[64];
-    int n = snprintf(req, sizeof req, "D %llu\n", want);
-    write_all(fd, req, (size_t)n);
+    int fd = dial_bulk(&sa, 'D', want);
+    if (fd < 0) return 1;
     static char buf[1 << 16];
     unsigned long long got = 0;
     double first = 0, last = t0;
@@ -163,14 +173,8 @@ static int mode_up(int argc, char **argv) {
     static char buf[1 << 16];
     for (size_t i = 0; i < sizeof buf; i++) buf[i] = (char)(i * 2654435761u >> 13);
     double t0 = now();
-    int fd = dial(&sa, 0);
-    if (fd < 0) {
-        printf("error=connect errno=%d\n", errno);
-        return 1;
-    }
-    char req[64];
-    int n = snprintf(req, sizeof req, "U %llu\n", want);
-    write_all(fd, req, (size_t)n);
+    int fd = dial_bulk(&sa, 'U', want);
+    if (fd < 0) return 1;
     unsigned long long sent = 0;
     while (sent < want) {
         size_t chunk = want - sent < sizeof buf ? (size_t)(want - sent) : sizeof buf;
