@@ -38,6 +38,10 @@ PUMP_DELAY = 0.001
 PUMP_BATCH = 32 * 1024
 #: the service socket's transport pauses us above this many unsent bytes
 WRITE_HIGH_WATER = 64 * 1024
+#: the host socket's kernel receive buffer, fixed: left to autotuning it grows to megabytes
+#: while the line is slow, and the service's data piles up there instead of being held back
+#: (a loopback service refills it in microseconds, so this does not limit the line's rate)
+SOCKET_RECEIVE_BUFFER = 256 * 1024
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
@@ -68,6 +72,9 @@ class Pipe(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RECEIVE_BUFFER)
         if self.wait_established:
             # A reverse forward: hold the host client's data until the client side is open.
             self._service_paused = True

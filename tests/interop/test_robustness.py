@@ -279,9 +279,11 @@ sleep 600
         held = s["pyslirp_unread"] + s["tcp_send_buffered"] + s["proxy_pending"] + s["queued_bulk"]
         assert held <= 4 << 20, s
     # the service is held back: over the last 20 s what its socket accepted grew no faster than
-    # the line carried data away
+    # the line carried data away, give or take one read of pyslirp's socket (the kernel refills
+    # its fixed receive buffer at once, and the read drains over the line for ~20 s)
     before = next(s for s in samples if s["t"] >= last["t"] - 20 - 1)
-    assert last["accepted"] - before["accepted"] <= last["line_down"] - before["line_down"] + 64 * 1024, (before, last)
+    grown = last["accepted"] - before["accepted"]
+    assert grown <= last["line_down"] - before["line_down"] + READ_SIZE + 64 * 1024, (before, last)
     # and pyslirp's memory did not grow with what the service tried to send
     assert last["rss_kib"] - samples[1]["rss_kib"] < 8 * 1024, (samples[1], last)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 from ipaddress import IPv4Address
 
 from pyslirp.config import PyslirpConfig
@@ -14,6 +15,7 @@ from pyslirp.net import ipv4, tcp, udp
 from pyslirp.net.tcp_segment import parse_segment
 from pyslirp.ppp.link import LinkUp
 from pyslirp.runtime.network import LinkNetwork
+from pyslirp.runtime.proxy import SOCKET_RECEIVE_BUFFER
 
 LOCAL = IPv4Address("10.0.0.1")
 PEER = IPv4Address("10.0.0.2")
@@ -230,6 +232,11 @@ async def test_a_fast_service_is_held_back_by_a_client_that_does_not_read() -> N
     assert accepted < 16 << 20  # the client's window + our buffers + the kernel's socket buffers
     assert stats["tcp_send_buffered"] <= 64 * 1024
     assert stats["proxy_pending"] <= 256 * 1024  # at most one read of the service socket
+    # pyslirp's socket to the service keeps a fixed receive buffer: autotuning would let the
+    # kernel queue megabytes there behind a slow line (Linux reports twice the value set)
+    (pipe,) = client.network.proxy.pipes.values()
+    sock = pipe.transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * SOCKET_RECEIVE_BUFFER
     # Reading on the client side lets it flow again (once the kernel's socket buffers drain).
     def reading() -> bool:
         conn.read(-1, client.loop.time())
