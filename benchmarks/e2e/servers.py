@@ -120,16 +120,22 @@ class PyslirpPtyProcess(PyslirpProcess):
         config.setdefault("logging", {}).setdefault("level", "DEBUG" if self.debug else "INFO")
         config_file = Path(self._dir.name) / "config.yaml"
         config_file.write_text(yaml.safe_dump(config))
-        # PYSLIRP_BENCH_CPROFILE=DIR: run under cProfile timing CPU (not wall) time, stats written
-        # to DIR at exit (a development aid).
+        # PYSLIRP_BENCH_CPROFILE=DIR: run under cProfile timing CPU (not wall) time (a development
+        # aid); each phase's stats (the harness logs stats with SIGUSR1 between phases) go to
+        # DIR/pyslirp-<stamp>-<phase number>.prof, the rest at exit.
         prof_dir = os.environ.get("PYSLIRP_BENCH_CPROFILE")
         main = ["-m", "pyslirp"]
         if prof_dir:
-            out = f"{prof_dir}/pyslirp-{os.getpid()}-{time.time():.0f}.prof"
-            main = ["-c", "import cProfile, runpy, time\n"
-                    "p = cProfile.Profile(time.process_time)\np.enable()\n"
-                    f"try:\n    runpy.run_module('pyslirp', run_name='__main__', alter_sys=True)\n"
-                    f"finally:\n    p.disable()\n    p.dump_stats({out!r})\n"]
+            out = f"{prof_dir}/pyslirp-{os.getpid()}-{time.time():.0f}"
+            main = ["-c", "import cProfile, itertools, runpy, time\n"
+                    "from pyslirp.runtime import server\n"
+                    "p = cProfile.Profile(time.process_time)\nphase = itertools.count()\n"
+                    "log_stats = server.Server.log_stats\n"
+                    "def dump(self):\n    log_stats(self)\n"
+                    f"    p.dump_stats(f'{out}-{{next(phase)}}.prof')\n    p.clear()\n"
+                    "server.Server.log_stats = dump\np.enable()\n"
+                    "try:\n    runpy.run_module('pyslirp', run_name='__main__', alter_sys=True)\n"
+                    f"finally:\n    p.disable()\n    p.dump_stats('{out}-end.prof')\n"]
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, *main, "serve", "--config", str(config_file), "pty",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
