@@ -442,6 +442,9 @@ def figures(outcomes: list[RunOutcome], p: Params) -> dict[str, dict[str, Any]]:
                 put(f"bulk {what} {L} MB/s", v, mbps)
                 cpu = cpu_delta(ph, phase_a, phase_b)
                 put(f"CPU s/MB {what} {L}", v, cpu / (nbytes / 1e6) if ok and cpu is not None and nbytes else None)
+                kernel = cpu_delta(ph, phase_a, phase_b, "cpu_kernel")
+                if kernel is not None and cpu:
+                    put(f"  of which in the kernel {what} {L} %", v, 100 * kernel / cpu)
                 socat = cpu_delta(ph, phase_a, phase_b, "socat_cpu")
                 if socat is not None and ok and nbytes:
                     put(f"socat CPU s/MB {what} {L}", v, socat / (nbytes / 1e6))

@@ -44,15 +44,16 @@ VARIANTS = ("slirp", "pyslirp-pty", "pyslirp-tcp")
 # /proc readings
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """utime + stime of a process, in seconds (None if it is gone)."""
+def cpu_seconds(pid: int | None, *, kernel_only: bool = False) -> float | None:
+    """utime + stime of a process (stime alone if ``kernel_only``), in seconds (None if it is gone)."""
     if pid is None:
         return None
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+    stime = int(fields[12])  # fields 14 and 15 of stat(5): utime, stime
+    return (stime if kernel_only else int(fields[11]) + stime) / CLK_TCK
 
 
 def rss_kb(pid: int | None) -> int | None:
@@ -132,7 +133,7 @@ class PyslirpPtyProcess(PyslirpProcess):
                     "p = cProfile.Profile(time.process_time)\nphase = itertools.count()\n"
                     "log_stats = server.Server.log_stats\n"
                     "def dump(self):\n    log_stats(self)\n"
-                    f"    p.dump_stats(f'{out}-{{next(phase)}}.prof')\n    p.clear()\n"
+                    f"    p.dump_stats(f'{out}-{{next(phase)}}.prof')\n    p.clear()\n    p.enable()\n"
                     "server.Server.log_stats = dump\np.enable()\n"
                     "try:\n    runpy.run_module('pyslirp', run_name='__main__', alter_sys=True)\n"
                     f"finally:\n    p.disable()\n    p.dump_stats('{out}-end.prof')\n"]
@@ -217,7 +218,8 @@ class Server:
 
     def snapshot(self) -> dict[str, Any]:
         pid = self.server_pid
-        return {"t": time.monotonic(), "cpu": cpu_seconds(pid), "rss_kb": rss_kb(pid),
+        return {"t": time.monotonic(), "cpu": cpu_seconds(pid), "cpu_kernel": cpu_seconds(pid, kernel_only=True),
+                "rss_kb": rss_kb(pid),
                 "socat_cpu": cpu_seconds(self.socat_pid), "alive": self.server_alive()}
 
     async def _start_socat(self, target: list[str], env: dict[str, str] | None = None) -> None:

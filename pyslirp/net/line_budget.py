@@ -30,7 +30,10 @@ the connections the budget held back (:meth:`take_waiting`) when room returns.
 from __future__ import annotations
 
 from collections import deque
-from typing import Hashable
+from typing import Generic, Hashable, TypeVar
+
+#: what the budget holds back: a connection (the budget only needs to tell them apart)
+Conn = TypeVar("Conn", bound=Hashable)
 
 #: queuing delay we allow below us while the budget binds, seconds
 TARGET_DELAY = 0.002
@@ -53,7 +56,7 @@ MIN_SEGMENT = 536
 INTERACTIVE_HOLD = 1.0
 
 
-class LineBudget:
+class LineBudget(Generic[Conn]):
     """Bytes of bulk data in flight on one link, and the limit the line's delivery rate sets."""
 
     def __init__(self, mss: int) -> None:
@@ -67,7 +70,7 @@ class LineBudget:
         self._interval_start: float | None = None
         self._interval_bytes = 0
         self._interactive_until = float("-inf")
-        self._waiting: dict[Hashable, None] = {}
+        self._waiting: dict[Conn, None] = {}
         self.counters = {"budget_blocked": 0, "budget_samples": 0}
 
     # -- what connections call -----------------------------------------------------------------
@@ -87,7 +90,7 @@ class LineBudget:
         """A small data segment went out: an interactive flow is active."""
         self._interactive_until = now + INTERACTIVE_HOLD
 
-    def admit(self, conn: Hashable, size: int, now: float) -> bool:
+    def admit(self, conn: Conn, size: int, now: float) -> bool:
         """May ``conn`` send ``size`` more bulk bytes? If not, it waits for :meth:`take_waiting`.
         Connections already waiting go first, so a flow whose ACK freed room does not take it
         from the others."""
@@ -131,7 +134,7 @@ class LineBudget:
 
     # -- what the stack calls ------------------------------------------------------------------
 
-    def take_waiting(self, now: float) -> list[Hashable]:
+    def take_waiting(self, now: float) -> list[Conn]:
         """Connections held back, oldest first, while there is room for one more segment."""
         if not self._waiting or not self._fits(self.segment_size(now), now):
             return []
@@ -139,7 +142,7 @@ class LineBudget:
         self._waiting.clear()
         return waiting
 
-    def forget(self, conn: Hashable) -> None:
+    def forget(self, conn: Conn) -> None:
         self._waiting.pop(conn, None)
 
     def stats(self) -> dict[str, float | int | None]:

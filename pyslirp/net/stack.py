@@ -109,7 +109,7 @@ class Stack:
         self._scheduled: dict[TCPConnection, float] = {}
         self._ephemeral = itertools.cycle(range(49152, 65536))
         #: bulk bytes in flight, shared by every connection (None: unbounded, as in unit tests)
-        self.budget: LineBudget | None = LineBudget(self.tcp_config.mss) if line_budget else None
+        self.budget: LineBudget[TCPConnection] | None = LineBudget(self.tcp_config.mss) if line_budget else None
         self._now = 0.0
 
     # -- input ---------------------------------------------------------------------------------
@@ -265,8 +265,8 @@ class Stack:
             # Acknowledgements freed room in the line budget: the connections it held back go on.
             for conn in budget.take_waiting(self._now):
                 if conn.budget is budget:
-                    conn.resume(self._now)  # type: ignore[attr-defined]
-                    self._dirty[conn] = None  # type: ignore[index]
+                    conn.resume(self._now)
+                    self._dirty[conn] = None
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, {}

@@ -346,7 +346,7 @@ class TCPConnection:
         #: Nagle off (RFC 9293 §3.7.4 lets the application disable it).
         self.nodelay = cfg.nodelay
         #: The link's shared budget of bulk bytes in flight (set by the stack), or None.
-        self.budget: Optional[LineBudget] = None
+        self.budget: Optional[LineBudget["TCPConnection"]] = None
         self._budget_charged = 0
         self._ctr = counters if counters is not None else {}
         self._events: list = []
@@ -694,7 +694,7 @@ class TCPConnection:
 
     def check_invariants(self) -> list:
         """Recompute the scoreboard and buffer accounting; return what disagrees (tests)."""
-        bad = []
+        bad: list[str] = []
         rq = self._rq[self._rq_head:]
         if self.state == CLOSED:
             return bad
@@ -1522,17 +1522,19 @@ class TCPConnection:
         peer_mss = syn.mss if syn.mss is not None else 536
         cap = peer_mss if peer_mss < cfg.mss else cfg.mss
         self._mss_cap = cap if cap > 48 else 48
-        self._ws_ok = cfg.window_scaling and syn.wscale is not None
-        if self._ws_ok:
-            self.snd_wscale = syn.wscale if syn.wscale <= 14 else 14
+        wscale = syn.wscale
+        self._ws_ok = cfg.window_scaling and wscale is not None
+        if wscale is not None and self._ws_ok:
+            self.snd_wscale = wscale if wscale <= 14 else 14
             self.rcv_wscale = self._ws_offer
         else:
             self.snd_wscale = self.rcv_wscale = 0
         self._rcv_cap = cfg.rcv_buf - ((1 << self.rcv_wscale) - 1)
         self._sack_ok = cfg.sack and syn.sack_permitted
-        self._ts_ok = cfg.timestamps and syn.ts_val is not None
-        if self._ts_ok:
-            self._ts_recent = syn.ts_val
+        ts_val = syn.ts_val
+        self._ts_ok = cfg.timestamps and ts_val is not None
+        if ts_val is not None and self._ts_ok:
+            self._ts_recent = ts_val
             self._ts_recent_age = now
         self.eff_mss = self._mss_cap - (12 if self._ts_ok else 0)
         self.cwnd = self.eff_mss
@@ -1596,7 +1598,6 @@ class TCPConnection:
             limited = False
             wblocked = False
             held = False
-            bulk_min = self.config.interactive_max
             while unsent > 0:
                 n = mss if unsent > mss else unsent
                 win = wnd_end - self.snd_nxt
@@ -1614,7 +1615,7 @@ class TCPConnection:
                 if last and n < mss and not self.nodelay and not self._fin_queued \
                         and self.snd_nxt > self.snd_una:
                     break                       # Nagle (RFC 9293 §3.7.4)
-                if budget is not None and n > bulk_min and not self.interactive:
+                if budget is not None and not self._low_delay(n):
                     if not budget.admit(self, n, now):
                         held = True             # the stack resumes us when the line has room
                         break
@@ -1648,7 +1649,7 @@ class TCPConnection:
         self._rtx_hint = self.snd_nxt
         return None
 
-    def _payload(self, r: _Sent) -> bytes:
+    def _payload(self, r: _Sent) -> Union[bytes, bytearray]:
         off = r.seq - self._buf_seq
         end = r.end - r.fin - self._buf_seq
         return self._snd_buf[off:end] if end > off else b""
@@ -1683,7 +1684,7 @@ class TCPConnection:
         flags = ACK | fin
         if n and off + n == len(self._snd_buf):
             flags |= PSH
-        if 0 < n <= self.config.interactive_max and self.budget is not None:
+        if n and self.budget is not None and self._low_delay(n):
             self.budget.note_interactive(now)
         self._xmit(flags, seq, self._snd_buf[off:off + n] if n else b"", now)
         if self._rto_at is None and not self._in_persist:
@@ -1728,6 +1729,12 @@ class TCPConnection:
         self.rcv_adv = nxt + (field << ws)
         return field
 
+    def _low_delay(self, payload_len: int) -> bool:
+        """Interactive traffic: small payloads (pure ACKs and control segments too) and every
+        segment of a connection marked ``interactive``. It has the line's priority, is exempt
+        from the line budget, and while it flows the budget shrinks bulk segments."""
+        return self.interactive or payload_len <= self.config.interactive_max
+
     def _xmit(self, flags: int, seq: int, payload: Union[bytes, bytearray], now: float,
               opts: bytes = b"") -> None:
         """Build one segment carrying ACK=RCV.NXT and our window (unless SYN/RST rules say
@@ -1769,8 +1776,7 @@ class TCPConnection:
         if n:
             buf += payload
         _U16.pack_into(buf, 16, internet_checksum(buf, self._ph + hl + n))
-        self._out.append(OutSegment(bytes(buf), self.interactive
-                                    or n <= self.config.interactive_max))
+        self._out.append(OutSegment(bytes(buf), self._low_delay(n)))
         self._last_xmit = now
         ctr = self._ctr
         ctr["segments_out"] = ctr.get("segments_out", 0) + 1
