@@ -444,7 +444,7 @@ def figures(outcomes: list[RunOutcome], p: Params) -> dict[str, dict[str, Any]]:
                 put(f"CPU s/MB {what} {L}", v, cpu / (nbytes / 1e6) if ok and cpu is not None and nbytes else None)
                 kernel = cpu_delta(ph, phase_a, phase_b, "cpu_kernel")
                 if kernel is not None and cpu:
-                    put(f"  of which in the kernel {what} {L} %", v, 100 * kernel / cpu)
+                    put(f"CPU % in the kernel {what} {L}", v, 100 * kernel / cpu)
                 socat = cpu_delta(ph, phase_a, phase_b, "socat_cpu")
                 if socat is not None and ok and nbytes:
                     put(f"socat CPU s/MB {what} {L}", v, socat / (nbytes / 1e6))
@@ -559,7 +559,7 @@ SECTIONS = [
     ("2. Interactive latency (1-byte echo, TCP_NODELAY)", ("echo RTT", "download during")),
     ("3. Scale", ("RSS idle", "N=", "short conn", "rig ceiling")),
     ("4. Line efficiency, shim at 115200 baud both ways", ("115200", "wire bytes")),
-    ("5. Cost", ("CPU s/MB", "socat CPU", "pyslirp CPU", "pyslirp µs")),
+    ("5. Cost", ("CPU s/MB", "CPU % in the kernel", "socat CPU", "pyslirp CPU", "pyslirp µs")),
 ]
 
 

@@ -545,6 +545,27 @@ async def run_vm_async(image: ImagePaths, script: str, *, line: LineKind = "1655
         await vm.kill()
 
 
+def dial_with_upload(pppd: str, blocks: int) -> str:
+    """Guest script lines for a transfer test: write /tmp/up (``blocks`` x 64 KiB of random data)
+    and report its sha256 as ``up_local``, start ``pppd`` in the background (``$PPPD_PID``), wait
+    for the link and report ``up 1`` (or ``up 0`` and exit 1). :data:`HANG_UP` ends such a script."""
+    return f"""
+dd if=/dev/urandom of=/tmp/up bs=64k count={blocks} 2>/dev/null
+result up_local "$(sha256sum /tmp/up | cut -d' ' -f1)"
+{pppd} &
+PPPD_PID=$!
+wait_ppp 40 || {{ result up 0; exit 1; }}
+result up 1
+"""
+
+
+#: the end of a :func:`dial_with_upload` script: let the last results out, then hang up
+HANG_UP = """
+sleep 2
+kill $PPPD_PID; wait $PPPD_PID || true
+"""
+
+
 def run_vm(image: ImagePaths, script: str, **kw) -> VMResult:
     """Blocking run_vm_async (same arguments). Not for use inside a running event loop: there,
     await run_vm_async so that the server under test keeps running."""

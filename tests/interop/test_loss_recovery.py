@@ -43,12 +43,7 @@ snmp() {  # snmp FILE GROUP FIELD: one counter from /proc/net/snmp or /proc/net/
     awk -v g="$2:" -v f="$3" '$1 == g { if (!h) { for (i = 1; i <= NF; i++) c[$i] = i; h = 1 } \
                                         else print $c[f] }' "$1"
 }
-dd if=/dev/urandom of=/tmp/up bs=64k count=@UP_BLOCKS@ 2>/dev/null
-result up_local "$(sha256sum /tmp/up | cut -d' ' -f1)"
-@PPPD@ &
-PPPD_PID=$!
-wait_ppp 40 || { result up 0; exit 1; }
-result up 1
+@DIAL@
 T0=$(date +%s)
 wget -q -O /tmp/down http://10.0.0.1/blob; result wget $?
 result down_seconds $(( $(date +%s) - T0 ))
@@ -60,9 +55,7 @@ result linux_sack_recovery "$(snmp /proc/net/netstat TcpExt TCPSackRecovery)"
 result linux_sack_reorder "$(snmp /proc/net/netstat TcpExt TCPSACKReorder)"
 result linux_ofo_queue "$(snmp /proc/net/netstat TcpExt TCPOFOQueue)"
 result transfers_done 1
-sleep 2
-kill $PPPD_PID; wait $PPPD_PID || true
-"""
+""" + rig.HANG_UP
 
 
 # -- decoding the capture ----------------------------------------------------------------------
@@ -181,7 +174,7 @@ async def test_lossy_line_download_arrives_intact_with_sack(rig_image, rig_accel
     captured: list[tuple[float, Frame]] = []
     stalls: list[str] = []
     pppd = PPPD if vj == "vj" else PPPD + " novj"
-    script = SCRIPT.replace("@PPPD@", pppd).replace("@UP_BLOCKS@", str(UPLOAD // 65536))
+    script = SCRIPT.replace("@DIAL@", rig.dial_with_upload(pppd, UPLOAD // 65536))
     t0 = time.monotonic()
     with FileServer({"blob": blob}) as http:
         async with PyslirpProcess(services(p80=http.port, p81=sink_port), debug=False) as server:
