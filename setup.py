@@ -1,4 +1,5 @@
-"""Build the compiled core (pyslirp/_core/*.pyx) with Cython.
+"""Build the compiled core (pyslirp/_core/*.pyx) and the protocol cores compiled from their
+Python source (pure-Python mode, types in the .pxd beside each) with Cython.
 
 Everything else lives in pyproject.toml. No -march=native: wheels must run on any x86-64/ARM64.
 """
@@ -23,10 +24,24 @@ extensions = [
     for pyx in sorted(Path("pyslirp/_core").glob("*.pyx"))
 ]
 
+#: protocol cores whose .py is compiled as it is (the .py is also the uncompiled twin)
+PROTOCOL_CORES = ["pyslirp/net/tcp.py"]
+
+protocol_extensions = [
+    Extension(path[:-3].replace("/", "."), [path], extra_compile_args=compile_args) for path in PROTOCOL_CORES
+]
+
 setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
         compiler_directives={"embedsignature": True},
+    )
+    + cythonize(
+        protocol_extensions,
+        language_level=3,
+        # Types come from the .pxd; the annotations are for readers and type checkers (a
+        # "-> bytes" that returns a bytearray slice must not become a runtime check).
+        compiler_directives={"annotation_typing": False, "infer_types": True, "embedsignature": True},
     ),
 )

@@ -19,9 +19,13 @@ EXIT_CONFIG = 2
 
 
 def _version_text() -> str:
-    import pyslirp._core as core
+    import importlib.machinery
 
-    return f"pyslirp {__version__} (core: {core.IMPLEMENTATION})"
+    import pyslirp._core as core
+    from pyslirp.net import tcp
+
+    compiled = tcp.__file__ is not None and tcp.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    return f"pyslirp {__version__} (core: {core.IMPLEMENTATION}; TCP: {'compiled' if compiled else 'Python source'})"
 
 
 def _parser() -> argparse.ArgumentParser:
