@@ -24,11 +24,11 @@ extensions = [
     for pyx in sorted(Path("pyslirp/_core").glob("*.pyx"))
 ]
 
-#: protocol cores whose .py is compiled as it is (the .py is also the uncompiled twin)
-PROTOCOL_CORES = ["pyslirp/net/tcp.py"]
-
+#: protocol cores: each .py with a .pxd beside it is compiled as it is (pyslirp/protocol_cores.py)
 protocol_extensions = [
-    Extension(path[:-3].replace("/", "."), [path], extra_compile_args=compile_args) for path in PROTOCOL_CORES
+    Extension(".".join(pxd.with_suffix("").parts), [str(pxd.with_suffix(".py"))], extra_compile_args=compile_args)
+    for pxd in sorted(Path("pyslirp").glob("*/*.pxd"))
+    if pxd.parent.name != "_core" and pxd.with_suffix(".py").exists()
 ]
 
 setup(

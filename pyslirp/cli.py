@@ -19,13 +19,12 @@ EXIT_CONFIG = 2
 
 
 def _version_text() -> str:
-    import importlib.machinery
-
     import pyslirp._core as core
-    from pyslirp.net import tcp
+    from pyslirp.protocol_cores import running_from_source
 
-    compiled = tcp.__file__ is not None and tcp.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
-    return f"pyslirp {__version__} (core: {core.IMPLEMENTATION}; TCP: {'compiled' if compiled else 'Python source'})"
+    source = running_from_source()
+    cores = "compiled" if not source else "from source: " + ", ".join(source)
+    return f"pyslirp {__version__} (core: {core.IMPLEMENTATION}; protocol cores: {cores})"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,25 +1,28 @@
-"""PYSLIRP_TCP_SOURCE=1: run the tests against tcp.py itself rather than its compiled extension
-(setup.py compiles pyslirp/net/tcp.py with Cython; the source is its twin).
-test_core_compiled.py runs the TCP tests this way in a subprocess."""
+"""PYSLIRP_FROM_SOURCE=1: run the tests against the protocol cores' .py files rather than their
+compiled extensions (pyslirp/protocol_cores.py: setup.py compiles each .py that has a .pxd beside
+it; the source is its twin). test_core_compiled.py runs their tests this way in a subprocess."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import sys
-from pathlib import Path
 
-import pyslirp.net
+from pyslirp.protocol_cores import protocol_cores, source_path
 
-if os.environ.get("PYSLIRP_TCP_SOURCE"):
-    assert "pyslirp.net.tcp" not in sys.modules, "tcp was imported before the conftest"
-    _source = Path(pyslirp.net.__file__).parent / "tcp.py"
-    _spec = importlib.util.spec_from_file_location("pyslirp.net.tcp", _source)
-    assert _spec is not None and _spec.loader is not None
-    _tcp = importlib.util.module_from_spec(_spec)
-    sys.modules["pyslirp.net.tcp"] = _tcp
-    _spec.loader.exec_module(_tcp)
-    pyslirp.net.tcp = _tcp  # type: ignore[attr-defined]
+if os.environ.get("PYSLIRP_FROM_SOURCE"):
+    _loaded = []
+    for _name in protocol_cores():
+        assert _name not in sys.modules, f"{_name} was imported before the conftest"
+        _spec = importlib.util.spec_from_file_location(_name, source_path(_name))
+        assert _spec is not None and _spec.loader is not None
+        _module = importlib.util.module_from_spec(_spec)
+        sys.modules[_name] = _module
+        _spec.loader.exec_module(_module)
+        _package, _, _attr = _name.rpartition(".")
+        setattr(importlib.import_module(_package), _attr, _module)
+        _loaded.append(_module.__file__)
 
     def pytest_report_header() -> str:
-        return f"TCP from source: {_tcp.__file__}"
+        return "protocol cores from source: " + ", ".join(str(path) for path in _loaded)

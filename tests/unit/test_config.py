@@ -143,7 +143,7 @@ def test_cli_version_names_the_core(tmp_path: Path) -> None:
     result = run_cli("--version", cwd=tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith("pyslirp ")
-    assert "core:" in result.stdout and "TCP:" in result.stdout
+    assert "core:" in result.stdout and "protocol cores:" in result.stdout
 
 
 def test_cli_secrets_never_printed(tmp_path: Path) -> None:

@@ -75,30 +75,34 @@ def test_fallback_to_pure_twins_when_not_built() -> None:
     assert "fallback ok" in result.stdout
 
 
-# -- the TCP protocol core: tcp.py compiled in Cython's pure-Python mode (tcp.pxd) -------------
+# -- protocol cores: their .py compiled in Cython's pure-Python mode (a .pxd beside each) -------
 
-TCP_TESTS = ("test_tcp_state.py", "test_tcp_flow.py", "test_tcp_sim.py", "test_line_budget.py")
+#: the tests of the protocol cores, run again against their source
+PROTOCOL_CORE_TESTS = ("test_tcp_state.py", "test_tcp_flow.py", "test_tcp_sim.py", "test_line_budget.py",
+                       "test_vj.py", "test_ppp_link.py")
 
 
-def test_tcp_is_compiled() -> None:
+def test_protocol_cores_are_compiled() -> None:
     from pyslirp.net import tcp
+    from pyslirp.protocol_cores import protocol_cores, running_from_source
 
-    assert tcp.__file__ is not None and tcp.__file__.endswith(EXTENSION_SUFFIXES), tcp.__file__
-    # a cdef class: its fields are C struct members, not a __dict__
+    assert protocol_cores() == ["pyslirp.net.tcp", "pyslirp.ppp.vj"]
+    assert running_from_source() == []
+    # cdef classes: their fields are C struct members, not a __dict__
     conn = tcp.TCPConnection(b"\x0a\x00\x00\x01", 80, b"\x0a\x00\x00\x02", 40000, iss=1)
     assert not hasattr(conn, "__dict__")
 
 
-def test_tcp_source_passes_the_tcp_tests() -> None:
-    """The uncompiled tcp.py is the twin: the TCP tests pass against it too (a subprocess, since
-    the compiled module is already imported here)."""
+def test_protocol_core_sources_pass_their_tests() -> None:
+    """The uncompiled .py files are the twins: the same tests pass against them (a subprocess,
+    since the compiled modules are already imported here)."""
     here = Path(__file__).resolve().parent
-    env = {**os.environ, "PYSLIRP_TCP_SOURCE": "1"}
+    env = {**os.environ, "PYSLIRP_FROM_SOURCE": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--import-mode=importlib",
-         "-c", str(here.parents[1] / "pyproject.toml"), *(str(here / name) for name in TCP_TESTS)],
+         "-c", str(here.parents[1] / "pyproject.toml"), *(str(here / name) for name in PROTOCOL_CORE_TESTS)],
         env=env, capture_output=True, text=True, timeout=600,
     )
     tail = "\n".join(result.stdout.splitlines()[-15:]) + result.stderr[-2000:]
     assert result.returncode == 0, tail
-    assert "TCP from source: " in result.stdout and "tcp.py" in result.stdout, tail
+    assert "protocol cores from source: " in result.stdout and "vj.py" in result.stdout, tail
