@@ -24,11 +24,15 @@ extensions = [
     for pyx in sorted(Path("pyslirp/_core").glob("*.pyx"))
 ]
 
-#: protocol cores: each .py with a .pxd beside it is compiled as it is (pyslirp/protocol_cores.py)
+# The protocol cores (each .py with a .pxd beside it) are compiled as they are; the rule lives in
+# pyslirp/protocol_cores.py, which imports nothing but the standard library.
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from pyslirp.protocol_cores import protocol_cores, source_path  # noqa: E402
+
 protocol_extensions = [
-    Extension(".".join(pxd.with_suffix("").parts), [str(pxd.with_suffix(".py"))], extra_compile_args=compile_args)
-    for pxd in sorted(Path("pyslirp").glob("*/*.pxd"))
-    if pxd.parent.name != "_core" and pxd.with_suffix(".py").exists()
+    Extension(name, [str(source_path(name).relative_to(HERE))], extra_compile_args=compile_args)
+    for name in protocol_cores()
 ]
 
 setup(
