@@ -33,10 +33,8 @@ log = logging.getLogger(__name__)
 READ_SIZE = 65536
 #: reads stop while this much is waiting for the gateway
 MAX_BUFFERED = 256 * 1024
-#: read batching (see FdSession): a read of fewer than BATCH_SMALL bytes within BATCH_GAP
-#: seconds of the last one continues a stream; BATCH_READS of them in a row make the reader
-#: rest BATCH_DELAY seconds between reads
-BATCH_SMALL = 256
+#: read batching (see FdSession): a read within BATCH_GAP seconds of the last one continues a
+#: stream; BATCH_READS of them in a row make the reader rest BATCH_DELAY seconds between reads
 BATCH_GAP = 0.002
 BATCH_READS = 3
 BATCH_DELAY = 0.001
@@ -94,20 +92,24 @@ class FdSession(LineSession):
     Read batching: each wake-up of the event loop costs far more than the bytes it brings (a
     Python process woken per frame runs cold), and a busy line wakes us often: an emulated UART
     (QEMU's 16550) hands its socket one byte per write, so a 1,500-byte frame would cost hundreds
-    of reads and even a 10-byte ACK ten, and a download's ACKs come back a small frame per read.
-    When small reads keep coming (BATCH_READS of them, each within BATCH_GAP of the last) and
-    :attr:`batch_reads` allows it, the reader hands over what it has and then rests BATCH_DELAY
-    (1-2 ms: the event loop's timers count milliseconds) between reads, taking what gathered in
-    one; when a rest brings nothing or a lot, it reads as bytes arrive again. Only small reads
-    count: a pty buffers about 4 KB toward us, so resting while full frames stream in would
-    throttle the line. Bulk traffic only: the gateway clears :attr:`batch_reads` while an
-    interactive flow is active.
+    of reads and even a 10-byte ACK ten; a download's ACKs come back a small frame per read, and
+    an upload's data a full frame per read. When reads keep coming (BATCH_READS of them, each
+    within BATCH_GAP of the last) and :attr:`batch_reads` allows it, the reader hands over what it
+    has and then rests BATCH_DELAY (1-2 ms: the event loop's timers count milliseconds) between
+    reads, draining what gathered meanwhile (a pty hands over at most 4 KB per read, and holds
+    about 18 KB before its writer blocks: a few milliseconds of the fastest line); when a rest
+    brings nothing, it reads as bytes arrive again. Bulk traffic only: the gateway clears
+    :attr:`batch_reads` while an interactive flow is active.
     """
 
-    def __init__(self, fd: int, name: str, *, owns_fd: bool = True, native_rate: int | None = None) -> None:
+    def __init__(
+        self, fd: int, name: str, *, owns_fd: bool = True, native_rate: int | None = None, counts_os_queue: bool = True
+    ) -> None:
         self.fd = fd
         self.name = name
         self.native_rate = native_rate
+        #: False where the OS has no output queue to count (a pty master's TIOCOUTQ is always 0)
+        self.counts_os_queue = counts_os_queue
         self._owns_fd = owns_fd
         self._closed = False
         self._loop = asyncio.get_running_loop()
@@ -119,7 +121,7 @@ class FdSession(LineSession):
         self._last_read = 0.0
         self._stream_reads = 0
         self._resting = False
-        self.counters = {"reads": 0, "batch_rests": 0}
+        self.counters = {"reads": 0, "deliveries": 0, "batch_rests": 0}
         os.set_blocking(fd, False)
 
     async def read(self) -> bytes:
@@ -162,6 +164,7 @@ class FdSession(LineSession):
             return
         data = bytes(self._buffer)
         self._buffer.clear()
+        self.counters["deliveries"] += 1
         try:
             receive(data)
         except BaseException as exc:
@@ -207,8 +210,7 @@ class FdSession(LineSession):
         if not data:
             return
         now = time.monotonic()
-        small = len(data) < BATCH_SMALL
-        self._stream_reads = self._stream_reads + 1 if small and now - self._last_read < BATCH_GAP else 0
+        self._stream_reads = self._stream_reads + 1 if now - self._last_read < BATCH_GAP else 0
         self._last_read = now
         if self._stream_reads >= BATCH_READS and self.batch_reads:
             self._rest()
@@ -229,9 +231,14 @@ class FdSession(LineSession):
             return
         data = self._read_once()
         if data:
+            while data and len(self._buffer) < MAX_BUFFERED:
+                data = self._read_once()  # what gathered may take more than one read
+            if self._eof:
+                self._deliver()
+                return
             self._last_read = time.monotonic()
-            if self.batch_reads and len(data) < BATCH_SMALL * BATCH_READS:
-                self._rest()  # still a trickle: the next batch after another rest
+            if self.batch_reads:
+                self._rest()  # still streaming: the next batch after another rest
             else:
                 self._start_reading()
             self._deliver()
@@ -285,6 +292,8 @@ class FdSession(LineSession):
                 remove(self.fd)
 
     def os_queued(self) -> int:
+        if not self.counts_os_queue:
+            return 0
         try:
             raw = fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0")
         except OSError:
@@ -424,7 +433,7 @@ class PtyLine(Line):
     async def sessions(self) -> AsyncIterator[LineSession]:
         while True:
             await self._client_present()
-            yield FdSession(self.master, f"pty {self.slave_path}", owns_fd=False)
+            yield FdSession(self.master, f"pty {self.slave_path}", owns_fd=False, counts_os_queue=False)
             # A session ends on EIO, i.e. when the client closed the slave; wait out its close.
             await asyncio.sleep(PTY_POLL_INTERVAL)
 

@@ -232,3 +232,47 @@ async def test_bytes_that_trickle_in_are_read_in_batches_unless_interactive(batc
     await asyncio.wait_for(pump, 5)  # the writer's end closed: the pump returns
     session.close()
     ours.close()
+
+
+FRAME_WRITER = """
+import os, sys, time
+fd = int(sys.argv[1])
+for i in range(400):
+    block = bytes([i % 251]) * 1500
+    while block:
+        block = block[os.write(fd, block):]
+    end = time.perf_counter() + 0.0001
+    while time.perf_counter() < end:
+        pass
+"""
+
+
+async def test_full_frames_streaming_through_a_pty_are_drained_in_batches() -> None:
+    """An upload streams full frames, one per read of a pty; resting between reads takes several
+    per wake-up, and each rest drains all that gathered although a pty read returns at most
+    4 KB. Nothing is lost or reordered, and the writer is never held up for good."""
+    import pty
+    import tty
+
+    master, slave = pty.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    session = FdSession(master, "pty-upload", owns_fd=False)
+    session.batch_reads = True
+    received = bytearray()
+    pump = asyncio.ensure_future(session.pump(received.extend))
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FRAME_WRITER, str(slave), pass_fds=(slave,))
+    assert await asyncio.wait_for(writer.wait(), 30) == 0
+    expected = b"".join(bytes([i % 251]) * 1500 for i in range(400))
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(received) < len(expected) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    assert bytes(received) == expected
+    assert session.counters["batch_rests"] > 0
+    assert session.counters["deliveries"] < 400 / 2  # several frames per wake-up
+    assert session.counters["reads"] > session.counters["deliveries"]  # a rest drains with several reads
+    os.close(slave)
+    await asyncio.wait_for(pump, 5)
+    session.close()
+    os.close(master)
