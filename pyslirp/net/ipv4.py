@@ -7,7 +7,6 @@ Sans-IO and allocation-light: :func:`parse` validates a received datagram and re
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from pyslirp._core.checksum import internet_checksum
 
@@ -32,17 +31,23 @@ class IPv4Error(ValueError):
         self.reason = reason
 
 
-@dataclass(slots=True)
 class IPv4Header:
-    header_length: int
-    total_length: int
-    identification: int
-    flags_fragment: int
-    ttl: int
-    protocol: int
-    src: bytes
-    dst: bytes
-    tos: int
+    """The fields of a received header; the payload is ``packet[header_length:total_length]``."""
+
+    __slots__ = ("header_length", "total_length", "identification", "flags_fragment", "ttl", "protocol",
+                 "src", "dst", "tos")
+
+    def __init__(self, header_length: int, total_length: int, identification: int, flags_fragment: int,
+                 ttl: int, protocol: int, src: bytes, dst: bytes, tos: int) -> None:
+        self.header_length = header_length
+        self.total_length = total_length
+        self.identification = identification
+        self.flags_fragment = flags_fragment
+        self.ttl = ttl
+        self.protocol = protocol
+        self.src = src
+        self.dst = dst
+        self.tos = tos
 
     @property
     def is_fragment(self) -> bool:

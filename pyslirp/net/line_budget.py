@@ -30,10 +30,10 @@ the connections the budget held back (:meth:`take_waiting`) when room returns.
 from __future__ import annotations
 
 from collections import deque
-from typing import Generic, Hashable, TypeVar
+from typing import Any, Hashable
 
 #: what the budget holds back: a connection (the budget only needs to tell them apart)
-Conn = TypeVar("Conn", bound=Hashable)
+Conn = Hashable
 
 #: queuing delay we allow below us while the budget binds, seconds
 TARGET_DELAY = 0.002
@@ -56,7 +56,7 @@ MIN_SEGMENT = 536
 INTERACTIVE_HOLD = 1.0
 
 
-class LineBudget(Generic[Conn]):
+class LineBudget:
     """Bytes of bulk data in flight on one link, and the limit the line's delivery rate sets."""
 
     def __init__(self, mss: int) -> None:
@@ -134,8 +134,9 @@ class LineBudget(Generic[Conn]):
 
     # -- what the stack calls ------------------------------------------------------------------
 
-    def take_waiting(self, now: float) -> list[Conn]:
-        """Connections held back, oldest first, while there is room for one more segment."""
+    def take_waiting(self, now: float) -> list[Any]:
+        """Connections held back (what :meth:`admit` was given), oldest first, while there is
+        room for one more segment."""
         if not self._waiting or not self._fits(self.segment_size(now), now):
             return []
         waiting = list(self._waiting)

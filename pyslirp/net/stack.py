@@ -109,7 +109,7 @@ class Stack:
         self._scheduled: dict[TCPConnection, float] = {}
         self._ephemeral = itertools.cycle(range(49152, 65536))
         #: bulk bytes in flight, shared by every connection (None: unbounded, as in unit tests)
-        self.budget: LineBudget[TCPConnection] | None = LineBudget(self.tcp_config.mss) if line_budget else None
+        self.budget: LineBudget | None = LineBudget(self.tcp_config.mss) if line_budget else None
         self._now = 0.0
 
     # -- input ---------------------------------------------------------------------------------

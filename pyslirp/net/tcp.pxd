@@ -4,6 +4,8 @@
 # methods are C functions. Unwrapped sequence numbers fit in 64 bits for 2^31 times 4 GiB sent.
 
 cimport cython
+from pyslirp.net.line_budget cimport LineBudget
+from pyslirp.net.tcp_segment cimport TCPSegment
 
 
 cdef class _Sent:
@@ -15,7 +17,8 @@ cdef class _Sent:
 
 @cython.final
 cdef class TCPConnection:
-    cdef public object local_addr, remote_addr, config, state, budget
+    cdef public object local_addr, remote_addr, config, state
+    cdef public LineBudget budget
     cdef public int local_port, remote_port
     cdef public bint interactive, nodelay
     cdef public long long _budget_charged
@@ -58,10 +61,18 @@ cdef class TCPConnection:
     cdef public double _chal_t, _oow_t
     cdef public int _chal_n
 
+    # what the stack calls per segment
+    cpdef void receive_segment(self, TCPSegment seg, double now)
+    cpdef list take_segments(self)
+    cpdef list events(self)
+    cpdef object next_deadline(self)
+    cpdef void handle_timer(self, double now)
+    cpdef void resume(self, double now)
+
     # the per-segment path
-    cdef void _rx_synchronized(self, object seg, double now)
+    cdef void _rx_synchronized(self, TCPSegment seg, double now)
     @cython.locals(r=_Sent, h=Py_ssize_t, n=Py_ssize_t, i=Py_ssize_t)
-    cdef void _sender_ack(self, long long ack, object seg, double now, bint is_dup)
+    cdef void _sender_ack(self, long long ack, TCPSegment seg, double now, bint is_dup)
     cdef void _enter_recovery(self, long long flight_before)
     @cython.locals(r=_Sent, h=Py_ssize_t)
     cdef bint _mark_head_lost(self)

@@ -346,7 +346,7 @@ class TCPConnection:
         #: Nagle off (RFC 9293 §3.7.4 lets the application disable it).
         self.nodelay = cfg.nodelay
         #: The link's shared budget of bulk bytes in flight (set by the stack), or None.
-        self.budget: Optional[LineBudget["TCPConnection"]] = None
+        self.budget: Optional[LineBudget] = None
         self._budget_charged = 0
         self._ctr = counters if counters is not None else {}
         self._events: list = []

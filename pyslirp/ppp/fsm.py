@@ -329,6 +329,13 @@ _NEGOTIATING_STATES = frozenset({State.REQ_SENT, State.ACK_RCVD, State.ACK_SENT}
 Option = tuple[int, bytes]
 
 
+def earlier(a: float | None, b: float | None) -> float | None:
+    """The earlier of two deadlines, either of which may be unset (None)."""
+    if a is None:
+        return b
+    return a if b is None or a <= b else b
+
+
 def build_packet(code: int, ident: int, data: bytes = b"") -> bytes:
     """Code, Identifier, Length, Data (RFC 1661 §5)."""
     return bytes((code, ident & 0xFF)) + (len(data) + 4).to_bytes(2, "big") + data

@@ -29,7 +29,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from pyslirp.ppp.fsm import FSM, Code, Event, FSMConfig, Option, OptionHandler, State, Verdict
+from pyslirp.ppp.fsm import FSM, Code, Event, FSMConfig, Option, OptionHandler, State, Verdict, earlier
 
 __all__ = [
     "AUTH_CHAP",
@@ -337,8 +337,7 @@ class LCP(OptionHandler):
 
     # --- timers --------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (self.fsm.next_deadline(), self._echo_deadline) if d is not None]
-        return min(deadlines) if deadlines else None
+        return earlier(self.fsm.next_deadline(), self._echo_deadline)
 
     def handle_timer(self, now: float) -> None:
         self.fsm.handle_timer(now)

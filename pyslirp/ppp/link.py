@@ -38,7 +38,7 @@ from types import ModuleType
 from typing import Any, Union
 
 from pyslirp.ppp.auth import AuthOutcome, AuthServer, make_auth_server
-from pyslirp.ppp.fsm import Action, Event, FSMConfig, State
+from pyslirp.ppp.fsm import Action, Event, FSMConfig, State, earlier
 from pyslirp.ppp.ipcp import IPCP, IPCPOptions
 from pyslirp.ppp.lcp import (
     AUTH_CHAP,
@@ -526,11 +526,8 @@ class PPPLink:
     # --- time ------------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`handle_timer` has something to do, or None."""
-        deadlines = [self._lcp.next_deadline(), self._ipcp.fsm.next_deadline()]
-        if self._auth is not None:
-            deadlines.append(self._auth.next_deadline())
-        present = [d for d in deadlines if d is not None]
-        return min(present) if present else None
+        due = earlier(self._lcp.next_deadline(), self._ipcp.fsm.next_deadline())
+        return due if self._auth is None else earlier(due, self._auth.next_deadline())
 
     def handle_timer(self, now: float) -> None:
         """Run whatever timers have expired at ``now``."""

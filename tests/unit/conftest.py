@@ -5,6 +5,8 @@ it; the source is its twin). test_core_compiled.py runs their tests this way in 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -12,17 +14,21 @@ import sys
 from pyslirp.protocol_cores import protocol_cores, source_path
 
 if os.environ.get("PYSLIRP_FROM_SOURCE"):
-    _loaded = []
-    for _name in protocol_cores():
+    _cores = protocol_cores()
+
+    class _SourceFinder(importlib.abc.MetaPathFinder):
+        """Finds a protocol core's .py before its extension, whichever module imports it first
+        (a compiled core that another imports would check the types it cimports)."""
+
+        def find_spec(self, name, path=None, target=None):  # type: ignore[no-untyped-def]
+            if name not in _cores:
+                return None
+            return importlib.util.spec_from_file_location(name, source_path(name))
+
+    for _name in _cores:
         assert _name not in sys.modules, f"{_name} was imported before the conftest"
-        _spec = importlib.util.spec_from_file_location(_name, source_path(_name))
-        assert _spec is not None and _spec.loader is not None
-        _module = importlib.util.module_from_spec(_spec)
-        sys.modules[_name] = _module
-        _spec.loader.exec_module(_module)
-        _package, _, _attr = _name.rpartition(".")
-        setattr(importlib.import_module(_package), _attr, _module)
-        _loaded.append(_module.__file__)
+    sys.meta_path.insert(0, _SourceFinder())
+    _loaded = [importlib.import_module(_name).__file__ for _name in _cores]
 
     def pytest_report_header() -> str:
         return "protocol cores from source: " + ", ".join(str(path) for path in _loaded)

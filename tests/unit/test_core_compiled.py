@@ -78,15 +78,20 @@ def test_fallback_to_pure_twins_when_not_built() -> None:
 # -- protocol cores: their .py compiled in Cython's pure-Python mode (a .pxd beside each) -------
 
 #: the tests of the protocol cores, run again against their source
-PROTOCOL_CORE_TESTS = ("test_tcp_state.py", "test_tcp_flow.py", "test_tcp_sim.py", "test_line_budget.py",
-                       "test_vj.py", "test_ppp_link.py")
+PROTOCOL_CORE_TESTS = (
+    "test_tcp_state.py", "test_tcp_flow.py", "test_tcp_sim.py", "test_tcp_segment.py", "test_line_budget.py",
+    "test_gateway.py", "test_proxy.py", "test_vj.py", "test_ppp_link.py",
+)
 
 
 def test_protocol_cores_are_compiled() -> None:
     from pyslirp.net import tcp
     from pyslirp.protocol_cores import protocol_cores, running_from_source
 
-    assert protocol_cores() == ["pyslirp.net.tcp", "pyslirp.ppp.vj"]
+    assert protocol_cores() == [
+        "pyslirp.net.ipv4", "pyslirp.net.line_budget", "pyslirp.net.stack", "pyslirp.net.tcp", "pyslirp.net.tcp_segment",
+        "pyslirp.ppp.vj",
+    ]
     assert running_from_source() == []
     # cdef classes: their fields are C struct members, not a __dict__
     conn = tcp.TCPConnection(b"\x0a\x00\x00\x01", 80, b"\x0a\x00\x00\x02", 40000, iss=1)

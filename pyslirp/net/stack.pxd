@@ -1,0 +1,26 @@
+# Types for compiling stack.py with Cython in pure-Python mode (see tcp.pxd): the stack's state
+# becomes C fields, and its demultiplexing and collecting call the connections' methods in C.
+
+cimport cython
+from pyslirp.net.ipv4 cimport IPv4Header
+from pyslirp.net.tcp cimport TCPConnection
+
+
+@cython.final
+cdef class Stack:
+    cdef public bytes local, peer
+    cdef public int mtu, max_connections
+    cdef public object tcp_config, udp_ports, wake, counters, tcp_counters, budget
+    cdef public object _fragments, _timer_seq, _ephemeral
+    cdef public list _output, _events, _timers
+    cdef public int _ident
+    cdef public bytes _isn_secret
+    cdef public dict connections, _dirty, _scheduled
+    cdef public double _now
+
+    @cython.locals(conn=TCPConnection)
+    cdef void _tcp(self, IPv4Header header, object packet, object payload, double now)
+    @cython.locals(conn=TCPConnection)
+    cdef void _collect(self)
+    cdef void _forget(self, tuple key, TCPConnection conn)
+    cdef void _schedule(self, TCPConnection conn)

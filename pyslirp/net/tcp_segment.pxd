@@ -1,0 +1,18 @@
+# Types for compiling tcp_segment.py with Cython in pure-Python mode (see tcp.pxd): a segment's
+# fields become C fields, which the compiled connection reads directly.
+
+cimport cython
+
+
+@cython.final
+cdef class TCPSegment:
+    cdef public long long src_port, dst_port, seq, ack, flags, window, urgent
+    cdef public object payload, mss, wscale, sack_blocks, ts_val, ts_ecr
+    cdef public bint sack_permitted
+
+
+cdef void _count(object counters, str reason)
+@cython.locals(i=Py_ssize_t, n=Py_ssize_t, kind=int, ln=int)
+cdef bint _parse_options(TCPSegment seg, bytes opts)
+@cython.locals(n=Py_ssize_t, hl=Py_ssize_t, seg=TCPSegment)
+cpdef TCPSegment parse_segment(object data, object src=*, object dst=*, object counters=*)
