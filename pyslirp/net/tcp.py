@@ -540,12 +540,13 @@ class TCPConnection:
         st = self.state
         if st in _SYNCHRONIZED and st != TIME_WAIT and not self._fin_rcvd:
             # Window update (RFC 9293 §3.8.6.2.2 with RFC 1122 4.2.3.3): only when the
-            # right edge can move by the receiver-SWS threshold.
+            # right edge can move by the receiver-SWS threshold, and only while the window
+            # the peer has is small enough to hold it back; a wider one rides on the next ACK
+            # (after the handshake, the SYN's unscaled 64 KB would otherwise cost a segment).
             free = self._rcv_cap - len(buf)
             if self.rcv_nxt + free - self.rcv_adv >= self._sws:
                 wnd = self.rcv_adv - self.rcv_nxt
-                if wnd < self._sws or free - wnd >= (self.config.rcv_buf >> 1) \
-                        or wnd < 2 * self._rcv_mss:
+                if wnd < self._sws or wnd < 2 * self._rcv_mss:
                     self._ack_now = True
                     self._count("window_update")
                     self._output(now)
@@ -1009,10 +1010,16 @@ class TCPConnection:
             self.rcv_nxt += 1
             self._fin_rcvd = True
             self._ooo_used = False
-            self._ack_now = True
             self._events.append(PeerFinished())
             nxt = FIN_RECEIVED_TRANSITIONS[st]
             self.state = nxt
+            if nxt == CLOSE_WAIT and not self._ack_now:
+                # The application usually closes in turn: its FIN carries this ACK, as Linux's
+                # does (delayed ACK on a FIN, RFC 9293 §3.8.6.3); the timer sends it otherwise.
+                if self._delack_at is None:
+                    self._delack_at = now + self.config.delack
+            else:
+                self._ack_now = True
             if nxt == TIME_WAIT:
                 self._enter_time_wait(now)
             return

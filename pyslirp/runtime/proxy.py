@@ -2,7 +2,10 @@
 
 A SYN to ``local_ip:P`` is admitted only if the config maps P to an enabled service with room
 under its ``max_connections``; then we connect to the service, and the SYN-ACK goes out only
-when the service accepted (a refused or timed-out service gets the client a RST). Reverse
+when the service accepted (a refused or timed-out service gets the client a RST). A service on
+a loopback address is connected within ``connect()`` itself (the kernel completes the handshake
+there), so its SYN-ACK goes out in the same flush as the SYN was read; the socket joins the
+event loop a moment later, and what the client sends meanwhile waits in its connection. Reverse
 forwards run the same pipe the other way round: a host client connects, we open a connection
 to the client.
 
@@ -19,6 +22,9 @@ client, and a client FIN half-closes toward the service; a reset on either side 
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
+import ipaddress
 import logging
 import socket
 import struct
@@ -43,6 +49,28 @@ WRITE_HIGH_WATER = 64 * 1024
 #: (a loopback service refills it in microseconds, so this does not limit the line's rate)
 SOCKET_RECEIVE_BUFFER = 256 * 1024
 _LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def _connect_at_once(service: ServiceConfig) -> socket.socket | None:
+    """A socket already connected to ``service`` if it listens on a loopback address, where the
+    kernel completes the handshake within ``connect()``; None when it is elsewhere, by name, or
+    not (yet) accepting, and the connection goes the asynchronous way."""
+    try:
+        address = ipaddress.ip_address(service.host)
+    except ValueError:
+        return None  # a name: resolving it would block
+    if not address.is_loopback:
+        return None
+    sock = socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if sock.connect_ex((service.host, service.port)) in (0, errno.EINPROGRESS):
+            sock.getpeername()  # raises unless the handshake is done
+            return sock
+    except OSError:
+        pass
+    sock.close()
+    return None
 
 
 class Pipe(asyncio.Protocol):
@@ -70,6 +98,9 @@ class Pipe(asyncio.Protocol):
     # -- the host socket side (asyncio.Protocol) -----------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.closed:
+            transport.abort()  # the client reset or closed before the socket joined the loop
+            return
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         sock = transport.get_extra_info("socket")
@@ -79,6 +110,8 @@ class Pipe(asyncio.Protocol):
             # A reverse forward: hold the host client's data until the client side is open.
             self._service_paused = True
             transport.pause_reading()
+        elif self.conn.readable or self.conn.at_eof:
+            self.pump_to_service()  # what the client sent before the socket joined the loop
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.proxy.now()
@@ -273,9 +306,36 @@ class ServiceProxy:
         self.pipes[conn] = pipe
         self.active[request.port] += 1
         self._service_of[pipe] = request.port
-        task = asyncio.create_task(self._connect(pipe, service))
+        sock = _connect_at_once(service)
+        if sock is not None:
+            self._accepted(pipe)
+            loop = asyncio.get_running_loop()
+            task = loop.create_task(loop.create_connection(lambda: pipe, sock=sock))
+            task.add_done_callback(functools.partial(self._attached, pipe, sock))
+        else:
+            task = asyncio.create_task(self._connect(pipe, service))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _accepted(self, pipe: Pipe) -> None:
+        """The service accepted: the SYN-ACK goes to the client."""
+        self.counters["connections_opened"] += 1
+        pipe.conn.accept(self.now())
+        self.stack.changed(pipe.conn)
+
+    def _attached(self, pipe: Pipe, sock: socket.socket, task: asyncio.Task[object]) -> None:
+        """A socket ``_connect_at_once`` connected has joined the event loop as ``pipe``'s
+        transport, or failed to (the socket is closed; the transport detaches it otherwise)."""
+        if task.cancelled():
+            sock.close()
+            return
+        exc = task.exception()
+        if exc is not None:
+            sock.close()
+            log.info("%s: service socket failed: %s", pipe.label, exc)
+            self.counters["service_reset"] += 1
+            pipe._reset_client()
+            pipe._done()
 
     async def _connect(self, pipe: Pipe, service: ServiceConfig) -> None:
         loop = asyncio.get_running_loop()
@@ -295,9 +355,7 @@ class ServiceProxy:
         if pipe.conn.state != tcp.LISTEN:  # the client gave up meanwhile
             pipe._reset_service()
             return
-        self.counters["connections_opened"] += 1
-        pipe.conn.accept(self.now())
-        self.stack.changed(pipe.conn)
+        self._accepted(pipe)
 
     def reverse_pipe(self, peer_port: int, label: str) -> Pipe:
         """A pipe for a host client of a reverse forward: we open a connection to ``peer_port``."""

@@ -309,3 +309,50 @@ async def test_udp_service_relays_both_ways() -> None:
     assert replies == [b"HELLO"]
     client.close()
     transport.close()
+
+
+async def test_a_loopback_service_is_connected_in_the_flush_that_read_the_syn() -> None:
+    """connect() to a loopback service completes within the call: the SYN-ACK leaves in the same
+    flush as the SYN arrived. What the client sends before the service socket joins the event
+    loop reaches the service; a client reset before then closes the service socket."""
+    outcomes: asyncio.Queue[bytes | str] = asyncio.Queue()
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            outcomes.put_nowait(await reader.read())  # until the client's FIN
+        except ConnectionError as exc:
+            outcomes.put_nowait(type(exc).__name__)
+        writer.close()
+
+    server, port = await serve(record)
+    config = PyslirpConfig(services={7: {"host": "127.0.0.1", "port": port}}, dns={"enabled": False})
+    network = LinkNetwork(config, LinkUp(LOCAL, PEER, ()), lambda: None)
+    now = asyncio.get_running_loop().time()
+
+    def exchange(conn: tcp.TCPConnection) -> None:
+        """The client's segments to the network, then the network's answers to the client."""
+        for out in conn.take_segments():
+            network.receive(ipv4.build(PEER.packed, LOCAL.packed, ipv4.PROTO_TCP, out.data, 1), now)
+        for packet, _ in network.take_output():
+            header = ipv4.parse(packet)
+            conn.receive_segment(parse_segment(packet[header.header_length :], header.src, header.dst), now)
+
+    early = tcp.TCPConnection(PEER.packed, 40001, LOCAL.packed, 7, iss=1, config=tcp.TCPConfig(), now=now)
+    early.connect(now)
+    exchange(early)
+    assert early.state == tcp.ESTABLISHED  # no await: the service was connected within the flush
+    early.send(b"sent before the socket joined the loop", now)
+    early.shutdown_write(now)
+    exchange(early)
+    assert await asyncio.wait_for(outcomes.get(), 5) == b"sent before the socket joined the loop"
+
+    gone = tcp.TCPConnection(PEER.packed, 40002, LOCAL.packed, 7, iss=1, config=tcp.TCPConfig(), now=now)
+    gone.connect(now)
+    exchange(gone)
+    gone.abort(now)
+    exchange(gone)
+    assert await asyncio.wait_for(outcomes.get(), 5) in (b"", "ConnectionResetError")
+    assert network.proxy.counters["connections_opened"] == 2
+    assert len(network.proxy.pipes) == 1  # the reset one is gone (the first is still closing)
+    network.close()
+    server.close()

@@ -91,6 +91,19 @@ def test_receive_buffer_flow_control_and_window_update():
     assert u.flags == ACK and u.window == 2000 and c.counters()["window_update"] == 1
 
 
+def test_reading_after_the_handshake_sends_no_window_update():
+    """The SYN-ACK's window is unscaled (64 KB of a 256 KB buffer); a read that could widen it
+    sends nothing by itself: the peer is not held back, and the next ACK carries the window."""
+    w, c, p, q = connect()
+    assert c.rcv_adv - c.rcv_nxt == 65535
+    w.feed(w.seg(ACK, p, q, 1000, b"x"), 0.1)              # 1 byte: the ACK is delayed
+    assert c.read(-1, 0.1) == b"x" and w.out() == []
+    c.send(b"y", 0.11)
+    (d,) = w.out()
+    assert d.ack == p + 1 and d.window << c.rcv_wscale > 65535
+    assert "window_update" not in c.counters()
+
+
 def test_zero_window_probe_from_peer_gets_ack():
     w, c, p, q = connect(TCPConfig(rcv_buf=2 * MSS), wscale=None)
     w.feed(w.seg(ACK, p, q, 1000, b"x" * 2 * MSS), 0.1)

@@ -290,18 +290,35 @@ def test_close_transitions_we_close_first():
 
 def test_close_transitions_peer_closes_first():
     w, c, p, q = drive("ESTABLISHED")
-    (a,) = w.feed(w.seg(FIN | ACK, p, q, WND), 1.0)
-    assert a.ack == p + 1 and c.state == TCPState.CLOSE_WAIT
+    # The FIN's ACK waits for a segment of ours to carry it (as Linux's does).
+    assert w.feed(w.seg(FIN | ACK, p, q, WND), 1.0) == []
+    assert c.state == TCPState.CLOSE_WAIT and c.next_deadline() == pytest.approx(1.0 + CFG.delack)
     assert w.take_events() == [PeerFinished()] and c.at_eof
-    # Half-closed the other way: we may still send.
-    c.send(b"response", 1.1)
+    # Half-closed the other way: we may still send, and that acknowledges the FIN.
+    c.send(b"response", 1.01)
     (d,) = w.out()
-    assert d.payload == b"response"
+    assert d.payload == b"response" and d.ack == p + 1
     c.shutdown_write(1.2)
     (fin,) = w.out()
     assert fin.flags & FIN and fin.seq == q + 8 and c.state == TCPState.LAST_ACK
     w.feed(w.seg(ACK, p + 1, q + 9, WND), 1.3)
     assert c.state == TCPState.CLOSED and w.take_events() == [Closed()]
+
+
+def test_peer_fin_acked_with_our_fin_or_by_the_delayed_ack_timer():
+    """Closing in turn sends one FIN+ACK, not an ACK and then a FIN; an application that keeps
+    its side open gets the FIN acknowledged when the delayed-ACK timer runs out."""
+    w, c, p, q = drive("ESTABLISHED")
+    assert w.feed(w.seg(FIN | ACK, p, q, WND), 1.0) == []
+    c.shutdown_write(1.001)
+    (fin,) = w.out()
+    assert fin.flags == FIN | ACK and fin.ack == p + 1 and c.state == TCPState.LAST_ACK
+
+    w, c, p, q = drive("ESTABLISHED")
+    assert w.feed(w.seg(FIN | ACK, p, q, WND), 1.0) == []
+    c.handle_timer(1.0 + CFG.delack)
+    (a,) = w.out()
+    assert a.flags == ACK and a.ack == p + 1 and c.state == TCPState.CLOSE_WAIT
 
 
 def test_fin_carried_on_last_data_segment():
