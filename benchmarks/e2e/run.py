@@ -455,7 +455,7 @@ def figures(outcomes: list[RunOutcome], p: Params) -> dict[str, dict[str, Any]]:
                 d = kv(r.get(f"rtt_{when}"))
                 ok = isinstance(d.get("n"), float) and d["n"] >= 10  # a series cut short by its budget still counts
                 put(f"echo RTT {when} samples {L}", v, int(d["n"]) if ok else None)
-                for q in ("p50", "p99"):
+                for q in ("min", "p50", "p99"):  # min: the fastest trip, the rig's floor
                     put(f"echo RTT {when} {q} {L} ms", v, d.get(q) if ok else None)
             processing = ((ph.get("up_end") or {}).get("stats") or {}).get("processing") or {}
             for kind, label in (("rx_frame", "frame received"), ("tx_datagram", "datagram a service sent")):
