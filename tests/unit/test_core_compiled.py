@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import pyslirp._core as core
 
 EXTENSION_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
@@ -111,3 +113,15 @@ def test_protocol_core_sources_pass_their_tests() -> None:
     tail = "\n".join(result.stdout.splitlines()[-15:]) + result.stderr[-2000:]
     assert result.returncode == 0, tail
     assert "protocol cores from source: " in result.stdout and "vj.py" in result.stdout, tail
+
+
+def test_serve_refuses_protocol_cores_partly_compiled(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A compiled core reads the C fields of objects another core makes: a mix of compiled and
+    source modules (a lost .so) is refused with a clear message, not run into a crash."""
+    from pyslirp import cli, protocol_cores
+
+    monkeypatch.setattr(protocol_cores, "running_from_source", lambda: ["pyslirp.net.tcp_segment"])
+    assert cli.main(["serve", "pty"]) == 1
+    assert "protocol cores partly compiled (pyslirp.net.tcp_segment from source" in capsys.readouterr().err
