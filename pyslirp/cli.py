@@ -27,18 +27,6 @@ def _version_text() -> str:
     return f"pyslirp {__version__} (core: {core.IMPLEMENTATION}; protocol cores: {cores})"
 
 
-def _partly_compiled() -> str | None:
-    """What is wrong when some protocol cores run compiled and others from source: a compiled
-    core reads the C fields of the objects another one makes, so they must be built together."""
-    from pyslirp.protocol_cores import protocol_cores, running_from_source
-
-    source = running_from_source()
-    if not source or len(source) == len(protocol_cores()):
-        return None
-    return (f"protocol cores partly compiled ({', '.join(source)} from source, the rest compiled): "
-            "reinstall pyslirp so that they are built together")
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyslirp",
@@ -115,9 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(yaml.safe_dump(shown, sort_keys=False), end="")
         return 0
 
-    broken = _partly_compiled()
-    if broken:
-        print(f"pyslirp: {broken}", file=sys.stderr)
+    from pyslirp.protocol_cores import partly_compiled
+
+    if source := partly_compiled():
+        print(f"pyslirp: protocol cores partly compiled ({', '.join(source)} from source, the rest "
+              "compiled): reinstall pyslirp so that they are built together", file=sys.stderr)
         return 1
     _setup_logging(config)
     from pyslirp.runtime.server import run_server

@@ -33,3 +33,10 @@ def running_from_source() -> list[str]:
         name for name in protocol_cores()
         if not (importlib.import_module(name).__file__ or "").endswith(suffixes)
     ]
+
+
+def partly_compiled() -> list[str]:
+    """The cores running from source when others run compiled (a broken install): a compiled
+    core reads the C fields of the objects another one makes, so they must be built together."""
+    source = running_from_source()
+    return source if len(source) < len(protocol_cores()) else []

@@ -32,9 +32,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Hashable
 
-#: what the budget holds back: a connection (the budget only needs to tell them apart)
-Conn = Hashable
-
 #: queuing delay we allow below us while the budget binds, seconds
 TARGET_DELAY = 0.002
 #: segments added to the bandwidth-delay product: the client ACKs every second one
@@ -70,7 +67,7 @@ class LineBudget:
         self._interval_start: float | None = None
         self._interval_bytes = 0
         self._interactive_until = float("-inf")
-        self._waiting: dict[Conn, None] = {}
+        self._waiting: dict[Hashable, None] = {}
         self.counters = {"budget_blocked": 0, "budget_samples": 0}
 
     # -- what connections call -----------------------------------------------------------------
@@ -90,7 +87,7 @@ class LineBudget:
         """A small data segment went out: an interactive flow is active."""
         self._interactive_until = now + INTERACTIVE_HOLD
 
-    def admit(self, conn: Conn, size: int, now: float) -> bool:
+    def admit(self, conn: Hashable, size: int, now: float) -> bool:
         """May ``conn`` send ``size`` more bulk bytes? If not, it waits for :meth:`take_waiting`.
         Connections already waiting go first, so a flow whose ACK freed room does not take it
         from the others."""
@@ -143,7 +140,7 @@ class LineBudget:
         self._waiting.clear()
         return waiting
 
-    def forget(self, conn: Conn) -> None:
+    def forget(self, conn: Hashable) -> None:
         self._waiting.pop(conn, None)
 
     def stats(self) -> dict[str, float | int | None]:
