@@ -8,7 +8,7 @@ cimport cython
 cdef class LineBudget:
     cdef public long long mss, flight
     cdef public object limit, min_rtt, _interval_start
-    cdef public double rate, _interactive_until
+    cdef public double rate, _interactive_until, read_rest
     cdef public object _rates
     cdef public long long _interval_bytes
     cdef public dict _waiting, counters
@@ -20,6 +20,7 @@ cdef class LineBudget:
     cdef bint _fits(self, long long size, double now)
     cpdef void release(self, long long size, double now, bint delivered=*)
     cpdef void rtt_sample(self, double rtt)
+    cpdef double update_read_rest(self, double now)
     cpdef list take_waiting(self, double now)
     cdef void _delivered(self, long long size, double now)
     cdef void _update_limit(self)

@@ -23,6 +23,15 @@ segments shrink to about SEGMENT_TIME of line time (never below TCP's default MS
 the budget to two of them plus INTERACTIVE_DELAY's worth: a keystroke's echo then waits behind a
 few milliseconds of bulk data, at the price of some bulk throughput while someone types.
 
+On a slow line each of the client's ACKs (one per two segments: every 18 ms on an emulated
+16550) wakes the process that reads the line, and a wake-up of a Python process costs far more
+than the ACK it brings. While bulk data is in flight and no interactive flow is active,
+:meth:`update_read_rest` tells the line's reader it may rest REST_ACKS ACK intervals between
+reads, so that one wake-up takes several ACKs, and the limit grows by the line time of that rest,
+so the line stays busy while ACKs wait to be read. The price: the first keystroke after a pause
+waits up to one rest to be read, and behind that much more bulk data; the interactive flow it
+starts ends the rests.
+
 Sans-IO: connections call :meth:`admit`, :meth:`release`, :meth:`rtt_sample`; the stack resumes
 the connections the budget held back (:meth:`take_waiting`) when room returns.
 """
@@ -45,6 +54,14 @@ INTERACTIVE_DELAY = 0.0005
 RATE_WINDOW = 1.0
 #: shortest interval a rate sample is taken over, seconds
 MIN_INTERVAL = 0.01
+#: a slow line's reader may rest this many of the client's ACK intervals between reads...
+REST_ACKS = 4
+#: ...at most this long, seconds (a rest that cannot take two ACKs saves no wake-up)...
+MAX_READ_REST = 0.08
+#: ...and a rest shorter than this is left to the reader's own batching (a fast line)
+MIN_READ_REST = 0.002
+#: while reads rest, ACKs are taken in lumps: a rate sample spans at least this many rests
+SAMPLE_RESTS = 4
 #: line time of one bulk segment while an interactive flow is active, seconds
 SEGMENT_TIME = 0.003
 #: smallest bulk segment (RFC 9293 §3.7.1 default MSS)
@@ -68,6 +85,8 @@ class LineBudget:
         self._interval_bytes = 0
         self._interactive_until = float("-inf")
         self._waiting: dict[Hashable, None] = {}
+        #: how long the line's reader may rest between reads now (see update_read_rest), seconds
+        self.read_rest = 0.0
         self.counters = {"budget_blocked": 0, "budget_samples": 0}
 
     # -- what connections call -----------------------------------------------------------------
@@ -106,6 +125,8 @@ class LineBudget:
         # The client ACKs every second segment: min_rtt is the round trip of a segment it ACKed
         # at once, so two more segments keep the line busy while an ACK is on its way back.
         limit += ACK_SEGMENTS * size
+        # ACKs may wait a rest to be read: keep that much more line time in flight meanwhile.
+        limit += int(self.rate * self.read_rest)
         if now < self._interactive_until:
             # A keystroke waits behind what is in flight: keep two segments (the client ACKs
             # at once on the second) and a sliver of queue, not a whole round trip's worth.
@@ -128,6 +149,22 @@ class LineBudget:
         if rtt > 0 and (self.min_rtt is None or rtt < self.min_rtt):
             self.min_rtt = rtt
             self._update_limit()
+
+    def update_read_rest(self, now: float) -> float:
+        """How long the line's reader may rest between reads now, so that one wake-up takes
+        several ACKs: REST_ACKS of the client's ACK intervals while bulk data is in flight and no
+        interactive flow is active, within MAX_READ_REST; 0 on a fast line (under MIN_READ_REST)
+        or one so slow that a rest would take fewer than two ACKs. The limit follows it."""
+        rest = 0.0
+        if self.flight and self.rate and now >= self._interactive_until:
+            ack_interval = ACK_SEGMENTS * self.mss / self.rate
+            rest = REST_ACKS * ack_interval
+            if rest > MAX_READ_REST:
+                rest = MAX_READ_REST if 2 * ack_interval <= MAX_READ_REST else 0.0
+            elif rest < MIN_READ_REST:
+                rest = 0.0
+        self.read_rest = rest
+        return rest
 
     # -- what the stack calls ------------------------------------------------------------------
 
@@ -163,7 +200,10 @@ class LineBudget:
         self._interval_bytes += size
         elapsed = now - start
         min_rtt = self.min_rtt or 0.0
-        if elapsed < (min_rtt if min_rtt > MIN_INTERVAL else MIN_INTERVAL):
+        shortest = min_rtt if min_rtt > MIN_INTERVAL else MIN_INTERVAL
+        if shortest < SAMPLE_RESTS * self.read_rest:
+            shortest = SAMPLE_RESTS * self.read_rest
+        if elapsed < shortest:
             return
         sample = self._interval_bytes / elapsed
         self._interval_start = now

@@ -55,6 +55,9 @@ class LineSession(ABC):
     #: may reads be held back a moment to batch a busy line's bytes? The gateway clears it
     #: while interactive traffic is active, so a keystroke is never held.
     batch_reads: bool = True
+    #: how long reads may rest between batches now, seconds: the gateway sets it from the line
+    #: budget while a bulk download's ACKs come slowly (0: the session's own batching)
+    read_rest: float = 0.0
 
     @abstractmethod
     async def read(self) -> bytes:
@@ -98,8 +101,10 @@ class FdSession(LineSession):
     has and then rests BATCH_DELAY (1-2 ms: the event loop's timers count milliseconds) between
     reads, draining what gathered meanwhile (a pty hands over at most 4 KB per read, and holds
     about 18 KB before its writer blocks: a few milliseconds of the fastest line); when a rest
-    brings nothing, it reads as bytes arrive again. Bulk traffic only: the gateway clears
-    :attr:`batch_reads` while an interactive flow is active.
+    brings nothing, it reads as bytes arrive again. A slow line's ACK stream comes a read every
+    ~18 ms instead: while :attr:`read_rest` is set, the reader rests that long after every read,
+    so one wake-up takes several ACKs. Bulk traffic only: the gateway clears :attr:`batch_reads`
+    while an interactive flow is active.
     """
 
     def __init__(
@@ -212,18 +217,20 @@ class FdSession(LineSession):
         now = time.monotonic()
         self._stream_reads = self._stream_reads + 1 if now - self._last_read < BATCH_GAP else 0
         self._last_read = now
-        if self._stream_reads >= BATCH_READS and self.batch_reads:
+        if self.batch_reads and (self._stream_reads >= BATCH_READS or self.read_rest):
             self._rest()
         elif len(self._buffer) >= MAX_BUFFERED:
             self._stop_reading()  # the gateway is behind: let the line's flow control act
         self._deliver()
 
     def _rest(self) -> None:
-        """Stop reading for BATCH_DELAY; :meth:`_end_rest` takes what gathered meanwhile."""
+        """Stop reading for BATCH_DELAY or :attr:`read_rest`; :meth:`_end_rest` takes what
+        gathered meanwhile."""
         self.counters["batch_rests"] += 1
         self._stop_reading()
         self._resting = True
-        self._loop.call_later(BATCH_DELAY, self._end_rest)
+        rest = self.read_rest
+        self._loop.call_later(rest if rest > BATCH_DELAY else BATCH_DELAY, self._end_rest)
 
     def _end_rest(self) -> None:
         self._resting = False

@@ -57,6 +57,7 @@ class LinkNetwork:
             udp_ports=self.relay.ports, wake=wake, line_budget=tcp.line_budget,
         )
         self.proxy = ServiceProxy(config.services, self.stack, self.now)
+        self.batch_acks = tcp.batch_acks
         # Sweep often enough that no connection outlives its idle timeout by more than half.
         idle_timeouts = [service.idle_timeout / 2 for service in config.services.values()]
         self.sweep_interval = min([SWEEP_INTERVAL, *idle_timeouts])
@@ -92,6 +93,12 @@ class LinkNetwork:
         """Is an interactive flow active (reads must not be held back for batching)?"""
         budget = self.stack.budget
         return budget is not None and budget.interactive(now)
+
+    def read_rest(self, now: float) -> float:
+        """How long the line's reader may rest between reads (the line budget's rest; 0 without
+        the budget or with ``tcp.batch_acks`` off)."""
+        budget = self.stack.budget
+        return budget.update_read_rest(now) if budget is not None and self.batch_acks else 0.0
 
     def next_deadline(self) -> float | None:
         due = self.stack.next_deadline()

@@ -66,3 +66,36 @@ async def test_garbage_truncated_and_bad_fcs_frames_are_counted_not_fatal() -> N
     assert counters["too_long"] >= 2
     assert counters["aborted"] >= 2
     assert session.written.startswith(b"\x7e")  # we still sent our LCP Configure-Request
+
+
+class BulkOnlyNetwork:
+    """A network on a slow line with a download running: its line budget asks for rests, until
+    an interactive flow starts."""
+
+    def __init__(self) -> None:
+        self.typing = False
+
+    def receive(self, packet: bytes, now: float) -> None: ...
+    def take_output(self) -> list[tuple[bytes, bool]]:
+        return []
+    def interactive(self, now: float) -> bool:
+        return self.typing
+    def read_rest(self, now: float) -> float:
+        return 0.0 if self.typing else 0.064
+    def next_deadline(self) -> float | None:
+        return None
+    def handle_timer(self, now: float) -> None: ...
+    def close(self) -> None: ...
+
+
+async def test_each_flush_passes_the_budgets_read_rest_and_interactivity_to_the_line() -> None:
+    session = ScriptedSession([])
+    gateway = Gateway(session, LinkOptions(echo_interval=0), no_network)
+    network = BulkOnlyNetwork()
+    gateway.stack = network
+    gateway._flush()
+    assert (session.batch_reads, session.read_rest) == (True, 0.064)
+    network.typing = True
+    gateway._flush()
+    assert (session.batch_reads, session.read_rest) == (False, 0.0)
+    gateway.scheduler.close()

@@ -234,6 +234,46 @@ async def test_bytes_that_trickle_in_are_read_in_batches_unless_interactive(batc
     ours.close()
 
 
+ACK_WRITER = """
+import os, sys, time
+fd = int(sys.argv[1])
+for i in range(40):
+    os.write(fd, bytes([i]) * 10)
+    time.sleep(0.01)
+"""
+
+
+@pytest.mark.parametrize("interactive", [False, True])
+async def test_a_slow_ack_stream_is_read_a_rest_at_a_time_unless_interactive(interactive: bool) -> None:
+    """A download's ACKs on a slow line come a small read every ~10-20 ms. While the gateway
+    sets ``read_rest`` (from the line budget), the session rests that long after each read and
+    takes what gathered in one delivery; while interactive, every read is delivered at once."""
+    ours, theirs = socket.socketpair()
+    session = FdSession(ours.fileno(), "acks", owns_fd=False)
+    session.batch_reads = not interactive
+    session.read_rest = 0.05
+    received = bytearray()
+    pump = asyncio.ensure_future(session.pump(received.extend))
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ACK_WRITER, str(theirs.fileno()), pass_fds=(theirs.fileno(),))
+    assert await asyncio.wait_for(writer.wait(), 30) == 0
+    expected = b"".join(bytes([i]) * 10 for i in range(40))
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(received) < len(expected) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    assert bytes(received) == expected
+    if interactive:
+        assert session.counters["batch_rests"] == 0
+        assert session.counters["deliveries"] > 40 / 2
+    else:
+        assert session.counters["batch_rests"] > 0
+        assert session.counters["deliveries"] < 40 / 2  # several ACKs per wake-up
+    theirs.close()
+    await asyncio.wait_for(pump, 5)
+    session.close()
+    ours.close()
+
+
 FRAME_WRITER = """
 import os, sys, time
 fd = int(sys.argv[1])

@@ -356,3 +356,13 @@ async def test_a_loopback_service_is_connected_in_the_flush_that_read_the_syn() 
     assert len(network.proxy.pipes) == 1  # the reset one is gone (the first is still closing)
     network.close()
     server.close()
+
+
+async def test_with_tcp_batch_acks_off_the_line_reader_never_rests() -> None:
+    for batch_acks in (True, False):
+        config = PyslirpConfig(tcp={"batch_acks": batch_acks}, dns={"enabled": False})
+        network = LinkNetwork(config, LinkUp(LOCAL, PEER, ()), lambda: None)
+        budget = network.stack.budget
+        budget.rate, budget.flight = 180_000.0, 1460  # a 16550-like line, a download in flight
+        assert (network.read_rest(0.0) > 0) is batch_acks
+        network.close()
