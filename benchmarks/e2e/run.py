@@ -261,7 +261,9 @@ sleep {p.load_warmup}
 R=$(PBENCH_RTT_BUDGET={rtt_budget_s} PBENCH_TIMEOUT={rtt_budget_s + 60} pbench rtt $H $E {p.rtt_samples} {ECHO_GAP_MS}); result rtt_load "$R rc=$?"
 kill $L; wait $L; result load "$(cat /tmp/load)"
 sleep 2
+phase short_begin
 R=$(pbench short $H $E {p.short_seconds} 0); result short "$R rc=$?"
+phase short_end
 pbench serve 9000 & S=$!
 sleep 0.5
 R=$(pbench short 127.0.0.1 9000 {p.short_seconds} 0); result short_ceiling "$R rc=$?"
@@ -469,6 +471,16 @@ def figures(outcomes: list[RunOutcome], p: Params) -> dict[str, dict[str, Any]]:
             for key, metric in (("short", f"short conn/s {L}"), ("short_ceiling", f"rig ceiling conn/s {L} (guest loopback)")):
                 d = kv(r.get(key))
                 put(metric, v, d.get("rate") if d.get("rc") == 0 else None)
+            # One connection at a time: the server's CPU per connection lies on the critical path,
+            # so 1 / (time per connection - that CPU) bounds the rate a server costing nothing
+            # would reach on this rig.
+            short = kv(r.get("short"))
+            cpu = cpu_delta(ph, "short_begin", "short_end")
+            if short.get("rc") == 0 and short.get("ok") and cpu is not None:
+                per_conn = cpu / short["ok"]  # type: ignore[operator]
+                put(f"server CPU ms per short conn {L}", v, per_conn * 1000)
+                gap = short["secs"] / short["ok"] - per_conn  # type: ignore[operator]
+                put(f"rig bound conn/s {L} (server costing nothing)", v, 1 / gap if gap > 0 else None)
         elif o.name.startswith("scale-"):
             base = ph.get("base", {}).get("rss_kb")
             put("RSS idle, link up (MB)", v, base / 1024 if base else None)
@@ -557,7 +569,7 @@ def fmt(x: Any) -> str:
 SECTIONS = [
     ("1. Bulk throughput", ("bulk ",)),
     ("2. Interactive latency (1-byte echo, TCP_NODELAY)", ("echo RTT", "download during")),
-    ("3. Scale", ("RSS idle", "N=", "short conn", "rig ceiling")),
+    ("3. Scale", ("RSS idle", "N=", "short conn", "rig ceiling", "rig bound", "server CPU ms per short")),
     ("4. Line efficiency, shim at 115200 baud both ways", ("115200", "wire bytes")),
     ("5. Cost", ("CPU s/MB", "CPU % in the kernel", "socat CPU", "pyslirp CPU", "pyslirp µs")),
 ]
