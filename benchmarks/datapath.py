@@ -33,7 +33,7 @@ from pyslirp.ppp.vj import VJCompressor, VJDecompressor  # noqa: E402
 from pyslirp.runtime.gateway import Gateway  # noqa: E402
 from pyslirp.runtime.lines import LineSession  # noqa: E402
 from pyslirp.runtime.network import LinkNetwork  # noqa: E402
-from pyslirp.runtime.server import link_options  # noqa: E402
+from pyslirp.runtime.settings import link_options  # noqa: E402
 
 LOCAL = IPv4Address("10.0.0.1")
 PEER = IPv4Address("10.0.0.2")
@@ -115,7 +115,7 @@ class DataPath:
         await asyncio.sleep(0)
         self.ppp.start()
         self._send_ppp()
-        while not self.ppp.ipcp_open or self.gateway.stack is None:
+        while not self.ppp.ipcp_open or self.gateway.network is None:
             await asyncio.sleep(0.001)
             self._send_ppp()
         self._client_task = asyncio.ensure_future(self._client_timers())

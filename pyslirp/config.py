@@ -21,7 +21,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from pyslirp.ppp.lcp import MIN_MRU
+
 DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/pyslirp/config.yaml"))
+#: the largest MRU we offer: every frame buffer is sized from it (LCP's own floor is MIN_MRU)
+MAX_MRU = 16384
 ENV_PREFIX = "PYSLIRP_"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -108,7 +112,7 @@ class PPPConfig(_Section):
     dns: list[IPv4Address] | None = Field(
         None, description="DNS servers offered to the client (RFC 1877); default: our own address"
     )
-    mru: int = Field(1500, ge=128, le=16384)
+    mru: int = Field(1500, ge=MIN_MRU, le=MAX_MRU)
     accm: int = Field(0, ge=0, le=0xFFFFFFFF, description="async control character map we ask the client for")
     vj: bool = True
     vj_slots: int = Field(16, ge=1, le=256)

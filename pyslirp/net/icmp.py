@@ -20,6 +20,10 @@ FRAGMENTATION_NEEDED = 4
 ADMIN_PROHIBITED = 13
 
 
+#: every reason :func:`echo_reply` rejects a message for
+PARSE_ERRORS = ("truncated", "bad_checksum")
+
+
 class ICMPError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

@@ -23,6 +23,12 @@ OFFSET_MASK = 0x1FFF
 _HEADER = struct.Struct("!BBHHHBBH4s4s")
 
 
+#: every reason :func:`parse` rejects a datagram for, and :func:`fragment` a datagram to send
+PARSE_ERRORS = ("truncated", "bad_version", "bad_header_length", "bad_total_length", "bad_header_checksum",
+                "reserved_flag")
+FRAGMENT_ERRORS = ("needs_fragmentation_df", "mtu_too_small")
+
+
 class IPv4Error(ValueError):
     """A datagram we drop; ``reason`` is the counter label."""
 

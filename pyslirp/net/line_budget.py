@@ -41,6 +41,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Hashable
 
+from pyslirp.counters import CounterSet, CounterSpec
+
 #: queuing delay we allow below us while the budget binds, seconds
 TARGET_DELAY = 0.002
 #: segments added to the bandwidth-delay product: the client ACKs every second one
@@ -68,6 +70,12 @@ SEGMENT_TIME = 0.003
 MIN_SEGMENT = 536
 #: an interactive flow counts as active this long after its last small segment, seconds
 INTERACTIVE_HOLD = 1.0
+
+
+BUDGET_COUNTERS = CounterSet("line_budget", [
+    CounterSpec("budget_blocked", "bulk segments held back because the budget was full"),
+    CounterSpec("budget_samples", "delivery rate samples taken"),
+])
 
 
 class LineBudget:

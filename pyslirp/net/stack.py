@@ -2,10 +2,12 @@
 
 Sans-IO: :meth:`Stack.receive` takes a datagram and ``now``; :meth:`Stack.take_output` returns the
 datagrams to send, each marked interactive or bulk for the line scheduler. Every datagram we
-discard is counted in :attr:`Stack.counters` under its reason.
+discard is counted in :attr:`Stack.counters` under its reason (keys: :data:`STACK_COUNTERS`).
 
-Addresses: we answer for ``local_ip`` (pyslirp's end of the link). Traffic to any other address
-gets what a router with no route would send (RFC 1812 §4.3.3.1, §5.2.7.1).
+Addresses: we answer for ``local_ip`` (pyslirp's end of the link). A SYN to any other address is
+a :class:`ConnectionRequest` too, carrying its destination: the runtime routes it or refuses it
+(RST from that address, as a router with no route would answer, RFC 1812 §5.2.7.1). Other
+traffic to other addresses gets what such a router sends (RFC 1812 §4.3.3.1, §5.2.7.1).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ipaddress import IPv4Address
 from typing import Callable, Union
 
 from pyslirp._core.reassembly import FragmentReassembler
+from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.net import icmp, ipv4, udp
 from pyslirp.net.ipv4 import IPv4Error
 from pyslirp.net.line_budget import LineBudget
@@ -38,12 +41,38 @@ FRAGMENT_BYTES = 256 * 1024
 FRAGMENT_TIMEOUT = 30.0  # RFC 1122 §3.3.2 recommends 60-120 s; a serial line needs less
 IP_TCP_HEADERS = 40
 
+IP_DROP = CounterSpec(
+    "ip_drop", "datagrams from the client dropped, by reason",
+    reasons=(*ipv4.PARSE_ERRORS, "no_route", "protocol_unreachable"),
+)
+ICMP_DROP = CounterSpec("icmp_drop", "ICMP echo requests dropped, by reason", reasons=icmp.PARSE_ERRORS)
+UDP_DROP = CounterSpec(
+    "udp_drop", "UDP datagrams dropped, by reason", reasons=(*udp.PARSE_ERRORS, "port_unreachable")
+)
+IP_OUT_DROP = CounterSpec("ip_out_drop", "datagrams to the client we could not send", reasons=ipv4.FRAGMENT_ERRORS)
+STACK_COUNTERS = CounterSet("stack", [
+    CounterSpec("ip_in", "datagrams from the client accepted"),
+    IP_DROP,
+    CounterSpec("icmp_echo", "ICMP echo requests answered"),
+    CounterSpec("icmp_ignored", "ICMP messages other than echo requests, ignored"),
+    ICMP_DROP,
+    CounterSpec("tcp_drop", "TCP segments dropped before reaching a connection", reasons=("malformed",)),
+    CounterSpec("tcp_rst_no_connection", "TCP segments for no connection, answered with RST"),
+    CounterSpec("tcp_refused_table_full", "SYNs refused because the connection table is full"),
+    CounterSpec("udp_in", "UDP datagrams for a relayed port"),
+    CounterSpec("udp_out", "UDP datagrams sent to the client"),
+    UDP_DROP,
+    IP_OUT_DROP,
+])
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionRequest:
-    """A SYN for a new connection to ``port`` of ours: ``accept`` or ``refuse`` it (admission)."""
+    """A SYN for a new connection to ``address:port`` (``address`` packed, ours or another):
+    ``accept`` or ``refuse`` it (admission)."""
 
     conn: TCPConnection
+    address: bytes
     port: int
 
 
@@ -101,8 +130,8 @@ class Stack:
         self._events: list[StackEvent] = []
         self._ident = 0
         self._isn_secret = os.urandom(16)
-        #: (remote address, remote port, local port) -> connection
-        self.connections: dict[tuple[bytes, int, int], TCPConnection] = {}
+        #: (remote address, remote port, local address, local port) -> connection
+        self.connections: dict[tuple[bytes, int, bytes, int], TCPConnection] = {}
         self._dirty: dict[TCPConnection, None] = {}
         self._timers: list[tuple[float, int, TCPConnection]] = []
         self._timer_seq = itertools.count()
@@ -120,7 +149,7 @@ class Stack:
         try:
             header = ipv4.parse(packet)
         except IPv4Error as exc:
-            self.counters[f"ip_drop_{exc.reason}"] += 1
+            self.counters[IP_DROP.key(exc.reason)] += 1
             return
         self.counters["ip_in"] += 1
         if header.is_fragment:
@@ -130,13 +159,12 @@ class Stack:
             packet = whole
             header = ipv4.parse(packet)
         payload = packet[header.header_length : header.total_length]
-        if header.dst != self.local:
-            self._no_route(header, packet, payload)
-            return
-        if header.protocol == ipv4.PROTO_ICMP:
-            self._icmp(header, payload)
-        elif header.protocol == ipv4.PROTO_TCP:
+        if header.protocol == ipv4.PROTO_TCP:
             self._tcp(header, packet, payload, now)
+        elif header.dst != self.local:
+            self._no_route(header, packet, payload)
+        elif header.protocol == ipv4.PROTO_ICMP:
+            self._icmp(header, payload)
         elif header.protocol == ipv4.PROTO_UDP:
             self._udp(header, packet, payload, now)
         else:
@@ -150,7 +178,7 @@ class Stack:
         try:
             reply = icmp.echo_reply(payload)
         except icmp.ICMPError as exc:
-            self.counters[f"icmp_drop_{exc.reason}"] += 1
+            self.counters[ICMP_DROP.key(exc.reason)] += 1
             return
         self.counters["icmp_echo"] += 1
         self._emit(header.src, ipv4.PROTO_ICMP, reply, interactive=True)
@@ -160,7 +188,7 @@ class Stack:
         if seg is None:
             self.counters["tcp_drop_malformed"] += 1
             return
-        key = (header.src, seg.src_port, seg.dst_port)
+        key = (header.src, seg.src_port, header.dst, seg.dst_port)
         conn = self.connections.get(key)
         if conn is not None and conn.state == TIME_WAIT and conn.accepts_new_syn(seg):
             # RFC 9293 §3.6.1: a new incarnation of the connection out of TIME-WAIT.
@@ -179,13 +207,13 @@ class Stack:
             self.counters["tcp_refused_table_full"] += 1
             self._emit_tcp_reset(seg, header)
             return
-        iss = isn(self._isn_secret, (self.local, seg.dst_port), (header.src, seg.src_port), now)
+        iss = isn(self._isn_secret, (header.dst, seg.dst_port), (header.src, seg.src_port), now)
         conn = TCPConnection.from_syn(
-            seg, self.local, header.src, iss=iss, config=self.tcp_config, now=now, counters=self.tcp_counters
+            seg, header.dst, header.src, iss=iss, config=self.tcp_config, now=now, counters=self.tcp_counters
         )
         conn.budget = self.budget
         self.connections[key] = conn
-        self._events.append(ConnectionRequest(conn, seg.dst_port))
+        self._events.append(ConnectionRequest(conn, header.dst, seg.dst_port))
 
     def _emit_tcp_reset(self, seg, header: ipv4.IPv4Header) -> None:
         reset = reset_for_segment(seg, header.dst, header.src)
@@ -196,7 +224,7 @@ class Stack:
         try:
             sport, dport, data = udp.parse(header.src, header.dst, payload)
         except udp.UDPError as exc:
-            self.counters[f"udp_drop_{exc.reason}"] += 1
+            self.counters[UDP_DROP.key(exc.reason)] += 1
             return
         if dport not in self.udp_ports:
             self.counters["udp_drop_port_unreachable"] += 1
@@ -206,13 +234,9 @@ class Stack:
         self._events.append(UDPDatagram(sport, dport, data))
 
     def _no_route(self, header: ipv4.IPv4Header, packet: bytes, payload: bytes) -> None:
-        """What a router with no route sends (RFC 1812 §5.2.7): RST for TCP, else unreachable."""
+        """What a router with no route sends (RFC 1812 §5.2.7): net unreachable (TCP is routed
+        or refused by the runtime, see ConnectionRequest)."""
         self.counters["ip_drop_no_route"] += 1
-        if header.protocol == ipv4.PROTO_TCP:
-            seg = parse_segment(payload, header.src, header.dst, counters=self.tcp_counters)
-            if seg is not None:
-                self._emit_tcp_reset(seg, header)
-            return
         if header.protocol == ipv4.PROTO_ICMP and icmp.is_error(payload):
             return
         self._send_unreachable(icmp.NET_UNREACHABLE, header, packet, source=self.local)
@@ -229,7 +253,7 @@ class Stack:
         """Active open to the client's ``port`` (reverse forwards)."""
         for _ in range(16384):
             local_port = next(self._ephemeral)
-            key = (self.peer, port, local_port)
+            key = (self.peer, port, self.local, local_port)
             if key not in self.connections:
                 break
         else:
@@ -276,17 +300,17 @@ class Stack:
             for event in conn.events():
                 self._events.append(ConnectionEvent(conn, event))
                 if isinstance(event, Closed):
-                    self._forget((conn.remote_addr, conn.remote_port, conn.local_port), conn)
+                    self._forget((conn.remote_addr, conn.remote_port, conn.local_addr, conn.local_port), conn)
             self._schedule(conn)
 
-    def _forget(self, key: tuple[bytes, int, int], conn: TCPConnection) -> None:
+    def _forget(self, key: tuple[bytes, int, bytes, int], conn: TCPConnection) -> None:
         if self.connections.get(key) is conn:
             del self.connections[key]
         self._scheduled.pop(conn, None)
 
     def _schedule(self, conn: TCPConnection) -> None:
         deadline = conn.next_deadline()
-        if deadline is None or (conn.remote_addr, conn.remote_port, conn.local_port) not in self.connections:
+        if deadline is None or (conn.remote_addr, conn.remote_port, conn.local_addr, conn.local_port) not in self.connections:
             self._scheduled.pop(conn, None)
             return
         if self._scheduled.get(conn) != deadline:
@@ -307,7 +331,7 @@ class Stack:
         try:
             pieces = ipv4.fragment(packet, self.mtu)
         except IPv4Error as exc:
-            self.counters[f"ip_out_drop_{exc.reason}"] += 1
+            self.counters[IP_OUT_DROP.key(exc.reason)] += 1
             return
         for piece in pieces:
             self._output.append((piece, interactive))

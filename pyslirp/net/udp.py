@@ -10,6 +10,10 @@ PROTO_UDP = 17
 HEADER = struct.Struct("!HHHH")
 
 
+#: every reason :func:`parse` rejects a datagram for
+PARSE_ERRORS = ("truncated", "bad_length", "bad_checksum", "port_zero")
+
+
 class UDPError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

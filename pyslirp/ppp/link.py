@@ -185,7 +185,8 @@ LinkEvent = Union[
 
 @dataclass
 class LinkOptions:
-    """Everything the link negotiates; the runtime fills it from the configuration."""
+    """Everything the link negotiates; the runtime fills it from the validated configuration
+    (``pyslirp.runtime.settings.link_options``)."""
 
     local_ip: IPv4Address = IPv4Address("10.0.0.1")
     peer_ip: IPv4Address = IPv4Address("10.0.0.2")
@@ -212,25 +213,12 @@ class LinkOptions:
     passive: bool = False  # RFC 1661 §4.1 [p]: after LCP times out, wait for the peer in Stopped
 
     def __post_init__(self) -> None:
+        # The configuration (pyslirp.config) checks every value; here only the types are made
+        # what the link uses.
         self.local_ip = IPv4Address(self.local_ip)
         self.peer_ip = IPv4Address(self.peer_ip)
         self.dns_servers = tuple(IPv4Address(a) for a in self.dns_servers)
         self.auth_fallback = tuple(self.auth_fallback)
-        if self.local_ip == self.peer_ip:
-            raise ValueError(f"local_ip and peer_ip must differ (both {self.local_ip})")
-        if not 128 <= self.mru <= 65535:
-            raise ValueError(f"mru {self.mru} out of range 128..65535")
-        if not 0 <= self.accm <= 0xFFFFFFFF:
-            raise ValueError(f"accm {self.accm:#x} is not a 32-bit map")
-        if not 1 <= self.vj_slots <= 256:
-            raise ValueError(f"vj_slots {self.vj_slots} out of range 1..256")
-        if self.auth_method not in ("none", AUTH_PAP, AUTH_CHAP):
-            raise ValueError(f"unknown authentication method {self.auth_method!r}")
-        unknown = set(self.auth_fallback) - {AUTH_PAP, AUTH_CHAP}
-        if unknown:
-            raise ValueError(f"unknown authentication methods {sorted(unknown)}")
-        if self.restart_timer <= 0 or self.max_configure < 1 or self.max_terminate < 1 or self.max_failure < 1:
-            raise ValueError("restart_timer, max_configure, max_terminate and max_failure must be positive")
 
     @property
     def auth_methods(self) -> tuple[str, ...]:

@@ -5,9 +5,14 @@ yields go to the stack. What the link and the stack produce is framed and queued
 :class:`LineScheduler`. Time comes from the event loop's monotonic clock and is passed in; one
 timer handle is kept at the earliest deadline of the link and the stack.
 
-When the link goes down while the session stays (a serial port, or a client that renegotiates),
-a fresh link is started on the same session; when the session hangs up, the gateway returns and the
-server waits for the next one.
+The gateway owns its link for the whole session: when the link goes down while the session stays
+(a serial port, or a client that renegotiates), the same :class:`PPPLink` negotiates afresh (its
+counters carry on); when the session hangs up, the gateway returns and the server waits for the
+next one.
+
+What happens on the link goes to the :class:`~pyslirp.runtime.observers.Observers` it is given
+(logging, and later metrics and the audit log); every frame each way passes the attached
+:class:`~pyslirp.runtime.observers.FrameTap` objects, if any.
 """
 
 from __future__ import annotations
@@ -20,15 +25,28 @@ import time
 from typing import Callable, Protocol
 
 from pyslirp._core.hdlc import Deframer, encode_frame
-from pyslirp.ppp import link as ppp_link
-from pyslirp.ppp.link import LinkOptions, PPPLink
+from pyslirp.counters import CounterSet, CounterSpec
+from pyslirp.ppp.link import LinkDown, LinkOptions, LinkUp, NetworkDown, PPPLink
 from pyslirp.runtime.lines import LineSession
+from pyslirp.runtime.observers import Direction, FrameTap, LogObserver, Observers
 from pyslirp.runtime.scheduler import LineScheduler, Priority
+from pyslirp.runtime.settings import deframer_max_frame
 from pyslirp.runtime.timing import ProcessingTimes
 
 log = logging.getLogger(__name__)
-security_log = logging.getLogger("pyslirp.security")
 
+#: the compiled deframer's counters (``Deframer.counters()``)
+DEFRAMER_COUNTERS = CounterSet("deframer", [
+    CounterSpec("frames_ok", "frames received with a good FCS"),
+    CounterSpec(
+        "frames_dropped", "frames dropped by the deframer, by reason",
+        reasons=("bad_fcs", "too_short", "too_long", "aborted"), prefix="",
+    ),
+    CounterSpec("bytes_in", "bytes read from the line", unit="bytes"),
+    CounterSpec("bytes_out", "bytes of frames delivered, unstuffed", unit="bytes"),
+    CounterSpec("hunt_bytes", "bytes skipped while hunting for a flag", unit="bytes"),
+    CounterSpec("ctrl_ignored", "control characters the ACCM deleted"),
+])
 
 
 def _max_encoded_size(datagram_size: int) -> int:
@@ -49,6 +67,10 @@ class Network(Protocol):
     def close(self) -> None: ...
 
 
+#: builds the network of a link that came up; the callable it is given asks for a flush
+NetworkFactory = Callable[[LinkUp, Callable[[], None]], Network]
+
+
 class Gateway:
     """Runs PPP links over one line session until it hangs up."""
 
@@ -56,22 +78,25 @@ class Gateway:
         self,
         session: LineSession,
         options: LinkOptions,
-        stack_factory: Callable[[ppp_link.LinkUp, Callable[[], None]], Network],
+        network_factory: NetworkFactory,
         rate: int | None = None,
+        observers: Observers | None = None,
     ) -> None:
         self.session = session
         self.options = options
-        self.stack_factory = stack_factory
+        self.network_factory = network_factory
+        self.observers = observers if observers is not None else Observers(LogObserver())
         self.scheduler = LineScheduler(session, rate=rate)
         # The receive map is the one we ask the client for, from the start. Until LCP opens the
         # client escapes every control character anyway, so this only matters for stray
         # characters; and it avoids losing frames that follow LCP Opened in the same read, which a
         # switch from the default map at Opened would (RFC 1662 §7.1 lets the map change there).
-        self.deframer = Deframer(accm=options.accm, max_frame=max(4096, options.mru + 64))
+        self.deframer = Deframer(accm=options.accm, max_frame=deframer_max_frame(options.mru))
         self._loop = asyncio.get_running_loop()
-        self._rng = random.SystemRandom()
-        self.link = PPPLink(options, self._loop.time(), rng=self._rng)
-        self.stack: Network | None = None
+        self.link = PPPLink(options, self._loop.time(), rng=random.SystemRandom())
+        #: the network of the link that is up (the stack with the proxy on it), else None
+        self.network: Network | None = None
+        self._taps: tuple[FrameTap, ...] = ()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None  # uvloop's handles don't expose when()
         self._deframe_errors = 0
@@ -95,7 +120,7 @@ class Gateway:
             self._cancel_timer()
             self.link.line_down(self._loop.time())
             self._handle_link_events()
-            self._stop_stack()
+            self._stop_network()
             self.scheduler.close()
             writer.cancel()
             self.session.close()
@@ -113,7 +138,7 @@ class Gateway:
             },
             "processing": {"rx_frame": self.rx_times.stats(), "tx_datagram": self.tx_times.stats()},
         }
-        network_stats = getattr(self.stack, "stats", None)
+        network_stats = getattr(self.network, "stats", None)
         if network_stats is not None:
             stats["network"] = network_stats()
         return stats
@@ -121,10 +146,21 @@ class Gateway:
     def log_stats(self) -> None:
         log.info("stats: %s", json.dumps(self.stats(), sort_keys=True))
 
+    def attach_tap(self, tap: FrameTap) -> None:
+        """Show ``tap`` every frame from now on, each way."""
+        self._taps = (*self._taps, tap)
+
+    def detach_tap(self, tap: FrameTap) -> None:
+        self._taps = tuple(t for t in self._taps if t is not tap)
+
+    def open_reverse(self, peer_port: int, label: str) -> asyncio.Protocol | None:
+        """A reverse forward's host client connects: a protocol that pipes it to the client's
+        ``peer_port``, or None when no link is up."""
+        open_reverse = getattr(self.network, "open_reverse", None)
+        return open_reverse(peer_port, label) if open_reverse is not None else None
+
     def _start_link(self) -> None:
         self.links_started += 1
-        if self.links_started > 1:
-            self.link = PPPLink(self.options, self._loop.time(), rng=self._rng)
         self.link.open(self._loop.time())
         self._flush()
 
@@ -139,11 +175,14 @@ class Gateway:
         if errors != self._deframe_errors:
             self._deframe_errors = errors
             link.frame_error()  # a damaged frame: VJ must resynchronise (RFC 1144 §4.3)
-        stack = self.stack
+        network = self.network
+        taps = self._taps
         for frame in frames:
+            if taps:
+                self._tap(Direction.RECEIVED, frame, now)
             packet = link.receive_frame(frame, now)
-            if packet is not None and stack is not None:
-                stack.receive(packet, now)
+            if packet is not None and network is not None:
+                network.receive(packet, now)
         self._flush()
         self.rx_times.add(time.perf_counter() - started, len(frames))
 
@@ -163,21 +202,25 @@ class Gateway:
         self._timer = None
         now = self._loop.time()
         self.link.handle_timer(now)
-        if self.stack is not None:
-            self.stack.handle_timer(now)
+        if self.network is not None:
+            self.network.handle_timer(now)
         self._flush()
 
     def _flush(self) -> int:
-        """Frame and queue what the link and the stack produced, act on events, re-arm the timer;
-        return how many datagrams went to the line."""
+        """Frame and queue what the link and the network produced, act on events, re-arm the
+        timer; return how many datagrams went to the line."""
         sent = 0
         link = self.link
+        taps = self._taps
         for frame, accm in link.take_output():
+            if taps:
+                self._tap(Direction.SENT, frame, self._loop.time())
             self.scheduler.send(encode_frame(frame, accm), Priority.CONTROL)
         self._handle_link_events()
-        if self.stack is not None:
+        network = self.network
+        if network is not None:
             tx_accm = link.tx_accm
-            for packet, interactive in self.stack.take_output():
+            for packet, interactive in network.take_output():
                 priority = Priority.INTERACTIVE if interactive else Priority.BULK
                 # A full bulk queue drops the datagram here, before VJ compresses it: the
                 # compressor's slot moves on with every frame it encodes, so a compressed frame
@@ -189,38 +232,37 @@ class Gateway:
                     continue
                 frame = link.encode_datagram(packet)
                 if frame is not None:
+                    if taps:
+                        self._tap(Direction.SENT, frame, self._loop.time())
                     self.scheduler.send(encode_frame(frame, tx_accm), priority)
                     sent += 1
             now = self._loop.time()
-            self.session.batch_reads = not self.stack.interactive(now)
-            self.session.read_rest = self.stack.read_rest(now)
+            self.session.batch_reads = not network.interactive(now)
+            self.session.read_rest = network.read_rest(now)
         self.scheduler.kick()
         self._arm_timer()
         return sent
 
+    def _tap(self, direction: Direction, frame: bytes, now: float) -> None:
+        for tap in self._taps:
+            try:
+                tap.frame(direction, frame, now)
+            except Exception:  # a capture that fails must not take the line down
+                log.exception("frame tap %s failed; detaching it", type(tap).__name__)
+                self.detach_tap(tap)
+
     def _handle_link_events(self) -> None:
+        line = self.session.name
         for event in self.link.events():
-            if isinstance(event, ppp_link.LinkUp):
-                log.info("%s: link up: we are %s, the client is %s", self.session.name, event.local_ip, event.peer_ip)
-                self._stop_stack()
-                self.stack = self.stack_factory(event, self.request_flush)
-            elif isinstance(event, ppp_link.NetworkDown):
-                log.info("%s: IPCP down", self.session.name)
-                self._stop_stack()
-            elif isinstance(event, ppp_link.LinkDown):
-                log.info("%s: link down: %s", self.session.name, event.reason)
-                self._stop_stack()
-                self._restart_soon()
-            elif isinstance(event, ppp_link.AuthFailed):
-                security_log.warning(
-                    "%s: authentication failed: user %r method %s: %s",
-                    self.session.name, event.user, event.method, event.reason,
-                )
-            elif isinstance(event, ppp_link.AuthSucceeded):
-                again = ", re-challenge" if event.rechallenge else ""
-                security_log.info("%s: authenticated user %r (%s%s)", self.session.name, event.user, event.method, again)
-            else:
-                log.info("%s: %s", self.session.name, event)
+            # The gateway's own part: a network for each link that is up.
+            if isinstance(event, LinkUp):
+                self._stop_network()
+                self.network = self.network_factory(event, self.request_flush)
+            elif isinstance(event, (NetworkDown, LinkDown)):
+                self._stop_network()
+                if isinstance(event, LinkDown):
+                    self._restart_soon()
+            self.observers.link_event(line, event)
 
     def _restart_soon(self) -> None:
         # The client may redial on the same session (a serial port never hangs up); give it a
@@ -232,17 +274,17 @@ class Gateway:
             return
         self._start_link()
 
-    def _stop_stack(self) -> None:
-        if self.stack is not None:
-            self.stack.close()
-            self.stack = None
+    def _stop_network(self) -> None:
+        if self.network is not None:
+            self.network.close()
+            self.network = None
 
     def _arm_timer(self) -> None:
         due = self.link.next_deadline()
-        if self.stack is not None:
-            stack_due = self.stack.next_deadline()
-            if stack_due is not None and (due is None or stack_due < due):
-                due = stack_due
+        if self.network is not None:
+            network_due = self.network.next_deadline()
+            if network_due is not None and (due is None or network_due < due):
+                due = network_due
         if due is None:
             return  # a timer already armed fires early and harmlessly, then re-arms
         if self._timer is not None:

@@ -28,6 +28,8 @@ from abc import ABC, abstractmethod
 from typing import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
+from pyslirp.counters import CounterSet, CounterSpec
+
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
@@ -40,6 +42,13 @@ BATCH_READS = 3
 BATCH_DELAY = 0.001
 SOCKET_SEND_BUFFER = 8192
 PTY_POLL_INTERVAL = 0.2
+
+
+LINE_COUNTERS = CounterSet("line", [
+    CounterSpec("reads", "reads from the line"),
+    CounterSpec("deliveries", "batches of bytes handed to the gateway"),
+    CounterSpec("batch_rests", "rests the reader took to batch a busy line's reads"),
+])
 
 
 class LineError(Exception):

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from typing import Callable
 
 from pyslirp.config import PyslirpConfig
+from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.net.stack import ConnectionEvent, ConnectionRequest, Stack, UDPDatagram
-from pyslirp.net.tcp import TCPConfig
 from pyslirp.ppp.link import LinkUp
+from pyslirp.runtime.observers import GatewayObserver
+from pyslirp.runtime.pipe import Pipe
 from pyslirp.runtime.proxy import ServiceProxy
+from pyslirp.runtime.settings import tcp_config
 from pyslirp.runtime.udp_relay import DNS_PORT, UDPRelay, parse_upstream, system_resolver
 
 log = logging.getLogger(__name__)
 
-IP_TCP_HEADERS = 40
 SWEEP_INTERVAL = 5.0
+
+DISPATCH_COUNTERS = CounterSet("dispatch", [
+    CounterSpec("handler_errors", "stack events whose handler raised (the connection was reset)"),
+])
 
 
 def udp_targets(config: PyslirpConfig) -> dict[int, tuple[str, int]]:
@@ -43,20 +50,25 @@ def udp_targets(config: PyslirpConfig) -> dict[int, tuple[str, int]]:
 class LinkNetwork:
     """Stack + proxy + relays for one link that is up."""
 
-    def __init__(self, config: PyslirpConfig, up: LinkUp, wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: PyslirpConfig,
+        up: LinkUp,
+        wake: Callable[[], None],
+        *,
+        line: str = "",
+        observer: GatewayObserver | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         self.now = loop.time
-        mss = min(config.ppp.mru, up.peer_mru) - IP_TCP_HEADERS
         tcp = config.tcp
-        tcp_config = TCPConfig(
-            mss=mss, rcv_buf=tcp.receive_buffer, snd_buf=tcp.send_buffer, time_wait=tcp.time_wait, min_rto=tcp.min_rto
-        )
         self.relay = UDPRelay(udp_targets(config), self._send_udp, self.now, idle_timeout=config.dns.timeout * 6)
         self.stack = Stack(
-            up.local_ip, up.peer_ip, mtu=up.peer_mru, tcp_config=tcp_config, max_connections=tcp.max_connections,
-            udp_ports=self.relay.ports, wake=wake, line_budget=tcp.line_budget,
+            up.local_ip, up.peer_ip, mtu=up.peer_mru, tcp_config=tcp_config(config, up.peer_mru),
+            max_connections=tcp.max_connections, udp_ports=self.relay.ports, wake=wake, line_budget=tcp.line_budget,
         )
-        self.proxy = ServiceProxy(config.services, self.stack, self.now)
+        self.proxy = ServiceProxy(config.services, self.stack, self.now, line=line, observer=observer)
+        self.counters: Counter[str] = Counter()
         self.batch_acks = tcp.batch_acks
         # Sweep often enough that no connection outlives its idle timeout by more than half.
         idle_timeouts = [service.idle_timeout / 2 for service in config.services.values()]
@@ -79,11 +91,14 @@ class LinkNetwork:
             except Exception:
                 # A fault on one connection must not take the link down: log it, reset that one.
                 log.exception("error handling %s", type(event).__name__)
-                self.stack.counters["handler_errors"] += 1
+                self.counters["handler_errors"] += 1
                 conn = getattr(event, "conn", None)
                 if conn is not None:
                     conn.abort(self.now())
-                    self.stack.changed(conn)
+
+    def open_reverse(self, peer_port: int, label: str) -> Pipe:
+        """A reverse forward's host client connects: pipe it to the client's ``peer_port``."""
+        return self.proxy.open_reverse(peer_port, label)
 
     def take_output(self) -> list[tuple[bytes, bool]]:
         self._dispatch()
@@ -118,6 +133,7 @@ class LinkNetwork:
             "ip": dict(self.stack.counters),
             "tcp": dict(self.stack.tcp_counters),
             "proxy": dict(self.proxy.counters),
+            "dispatch": dict(self.counters),
             "udp_relay": dict(self.relay.counters),
             "connections": len(self.stack.connections),
             "line_budget": self.stack.budget.stats() if self.stack.budget is not None else None,

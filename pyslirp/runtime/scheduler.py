@@ -20,6 +20,7 @@ import enum
 import logging
 from collections import deque
 
+from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.runtime.lines import LineSession
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,17 @@ MIN_BULK_QUEUE = 16 * 1024
 DEFAULT_BULK_QUEUE = 64 * 1024
 #: on a line with no rate, frames are gathered into one write up to this many bytes
 WRITE_BATCH = 16384
+
+
+SCHEDULER_COUNTERS = CounterSet("scheduler", [
+    CounterSpec("frames_sent", "frames written to the line"),
+    CounterSpec("bytes_sent", "bytes written to the line", unit="bytes"),
+    CounterSpec(
+        "frames_dropped", "frames dropped before the line, by reason",
+        reasons=("bulk_dropped", "frames_dropped_closed"), prefix="",
+    ),
+    CounterSpec("os_queue_waits", "times the writer waited for the OS queue below us to drain"),
+])
 
 
 class Priority(enum.IntEnum):

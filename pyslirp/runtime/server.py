@@ -9,40 +9,18 @@ import sys
 from typing import Callable
 
 from pyslirp.config import ConfigError, PyslirpConfig
-from pyslirp.ppp.link import LinkOptions, LinkUp
+from pyslirp.ppp.link import LinkUp
 from pyslirp.runtime.gateway import Gateway
-from pyslirp.runtime.lines import Line, LineError, open_line
+from pyslirp.runtime.lines import Line, LineError, LineSession, open_line
 from pyslirp.runtime.network import LinkNetwork
+from pyslirp.runtime.observers import LogObserver, Observers
+from pyslirp.runtime.settings import line_rate, link_options
 
 log = logging.getLogger("pyslirp")
 
 EXIT_OK = 0
 EXIT_FAULT = 1
 EXIT_CONFIG = 2
-
-
-def link_options(config: PyslirpConfig) -> LinkOptions:
-    """The sans-IO link's options from the configuration."""
-    ppp = config.ppp
-    return LinkOptions(
-        local_ip=ppp.local_ip,
-        peer_ip=ppp.peer_ip,
-        dns_servers=tuple(ppp.dns_servers),
-        mru=ppp.mru,
-        accm=ppp.accm,
-        auth_method=ppp.auth.method,
-        credentials=ppp.auth.credentials(),
-        auth_timeout=ppp.auth.timeout,
-        chap_rechallenge_interval=ppp.auth.chap_rechallenge_interval,
-        echo_interval=ppp.keepalive.interval,
-        echo_failures=ppp.keepalive.failures,
-        vj=ppp.vj,
-        vj_slots=ppp.vj_slots,
-        restart_timer=ppp.restart_timer,
-        max_configure=ppp.max_configure,
-        max_terminate=ppp.max_terminate,
-        max_failure=ppp.max_failure,
-    )
 
 
 class Server:
@@ -52,6 +30,8 @@ class Server:
         self.config = config
         self.line = line
         self.options = link_options(config)
+        #: everything that watches the gateways (the log; metrics and the audit log subscribe too)
+        self.observers = Observers(LogObserver())
         self.gateway: Gateway | None = None
 
     def log_stats(self) -> None:
@@ -61,8 +41,12 @@ class Server:
         else:
             self.gateway.log_stats()
 
-    def _network(self, up: LinkUp, wake: Callable[[], None]) -> LinkNetwork:
-        return LinkNetwork(self.config, up, wake)
+    def _gateway(self, session: LineSession) -> Gateway:
+        def network(up: LinkUp, wake: Callable[[], None]) -> LinkNetwork:
+            return LinkNetwork(self.config, up, wake, line=session.name, observer=self.observers)
+
+        rate = line_rate(self.config, session.native_rate)
+        return Gateway(session, self.options, network, rate=rate, observers=self.observers)
 
     async def start_forwards(self) -> list[asyncio.AbstractServer]:
         """Listen for each reverse forward (SLiRP's redir)."""
@@ -81,14 +65,11 @@ class Server:
         return servers
 
     def _reverse_pipe(self, peer_port: int, label: str) -> asyncio.Protocol:
-        network = self.gateway.stack if self.gateway is not None else None
-        if not isinstance(network, LinkNetwork):
+        pipe = self.gateway.open_reverse(peer_port, f"{label} -> client:{peer_port}") if self.gateway else None
+        if pipe is None:
             log.info("reverse forward %s -> client port %d: no link up, closing", label, peer_port)
             return _Refuse()
-        return network.proxy.reverse_pipe(peer_port, f"{label} -> client:{peer_port}")
-
-    def _line_rate(self, native_rate: int | None) -> int | None:
-        return self.config.serial.line_rate or native_rate
+        return pipe
 
     async def run(self) -> None:
         forwards = await self.start_forwards()
@@ -109,7 +90,7 @@ class Server:
                      service.protocol, service.host, service.port)
         async for session in self.line.sessions():
             log.info("%s: line up", session.name)
-            self.gateway = Gateway(session, self.options, self._network, rate=self._line_rate(session.native_rate))
+            self.gateway = self._gateway(session)
             try:
                 await self.gateway.run()
             except Exception:

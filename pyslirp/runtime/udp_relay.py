@@ -14,9 +14,22 @@ from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Callable
 
+from pyslirp.counters import CounterSet, CounterSpec
+
 log = logging.getLogger(__name__)
 
 MAX_FLOWS = 256
+
+RELAY_COUNTERS = CounterSet("udp_relay", [
+    CounterSpec("datagrams", "datagrams from the client relayed"),
+    CounterSpec("replies", "datagrams from the host relayed to the client"),
+    CounterSpec("errors", "errors reported by the host sockets"),
+    CounterSpec("flows_evicted", "idle-oldest flows closed to make room"),
+    CounterSpec(
+        "dropped", "datagrams from the client dropped, by reason",
+        reasons=("too_many_flows", "upstream_unreachable"),
+    ),
+])
 DNS_PORT = 53
 
 

@@ -92,7 +92,7 @@ async def test_each_flush_passes_the_budgets_read_rest_and_interactivity_to_the_
     session = ScriptedSession([])
     gateway = Gateway(session, LinkOptions(echo_interval=0), no_network)
     network = BulkOnlyNetwork()
-    gateway.stack = network
+    gateway.network = network
     gateway._flush()
     assert (session.batch_reads, session.read_rest) == (True, 0.064)
     network.typing = True

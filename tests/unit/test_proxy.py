@@ -14,10 +14,24 @@ from pyslirp.config import PyslirpConfig
 from pyslirp.net import ipv4, tcp, udp
 from pyslirp.net.tcp_segment import parse_segment
 from pyslirp.ppp.link import LinkUp
-from pyslirp.runtime.network import LinkNetwork
-from pyslirp.runtime.proxy import SOCKET_RECEIVE_BUFFER
+from pyslirp.net.stack import STACK_COUNTERS
+from pyslirp.runtime.network import DISPATCH_COUNTERS, LinkNetwork
+from pyslirp.runtime.pipe import SOCKET_RECEIVE_BUFFER
+from pyslirp.runtime.proxy import PROXY_COUNTERS
+from pyslirp.runtime.udp_relay import RELAY_COUNTERS
 
 LOCAL = IPv4Address("10.0.0.1")
+
+
+def assert_counters_declared(network: LinkNetwork) -> None:
+    """Every key the traffic of a test counted is declared (pyslirp.counters)."""
+    for declared, counts in (
+        (STACK_COUNTERS, network.stack.counters),
+        (PROXY_COUNTERS, network.proxy.counters),
+        (RELAY_COUNTERS, network.relay.counters),
+        (DISPATCH_COUNTERS, network.counters),
+    ):
+        assert declared.undeclared(counts) == [], declared.component
 PEER = IPv4Address("10.0.0.2")
 
 
@@ -119,6 +133,7 @@ class Client:
     def close(self) -> None:
         self._pump.cancel()
         self.network.close()
+        assert_counters_declared(self.network)
 
 
 async def serve(handler) -> tuple[asyncio.AbstractServer, int]:
@@ -355,6 +370,7 @@ async def test_a_loopback_service_is_connected_in_the_flush_that_read_the_syn() 
     assert network.proxy.counters["connections_opened"] == 2
     assert len(network.proxy.pipes) == 1  # the reset one is gone (the first is still closing)
     network.close()
+    assert_counters_declared(network)
     server.close()
 
 

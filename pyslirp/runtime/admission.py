@@ -1,0 +1,106 @@
+"""Admission: the one place that decides whether a new flow of the client's may proceed.
+
+Every new TCP connection passes :meth:`Admission.admit` before any host socket is opened. The
+decision runs in a fixed order:
+
+1. **route** — the destination: a flow to our own address goes to the service mapped on its
+   port (refused ``no_service`` if none, ``service_disabled`` if switched off); a flow to any
+   other address is refused ``no_route`` (outbound routing is not configured);
+2. **checks** — each :class:`AdmissionCheck` in order (today the service's ``max_connections``,
+   ``service_full``); the first refusal wins.
+
+A refusal is cheap: no socket, no task; the caller counts it by reason (:data:`REFUSED`),
+publishes it to the observers and answers the client (RST). What is admitted is accounted here
+until :meth:`Admission.closed`, which is what the capacity check reads.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Protocol
+
+from pyslirp.config import ServiceConfig
+from pyslirp.counters import CounterSpec
+from pyslirp.runtime.observers import Flow
+
+#: every reason a flow can be refused, declared once (the proxy counts ``refused_<reason>``)
+REFUSED = CounterSpec(
+    "refused",
+    "new connections refused before a host socket was opened, by reason",
+    reasons=("no_service", "service_disabled", "no_route", "service_full"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    service: ServiceConfig
+    port: int  # our port the service is mapped on
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reason: str  # one of REFUSED.reasons
+
+
+Decision = Admitted | Refused
+
+
+class AdmissionCheck(Protocol):
+    def check(self, flow: Flow, admitted: Admitted) -> str | None:
+        """The reason to refuse ``flow``, or None to let it pass to the next check."""
+
+
+class ServiceCapacity:
+    """A service's ``max_connections``: refused ``service_full`` when that many are open."""
+
+    def __init__(self, active: Mapping[int, int]) -> None:
+        self._active = active
+
+    def check(self, flow: Flow, admitted: Admitted) -> str | None:
+        if self._active.get(admitted.port, 0) >= admitted.service.max_connections:
+            return "service_full"
+        return None
+
+
+class Admission:
+    """Routes and checks the client's new TCP flows (see the module docstring for the order)."""
+
+    def __init__(
+        self, services: Mapping[int, ServiceConfig], local_ip: IPv4Address, checks: Sequence[AdmissionCheck] = ()
+    ) -> None:
+        self.services = services
+        self.local_ip = local_ip
+        #: our port -> admitted flows still open
+        self.active: Counter[int] = Counter()
+        self.checks: tuple[AdmissionCheck, ...] = (ServiceCapacity(self.active), *checks)
+
+    def admit(self, flow: Flow) -> Decision:
+        decision = self._route(flow)
+        if isinstance(decision, Refused):
+            return decision
+        for check in self.checks:
+            reason = check.check(flow, decision)
+            if reason is not None:
+                return Refused(reason)
+        self.active[decision.port] += 1
+        return decision
+
+    def closed(self, admitted: Admitted) -> None:
+        """A flow ``admit`` let through has ended."""
+        self.active[admitted.port] -= 1
+        if self.active[admitted.port] <= 0:
+            del self.active[admitted.port]
+
+    def _route(self, flow: Flow) -> Decision:
+        address, port = flow.destination
+        if address != self.local_ip:
+            return Refused("no_route")
+        service = self.services.get(port)
+        if service is None or service.protocol != "tcp":
+            return Refused("no_service")
+        if not service.enabled:
+            return Refused("service_disabled")
+        return Admitted(service, port)

@@ -1,0 +1,99 @@
+"""Connectors: how a flow the admission let through reaches its host socket.
+
+A connector turns a target into a connected, non-blocking socket. :class:`ServiceConnector`
+connects to a configured service; the outbound routes (SOCKS5, direct egress) are connectors of
+their own behind the same two calls:
+
+* :meth:`Connector.connect_now` — a socket connected within the call, or None. A service on a
+  loopback address completes its handshake inside ``connect()`` itself, so the client's SYN-ACK
+  can go out in the same flush that read its SYN.
+* :meth:`Connector.connect` — the asynchronous way, bounded by the target's timeout; it raises
+  :class:`ConnectFailed` with a reason fit for a log line and a counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import os
+import socket
+from typing import Protocol
+
+from pyslirp.config import ServiceConfig
+
+
+class ConnectFailed(Exception):
+    """The target could not be reached; ``reason`` says why ("timeout", "Connection refused")."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Connector(Protocol):
+    def connect_now(self) -> socket.socket | None: ...
+    async def connect(self) -> socket.socket: ...
+    def describe(self) -> str: ...
+
+
+class ServiceConnector:
+    """Connects to one configured service (``host:port``, by address or by name)."""
+
+    def __init__(self, service: ServiceConfig) -> None:
+        self.service = service
+
+    def describe(self) -> str:
+        return f"{self.service.host}:{self.service.port}"
+
+    def connect_now(self) -> socket.socket | None:
+        """A socket already connected if the service listens on a loopback address; None when it
+        is elsewhere, by name (resolving would block), or not (yet) accepting."""
+        host, port = self.service.host, self.service.port
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        if not address.is_loopback:
+            return None
+        sock = socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            if sock.connect_ex((host, port)) in (0, errno.EINPROGRESS):
+                sock.getpeername()  # raises unless the handshake is done
+                return sock
+        except OSError:
+            pass
+        sock.close()
+        return None
+
+    async def connect(self) -> socket.socket:
+        """Resolve and connect within ``connect_timeout``, trying each address in turn."""
+        try:
+            return await asyncio.wait_for(self._connect(), self.service.connect_timeout)
+        except asyncio.TimeoutError:
+            raise ConnectFailed("timeout") from None
+        except socket.gaierror as exc:
+            raise ConnectFailed(f"cannot resolve {self.service.host}: {exc.strerror}") from None
+        except OSError as exc:
+            # asyncio words its own message ("Connect call failed ..."): name the errno instead
+            raise ConnectFailed(os.strerror(exc.errno) if exc.errno else str(exc)) from None
+
+    async def _connect(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.service.host, self.service.port, type=socket.SOCK_STREAM)
+        error: OSError = OSError(errno.EHOSTUNREACH, "no address")
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        raise error

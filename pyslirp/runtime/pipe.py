@@ -1,0 +1,250 @@
+"""The pipe: one of the client's TCP connections joined to one host socket, with flow control.
+
+Flow control, end to end and bounded:
+  client -> host: we ``read`` from the TCP connection only while the socket's transport is below
+    its high-water mark; what we don't read stays in the connection's bounded receive buffer and
+    closes the advertised window.
+  host -> client: we hand data to the connection's bounded send buffer; when it refuses some, we
+    stop reading the socket (``pause_reading``) until ``SendSpace``.
+FIN and RST are carried across: a host that closes its write side half-closes toward the client,
+and a client FIN half-closes toward the host; a reset on either side resets the other.
+
+The connection tells its stack itself when a call produced output (the stack sets its
+``on_change`` hook), so the pipe only calls the connection. What happens to the pipe as a whole
+(opened, closed and how) goes to its owner through :class:`PipeOwner`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from typing import Callable, MutableMapping, Protocol
+
+from pyslirp.net import tcp
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 64 * 1024
+#: client data the sender did not push is gathered this long (or up to PUMP_BATCH bytes) before
+#: one write to the host, rather than a write per segment
+PUMP_DELAY = 0.001
+PUMP_BATCH = 32 * 1024
+#: the host socket's transport pauses us above this many unsent bytes
+WRITE_HIGH_WATER = 64 * 1024
+#: the host socket's kernel receive buffer, fixed: left to autotuning it grows to megabytes
+#: while the line is slow, and the host's data piles up there instead of being held back
+#: (a loopback service refills it in microseconds, so this does not limit the line's rate)
+SOCKET_RECEIVE_BUFFER = 256 * 1024
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+class PipeOwner(Protocol):
+    """What a pipe reports to: the clock, counters, and the end of the pipe."""
+
+    counters: MutableMapping[str, int]
+    now: Callable[[], float]
+
+    def pipe_closed(self, pipe: "Pipe", outcome: str) -> None: ...
+
+
+class Pipe(asyncio.Protocol):
+    """One client connection joined to one host socket (the socket's asyncio protocol)."""
+
+    def __init__(
+        self, owner: PipeOwner, conn: tcp.TCPConnection, label: str, *, wait_established: bool = False
+    ) -> None:
+        self.owner = owner
+        self.wait_established = wait_established
+        self.conn = conn
+        self.label = label
+        self.transport: asyncio.Transport | None = None
+        #: host data the connection's send buffer refused
+        self.pending = b""
+        #: bytes moved each way
+        self.to_host = 0
+        self.to_client = 0
+        self.closed = False
+        self.last_activity = owner.now()
+        self._host_eof = False
+        self._host_paused = False  # we paused reading from the host
+        self._writing_paused = False  # the host's transport asked us to stop writing
+        self._eof_sent = False
+        self._fin_queued = False
+        self._host_gone = False
+        self._pump_timer: asyncio.TimerHandle | None = None
+
+    # -- the host socket side (asyncio.Protocol) -----------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.closed:
+            transport.abort()  # the client reset or closed before the socket joined the loop
+            return
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RECEIVE_BUFFER)
+        if self.wait_established:
+            # A reverse forward: hold the host client's data until the client side is open.
+            self._host_paused = True
+            transport.pause_reading()
+        elif self.conn.readable or self.conn.at_eof:
+            self.pump_to_host()  # what the client sent before the socket joined the loop
+
+    def data_received(self, data: bytes) -> None:
+        now = self.owner.now()
+        self.last_activity = now
+        if self.pending:
+            self.pending += data
+        else:
+            taken = self.conn.send(data, now)
+            self.to_client += taken
+            if taken < len(data):
+                self.pending = data[taken:]
+        if self.pending and not self._host_paused and self.transport is not None:
+            self._host_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._host_eof = True
+        self._finish_to_client()
+        return True  # keep our write side open: the client may still send (half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._host_gone = True
+        if self.closed:
+            return
+        if exc is not None:
+            log.debug("%s: host connection lost: %s", self.label, exc)
+            self.fail("service_reset")
+        else:
+            self._host_eof = True
+            self._finish_to_client()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self.pump_to_host()
+
+    # -- the client connection side ------------------------------------------------------------
+
+    def on_event(self, event: object) -> None:
+        """An event of the client's connection."""
+        if isinstance(event, tcp.DataReceived):
+            if event.push or event.available >= PUMP_BATCH:
+                self.pump_to_host()
+            elif self._pump_timer is None:
+                self._pump_timer = asyncio.get_running_loop().call_later(PUMP_DELAY, self.pump_to_host)
+        elif isinstance(event, tcp.PeerFinished):
+            self.pump_to_host()
+        elif isinstance(event, tcp.SendSpace):
+            self._push_pending()
+        elif isinstance(event, tcp.Established):
+            if self.transport is not None and self._host_paused and not self.pending:
+                self._host_paused = False
+                self.transport.resume_reading()
+        elif isinstance(event, (tcp.Reset, tcp.Aborted)):
+            outcome = "client_reset" if isinstance(event, tcp.Reset) else "client_aborted"
+            self.owner.counters[outcome] += 1
+            self._reset_host()
+            self._done(outcome)
+        elif isinstance(event, tcp.Closed):
+            self._close_host()
+            self._done("closed")
+
+    def pump_to_host(self) -> None:
+        """Move what the client sent to the host while its socket takes it."""
+        self._cancel_pump()
+        conn, transport = self.conn, self.transport
+        if self._host_gone and conn.readable:
+            # Data for a host that has closed its socket: a host answers that with a reset.
+            self.fail("data_after_service_closed")
+            return
+        if transport is None or transport.is_closing():
+            return
+        now = self.owner.now()
+        moved = 0
+        while not self._writing_paused:
+            data = conn.read(READ_CHUNK, now)
+            if not data:
+                break
+            transport.write(data)
+            moved += len(data)
+        if moved:
+            self.to_host += moved
+            self.last_activity = now
+        if conn.at_eof and not self._eof_sent and transport.can_write_eof():
+            self._eof_sent = True
+            transport.write_eof()  # the client's FIN: half-close toward the host
+
+    def _push_pending(self) -> None:
+        if self.pending:
+            taken = self.conn.send(self.pending, self.owner.now())
+            self.to_client += taken
+            self.pending = self.pending[taken:]
+        if not self.pending:
+            if self._host_paused and self.transport is not None and not self.transport.is_closing():
+                self._host_paused = False
+                self.transport.resume_reading()
+            self._finish_to_client()
+
+    def _finish_to_client(self) -> None:
+        if self._host_eof and not self.pending and not self._fin_queued:
+            self._fin_queued = True
+            self.conn.shutdown_write(self.owner.now())
+
+    # -- ending --------------------------------------------------------------------------------
+
+    def fail(self, outcome: str) -> None:
+        """The host side failed (reset, or its socket could not join the loop): reset the client
+        and end the pipe."""
+        self.owner.counters[outcome] += 1
+        self.conn.abort(self.owner.now())
+        self._done(outcome)
+
+    def idle_close(self) -> None:
+        """Idle past the service's timeout: reset both sides."""
+        log.info("%s: idle, closing", self.label)
+        self.owner.counters["idle_closed"] += 1
+        self.conn.abort(self.owner.now())
+        self._reset_host()
+        self._done("idle_closed")
+
+    def abandon(self) -> None:
+        """The link is gone: drop the host socket at once, without telling the owner."""
+        self._cancel_pump()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _reset_host(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                except OSError:
+                    pass
+            transport.abort()
+
+    def _close_host(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.pump_to_host()
+            self.transport.close()
+
+    def _cancel_pump(self) -> None:
+        if self._pump_timer is not None:
+            self._pump_timer.cancel()
+            self._pump_timer = None
+
+    def _done(self, outcome: str) -> None:
+        self._cancel_pump()
+        if not self.closed:
+            self.closed = True
+            self.owner.pipe_closed(self, outcome)

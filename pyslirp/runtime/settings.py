@@ -1,0 +1,129 @@
+"""The settings layer: the validated configuration turned into what each part of pyslirp takes.
+
+Pure functions, one per consumer: :func:`link_options` for the sans-IO PPP link,
+:func:`tcp_config` for each connection of a link, :func:`deframer_max_frame` for the HDLC
+deframer, :func:`line_rate` for the line scheduler's pacing. Every rule on a value is checked
+once, by the pydantic models in ``pyslirp.config`` (which name the field in their errors); the
+protocol cores take what this module hands them without checking it again.
+
+:data:`APPLIES` marks when a change to each section or field takes effect on a running gateway:
+at once (``LIVE``), when the client next negotiates the link (``NEXT_LINK``), or only after a
+restart (``RESTART``). :func:`changed_fields` classifies the differences between two
+configurations by that table, for a reload to act on.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+from pyslirp.config import PyslirpConfig
+from pyslirp.net.stack import IP_TCP_HEADERS
+from pyslirp.net.tcp import TCPConfig
+from pyslirp.ppp.link import LinkOptions
+
+#: the deframer's bound on a frame: the MRU plus address, control, protocol, FCS and slack,
+#: never below what LCP may carry before the MRU is negotiated
+MIN_FRAME_BOUND = 4096
+FRAME_OVERHEAD = 64
+
+
+class Applies(enum.Enum):
+    """When a changed setting takes effect on a running gateway."""
+
+    LIVE = "live"  # at once: the next connection, datagram or log record sees it
+    NEXT_LINK = "next link"  # when the client negotiates the link again (a new PPP session)
+    RESTART = "restart"  # only when pyslirp restarts (the line, the listening sockets)
+
+
+#: Longest prefix wins: a field not listed takes its section's entry.
+APPLIES: dict[str, Applies] = {
+    "serial": Applies.RESTART,
+    "ppp": Applies.NEXT_LINK,
+    "services": Applies.LIVE,
+    "forwards": Applies.LIVE,
+    "tcp": Applies.NEXT_LINK,
+    "dns": Applies.NEXT_LINK,
+    "socks": Applies.LIVE,
+    "security": Applies.LIVE,
+    "monitoring": Applies.RESTART,
+    "logging": Applies.RESTART,
+    "logging.level": Applies.LIVE,
+}
+
+
+def applies(path: str) -> Applies:
+    """When a change to the field at ``path`` (``"tcp.min_rto"``) takes effect."""
+    parts = path.split(".")
+    for end in range(len(parts), 0, -1):
+        found = APPLIES.get(".".join(parts[:end]))
+        if found is not None:
+            return found
+    return Applies.RESTART
+
+
+def changed_fields(old: PyslirpConfig, new: PyslirpConfig) -> dict[str, Applies]:
+    """Every field whose value differs between ``old`` and ``new``, with when it would apply."""
+    changes: dict[str, Applies] = {}
+    for path in _diff(old.model_dump(mode="json"), new.model_dump(mode="json"), ""):
+        changes[path] = applies(path)
+    return changes
+
+
+def _diff(old: Any, new: Any, path: str) -> list[str]:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        found: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            found += _diff(old.get(key), new.get(key), sub)
+        return found
+    return [path] if old != new else []
+
+
+def link_options(config: PyslirpConfig) -> LinkOptions:
+    """The sans-IO link's options."""
+    ppp = config.ppp
+    return LinkOptions(
+        local_ip=ppp.local_ip,
+        peer_ip=ppp.peer_ip,
+        dns_servers=tuple(ppp.dns_servers),
+        mru=ppp.mru,
+        accm=ppp.accm,
+        auth_method=ppp.auth.method,
+        credentials=ppp.auth.credentials(),
+        auth_timeout=ppp.auth.timeout,
+        chap_rechallenge_interval=ppp.auth.chap_rechallenge_interval,
+        echo_interval=ppp.keepalive.interval,
+        echo_failures=ppp.keepalive.failures,
+        vj=ppp.vj,
+        vj_slots=ppp.vj_slots,
+        restart_timer=ppp.restart_timer,
+        max_configure=ppp.max_configure,
+        max_terminate=ppp.max_terminate,
+        max_failure=ppp.max_failure,
+    )
+
+
+def tcp_config(config: PyslirpConfig, peer_mru: int) -> TCPConfig:
+    """Each connection's tunables on a link whose client takes datagrams of ``peer_mru``: the
+    MSS fits both MRUs (RFC 9293 §3.7.1, the link MTU less the IPv4 and TCP headers)."""
+    tcp = config.tcp
+    return TCPConfig(
+        mss=min(config.ppp.mru, peer_mru) - IP_TCP_HEADERS,
+        rcv_buf=tcp.receive_buffer,
+        snd_buf=tcp.send_buffer,
+        time_wait=tcp.time_wait,
+        min_rto=tcp.min_rto,
+    )
+
+
+def deframer_max_frame(mru: int) -> int:
+    """The longest frame the deframer keeps before it drops it as too long."""
+    return max(MIN_FRAME_BOUND, mru + FRAME_OVERHEAD)
+
+
+def line_rate(config: PyslirpConfig, native_rate: int | None) -> int | None:
+    """Bytes per second to pace the line at: ``serial.line_rate``, else the line's own rate (a
+    serial port's baud rate / 10), else None (a pty or TCP line is not paced)."""
+    return config.serial.line_rate or native_rate

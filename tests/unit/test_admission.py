@@ -1,0 +1,78 @@
+"""Admission and connectors: the route and checks a new flow passes, and the host socket made for it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from ipaddress import IPv4Address
+
+import pytest
+
+from pyslirp.config import ServiceConfig
+from pyslirp.runtime.admission import REFUSED, Admission, Admitted, Refused
+from pyslirp.runtime.connector import ConnectFailed, ServiceConnector
+from pyslirp.runtime.observers import Flow
+
+LOCAL = IPv4Address("10.0.0.1")
+PEER = IPv4Address("10.0.0.2")
+
+
+def flow(port: int, address: IPv4Address = LOCAL) -> Flow:
+    return Flow("test", "tcp", (PEER, 40000), (address, port))
+
+
+def test_route_then_capacity_in_that_order() -> None:
+    services = {
+        22: ServiceConfig(port=22, max_connections=1),
+        23: ServiceConfig(port=23, enabled=False),
+        53: ServiceConfig(port=53, protocol="udp"),
+    }
+    admission = Admission(services, LOCAL)
+    assert admission.admit(flow(80)) == Refused("no_service")
+    assert admission.admit(flow(53)) == Refused("no_service")  # a UDP service takes no TCP
+    assert admission.admit(flow(23)) == Refused("service_disabled")
+    assert admission.admit(flow(22, IPv4Address("192.0.2.7"))) == Refused("no_route")
+    first = admission.admit(flow(22))
+    assert first == Admitted(services[22], 22)
+    assert admission.admit(flow(22)) == Refused("service_full")
+    admission.closed(first)
+    assert admission.admit(flow(22)) == Admitted(services[22], 22)
+    assert {"no_service", "service_disabled", "no_route", "service_full"} == set(REFUSED.reasons)
+
+
+def test_extra_checks_run_after_the_route_and_may_refuse() -> None:
+    class OnlyEvenClientPorts:
+        def check(self, flow: Flow, admitted: Admitted) -> str | None:
+            return "service_full" if flow.client[1] % 2 else None
+
+    admission = Admission({22: ServiceConfig(port=22)}, LOCAL, [OnlyEvenClientPorts()])
+    assert isinstance(admission.admit(flow(22)), Admitted)
+    odd = Flow("test", "tcp", (PEER, 40001), (LOCAL, 22))
+    assert admission.admit(odd) == Refused("service_full")
+    assert admission.active[22] == 1  # a refusal is not accounted
+
+
+async def test_a_loopback_service_connects_within_the_call() -> None:
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sock = ServiceConnector(ServiceConfig(port=port)).connect_now()
+    assert sock is not None and sock.getpeername()[1] == port
+    sock.close()
+    # By name it goes the asynchronous way (resolving would block), and connects there.
+    by_name = ServiceConnector(ServiceConfig(host="localhost", port=port))
+    assert by_name.connect_now() is None
+    sock = await by_name.connect()
+    assert sock.getpeername()[1] == port
+    sock.close()
+    server.close()
+
+
+async def test_an_unreachable_service_fails_with_a_reason() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    connector = ServiceConnector(ServiceConfig(port=port, connect_timeout=2))
+    assert connector.connect_now() is None
+    with pytest.raises(ConnectFailed) as failed:
+        await connector.connect()
+    assert "refused" in failed.value.reason.lower()
