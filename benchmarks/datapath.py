@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
 from test_ppp_link import Pppd  # noqa: E402
@@ -33,6 +33,7 @@ from pyslirp.ppp.vj import VJCompressor, VJDecompressor  # noqa: E402
 from pyslirp.runtime.gateway import Gateway  # noqa: E402
 from pyslirp.runtime.lines import LineSession  # noqa: E402
 from pyslirp.runtime.network import LinkNetwork  # noqa: E402
+from pyslirp.runtime.observers import FrameTap, Observers  # noqa: E402
 from pyslirp.runtime.settings import link_options  # noqa: E402
 
 LOCAL = IPv4Address("10.0.0.1")
@@ -105,12 +106,19 @@ class DataPath:
         self.ready = asyncio.Event()
         self._kick = asyncio.Event()
 
-    async def start(self, service_port: int) -> None:
+    async def start(self, service_port: int, observers: Observers | None = None,
+                    taps: Sequence[FrameTap] = ()) -> None:
         config = PyslirpConfig(services={SERVICE_PORT: {"host": "127.0.0.1", "port": service_port}},
                                dns={"enabled": False}, ppp={"keepalive": {"interval": 0}})
         self.session = MemorySession(self._from_server)
-        self.gateway = Gateway(self.session, link_options(config),
-                               lambda up, wake: LinkNetwork(config, up, wake))
+        observer = observers if observers is not None else Observers()
+        self.gateway = Gateway(
+            self.session, link_options(config),
+            lambda up, wake: LinkNetwork(config, up, wake, line=self.session.name, observer=observer),
+            observers=observer,
+        )
+        for tap in taps:
+            self.gateway.attach_tap(tap)
         self.task = asyncio.ensure_future(self.gateway.run())
         await asyncio.sleep(0)
         self.ppp.start()
