@@ -190,7 +190,14 @@ class DataPath:
         await asyncio.wait_for(self.task, 5)
 
 
-async def run(direction: str, size: int) -> Result:
+class NullTap:
+    """A frame tap that does nothing: what attaching one costs the data path."""
+
+    def frame(self, direction: object, frame: bytes, now: float) -> None:
+        pass
+
+
+async def run(direction: str, size: int, taps: Sequence[FrameTap] = ()) -> Result:
     """Move ``size`` bytes up (client -> service) or down (service -> client)."""
     loop = asyncio.get_running_loop()
     received = 0
@@ -211,7 +218,7 @@ async def run(direction: str, size: int) -> Result:
 
     server = await loop.create_server(Service, "127.0.0.1", 0)
     path = DataPath()
-    await path.start(server.sockets[0].getsockname()[1])
+    await path.start(server.sockets[0].getsockname()[1], taps=taps)
     conn = path.connect()
     while conn.state != tcp.ESTABLISHED:
         await asyncio.sleep(0.0005)

@@ -20,12 +20,15 @@ import datapath  # noqa: E402
 SIZE = 8_000_000
 
 
+@pytest.mark.parametrize("tap", ["no tap", "null tap"])
 @pytest.mark.parametrize("direction", ["up", "down"])
-def test_gateway_data_path(benchmark, direction: str) -> None:
+def test_gateway_data_path(benchmark, direction: str, tap: str) -> None:
+    """``null tap``: a frame tap that does nothing is attached, the cost of the seam itself."""
     results: list[datapath.Result] = []
+    taps = [datapath.NullTap()] if tap == "null tap" else []
 
     def once() -> None:
-        results.append(uvloop.run(datapath.run(direction, SIZE)))
+        results.append(uvloop.run(datapath.run(direction, SIZE, taps)))
 
     benchmark.pedantic(once, rounds=1, iterations=1)
     r = results[0]
@@ -39,4 +42,4 @@ def test_gateway_data_path(benchmark, direction: str) -> None:
         "gateway µs per frame received p99": r.rx["p99_us"],
     }
     benchmark.extra_info.update(info)
-    print(f"\n{direction}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    print(f"\n{direction} ({tap}): " + ", ".join(f"{k} {v}" for k, v in info.items()))
