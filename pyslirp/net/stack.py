@@ -212,6 +212,7 @@ class Stack:
             seg, header.dst, header.src, iss=iss, config=self.tcp_config, now=now, counters=self.tcp_counters
         )
         conn.budget = self.budget
+        conn.on_change = self.changed
         self.connections[key] = conn
         self._events.append(ConnectionRequest(conn, header.dst, seg.dst_port))
 
@@ -244,7 +245,8 @@ class Stack:
     # -- the application side ------------------------------------------------------------------
 
     def changed(self, conn: TCPConnection) -> None:
-        """The application called ``conn`` (send, read, accept, close...): collect its output."""
+        """The application called ``conn`` (send, read, accept, close...): collect its output.
+        Every connection calls it itself, through its ``on_change`` hook."""
         if conn not in self._dirty:
             self._dirty[conn] = None
             self.wake()
@@ -264,9 +266,9 @@ class Stack:
             counters=self.tcp_counters,
         )
         conn.budget = self.budget
+        conn.on_change = self.changed
         self.connections[key] = conn
         conn.connect(now)
-        self.changed(conn)
         return conn
 
     def send_udp(self, src_port: int, dst_port: int, payload: bytes) -> None:

@@ -22,6 +22,7 @@ cdef class TCPConnection:
     cdef public int local_port, remote_port
     cdef public bint interactive, nodelay
     cdef public long long _budget_charged
+    cdef public object on_change
     cdef public object _ctr
     cdef public list _events, _out
     cdef public long long _ph
@@ -68,6 +69,7 @@ cdef class TCPConnection:
     cpdef object next_deadline(self)
     cpdef void handle_timer(self, double now)
     cpdef void resume(self, double now)
+    cdef void _changed(self)
 
     # the per-segment path
     cdef void _rx_synchronized(self, TCPSegment seg, double now)

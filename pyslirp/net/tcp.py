@@ -69,7 +69,7 @@ from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import MutableMapping, NamedTuple, Optional, Union
+from typing import Callable, MutableMapping, NamedTuple, Optional, Union
 
 from pyslirp._core.checksum import internet_checksum, pseudo_header_sum
 from pyslirp._core.reassembly import SegmentQueue
@@ -303,7 +303,7 @@ class TCPConnection:
 
     __slots__ = (
         "local_addr", "local_port", "remote_addr", "remote_port", "config", "state",
-        "interactive", "nodelay", "budget", "_budget_charged",
+        "interactive", "nodelay", "budget", "_budget_charged", "on_change",
         "_ctr", "_events", "_out", "_ph",
         # send sequence space (RFC 9293 §3.3.1), unwrapped
         "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_wl1", "snd_wl2", "max_snd_wnd",
@@ -348,6 +348,9 @@ class TCPConnection:
         #: The link's shared budget of bulk bytes in flight (set by the stack), or None.
         self.budget: Optional[LineBudget] = None
         self._budget_charged = 0
+        #: Called with the connection after an application call that may have produced
+        #: segments or events (the stack sets it to collect them), or None.
+        self.on_change: Optional[Callable[["TCPConnection"], None]] = None
         self._ctr = counters if counters is not None else {}
         self._events: list = []
         self._out: list = []
@@ -469,6 +472,7 @@ class TCPConnection:
         self.snd_nxt = self.iss + 1
         self._send_syn(now)
         self._rto_at = now + self._rto_base
+        self._changed()
 
     def accept(self, now: float) -> None:
         """The service accepted: answer the held SYN with a SYN-ACK (LISTEN -> SYN-RECEIVED)."""
@@ -478,6 +482,7 @@ class TCPConnection:
         self.snd_nxt = self.iss + 1
         self._send_syn(now)
         self._rto_at = now + self._rto_base
+        self._changed()
 
     def refuse(self, now: float) -> None:
         """The service refused or timed out: RST the held SYN (RFC 9293 §3.10.7.2) and close."""
@@ -487,6 +492,7 @@ class TCPConnection:
         assert syn is not None
         self._send_ctl(0, (syn.seq + syn.seg_len) & MASK, RST | ACK)
         self._enter_closed()
+        self._changed()
 
     # ------------------------------------------------------------------ application side
 
@@ -505,6 +511,7 @@ class TCPConnection:
             self._snd_buf += data if n == len(data) else memoryview(data)[:n]
             if self.state in _CAN_SEND:
                 self._output(now)
+                self._changed()
         return n
 
     def resume(self, now: float) -> None:
@@ -550,6 +557,7 @@ class TCPConnection:
                     self._ack_now = True
                     self._count("window_update")
                     self._output(now)
+                    self._changed()
         return data
 
     @property
@@ -569,6 +577,10 @@ class TCPConnection:
 
     def shutdown_write(self, now: float) -> None:
         """Half-close: send a FIN after the queued data (RFC 9293 §3.10.4 CLOSE)."""
+        self._queue_fin(now)
+        self._changed()
+
+    def _queue_fin(self, now: float) -> None:
         if self._fin_queued:
             return
         st = self.state
@@ -591,6 +603,7 @@ class TCPConnection:
             return
         if st == SYN_SENT:
             self._enter_closed()               # RFC 9293 §3.10.4: delete the TCB
+            self._changed()
             return
         if st == CLOSED:
             return
@@ -599,9 +612,10 @@ class TCPConnection:
             self.abort(now)
             return
         self._app_closed = True
-        self.shutdown_write(now)
+        self._queue_fin(now)
         if self.state == FIN_WAIT_2 and self._tw_at is None:
             self._tw_at = now + self.config.fin_wait_2_timeout
+        self._changed()
 
     def abort(self, now: float) -> None:
         """RFC 9293 §3.10.5 ABORT: RST (in synchronized states) and close."""
@@ -613,6 +627,11 @@ class TCPConnection:
             self._send_ctl(self.snd_nxt & MASK, 0, RST)
         if st != CLOSED:
             self._enter_closed()
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
 
     # ------------------------------------------------------------------ outputs
 
@@ -1515,7 +1534,7 @@ class TCPConnection:
         self._events.append(Established())
         if self._fin_queued:
             self._fin_queued = False
-            self.shutdown_write(now)
+            self._queue_fin(now)
 
     # ------------------------------------------------------------------ options
 
