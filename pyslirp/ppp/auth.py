@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pyslirp.ppp.fsm import build_packet
-from pyslirp.ppp.lcp import AUTH_CHAP, AUTH_PAP, PROTO_CHAP, PROTO_PAP
+from pyslirp.ppp.protocols import AUTH_CHAP, AUTH_PAP, PROTO_CHAP, PROTO_PAP, printable
 
 __all__ = ["AuthOutcome", "AuthServer", "CHAPServer", "PAPServer", "make_auth_server"]
 
@@ -47,7 +47,6 @@ CHAP_SUCCESS = 3
 CHAP_FAILURE = 4
 
 _CHALLENGE_SIZE = 16
-_MAX_NAME = 64
 
 
 @dataclass(frozen=True)
@@ -187,7 +186,7 @@ class PAPServer(AuthServer):
         if self.phase is not _Phase.WAITING:
             self.counters["unexpected_request"] += 1
             return
-        user = _printable(raw_user)
+        user = printable(raw_user)
         secret = self._lookup(raw_user)
         ok = secret is not None and hmac.compare_digest(secret.encode("utf-8"), password)
         self._deadline = None
@@ -281,7 +280,7 @@ class CHAPServer(AuthServer):
         if self.phase is not _Phase.WAITING or ident != self._ident:
             self.counters["stale_response"] += 1
             return
-        user = _printable(raw_name)
+        user = printable(raw_name)
         secret = self._lookup(raw_name)
         ok = False
         reason = "unknown user"
@@ -334,8 +333,3 @@ def make_auth_server(
     if method == AUTH_CHAP:
         return CHAPServer(credentials, rng, name, timeout, restart_interval, max_transmits, rechallenge_interval)
     raise ValueError(f"unknown authentication method {method!r}")
-
-
-def _printable(data: bytes) -> str:
-    text = data[:_MAX_NAME].decode("utf-8", "replace")
-    return "".join(c if c.isprintable() else "?" for c in text)

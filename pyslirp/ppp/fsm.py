@@ -65,6 +65,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
+from pyslirp.ppp.protocols import DEFAULT_MRU
+
 __all__ = [
     "Action",
     "Code",
@@ -467,7 +469,7 @@ class FSM:
         self.state = State.INITIAL
         self.restart_counter = 0
         #: Largest packet we send (Code-Reject copies are truncated to it); LCP sets the peer's MRU.
-        self.max_packet = 1500
+        self.max_packet = DEFAULT_MRU
         #: Data of our Terminate-Requests (a reason text; never a secret).
         self.terminate_data = b""
         self.counters: Counter[str] = Counter()

@@ -30,35 +30,23 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pyslirp.ppp.fsm import FSM, Code, Event, FSMConfig, Option, OptionHandler, State, Verdict, earlier
+from pyslirp.ppp.protocols import (
+    AUTH_CHAP,
+    AUTH_PAP,
+    DEFAULT_ACCM,
+    DEFAULT_MRU,
+    MIN_MRU,
+    PROTO_CHAP,
+    PROTO_LCP,
+    PROTO_PAP,
+    printable,
+)
 
-__all__ = [
-    "AUTH_CHAP",
-    "AUTH_PAP",
-    "LCP",
-    "LCPOptions",
-    "PROTO_CHAP",
-    "PROTO_IP",
-    "PROTO_IPCP",
-    "PROTO_LCP",
-    "PROTO_PAP",
-    "PROTO_VJ_COMP",
-    "PROTO_VJ_UNCOMP",
-]
+__all__ = ["LCP", "LCPOptions"]
 
 log = logging.getLogger(__name__)
 
-# PPP Protocol field values (RFC 1661 §2, RFC 1332, RFC 1334, RFC 1994).
-PROTO_IP = 0x0021
-PROTO_VJ_COMP = 0x002D
-PROTO_VJ_UNCOMP = 0x002F
-PROTO_IPCP = 0x8021
-PROTO_LCP = 0xC021
-PROTO_PAP = 0xC023
-PROTO_CHAP = 0xC223
-
-AUTH_PAP = "pap"
-AUTH_CHAP = "chap"
-_CHAP_MD5 = 5
+_CHAP_MD5 = 5  # CHAP Algorithm (RFC 1994 §3)
 
 # LCP Configuration Option types (RFC 1661 §6).
 OPT_MRU = 1
@@ -68,10 +56,6 @@ OPT_QUALITY = 4
 OPT_MAGIC = 5
 OPT_PFC = 7
 OPT_ACFC = 8
-
-DEFAULT_MRU = 1500
-MIN_MRU = 128  # pppd's floor; smaller requests are Nak'd up to it
-DEFAULT_ACCM = 0xFFFFFFFF
 
 _AUTH_VALUE = {AUTH_PAP: PROTO_PAP.to_bytes(2, "big"), AUTH_CHAP: PROTO_CHAP.to_bytes(2, "big") + bytes((_CHAP_MD5,))}
 
@@ -286,7 +270,7 @@ class LCP(OptionHandler):
     # --- codes 8-11 (RFC 1661 §5.7-§5.9) -------------------------------------------------------
     def terminate_requested(self, data: bytes) -> None:
         self.peer_terminated = True
-        self.peer_terminate_reason = _printable(data)
+        self.peer_terminate_reason = printable(data)
 
     def code_reject_permitted(self, code: int) -> bool:
         """Codes 1-7 are what negotiation needs (RXJ-); a peer without Protocol-Reject, Echo or
@@ -374,8 +358,3 @@ class LCP(OptionHandler):
             magic = self.rng.getrandbits(32)
             if magic != 0 and magic != avoid and magic != self._want_magic:
                 return magic
-
-
-def _printable(data: bytes, limit: int = 64) -> str:
-    text = data[:limit].decode("utf-8", "replace")
-    return "".join(c if c.isprintable() else "?" for c in text)

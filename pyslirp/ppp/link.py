@@ -40,10 +40,10 @@ from typing import Any, Union
 from pyslirp.ppp.auth import AuthOutcome, AuthServer, make_auth_server
 from pyslirp.ppp.fsm import Action, Event, FSMConfig, State, earlier
 from pyslirp.ppp.ipcp import IPCP, IPCPOptions
-from pyslirp.ppp.lcp import (
-    AUTH_CHAP,
-    AUTH_PAP,
-    LCP,
+from pyslirp.ppp.lcp import LCP, LCPOptions
+from pyslirp.ppp.protocols import (
+    DEFAULT_ACCM,
+    DEFAULT_MRU,
     PROTO_CHAP,
     PROTO_IP,
     PROTO_IPCP,
@@ -51,7 +51,6 @@ from pyslirp.ppp.lcp import (
     PROTO_PAP,
     PROTO_VJ_COMP,
     PROTO_VJ_UNCOMP,
-    LCPOptions,
 )
 
 __all__ = [
@@ -72,7 +71,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ACCM = 0xFFFFFFFF
 _ADDRESS_CONTROL = b"\xff\x03"
 
 #: Every frame given to receive_frame ends in exactly one of these counters.
@@ -119,7 +117,7 @@ class LinkUp:
     local_ip: IPv4Address
     peer_ip: IPv4Address
     dns: tuple[IPv4Address, ...]
-    peer_mru: int = 1500  # the largest datagram the client takes: the stack's MTU
+    peer_mru: int = DEFAULT_MRU  # the largest datagram the client takes: the stack's MTU
     vj_tx: bool = False
     vj_rx: bool = False
 
@@ -548,7 +546,7 @@ class PPPLink:
         """The largest Information field the peer receives (1500 unless negotiated)."""
         if self._lcp.fsm.state is State.OPENED:
             return self._lcp.peer_mru
-        return 1500
+        return DEFAULT_MRU
 
     @property
     def lcp_state(self) -> State:

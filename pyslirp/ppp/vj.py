@@ -44,19 +44,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from struct import Struct
 
-__all__ = [
-    "PROTO_IP",
-    "PROTO_VJ_COMPRESSED",
-    "PROTO_VJ_UNCOMPRESSED",
-    "VJCompressor",
-    "VJDecompressor",
-    "ip_header_checksum",
-]
+from pyslirp.ppp.protocols import PROTO_IP, PROTO_VJ_COMP, PROTO_VJ_UNCOMP
 
-# PPP protocol numbers (RFC 1332 §3.2)
-PROTO_IP = 0x0021
-PROTO_VJ_COMPRESSED = 0x002D
-PROTO_VJ_UNCOMPRESSED = 0x002F
+__all__ = ["VJCompressor", "VJDecompressor", "ip_header_checksum"]
 
 # Change mask bits (RFC 1144 §3.2.2, Appendix A.1)
 NEW_C = 0x40
@@ -224,7 +214,7 @@ class VJCompressor:
                 if type(result) is bytes:
                     c["compressed"] += 1
                     c["bytes_out"] += len(result)
-                    return PROTO_VJ_COMPRESSED, result
+                    return PROTO_VJ_COMP, result
 
         # §3.2.3 uncompressed TCP: (re)load the slot; send the datagram with the slot number in
         # the IP protocol field.
@@ -237,7 +227,7 @@ class VJCompressor:
         c["uncompressed"] += 1
         c[result] += 1  # type: ignore[index]
         c["bytes_out"] += n
-        return PROTO_VJ_UNCOMPRESSED, b"".join(
+        return PROTO_VJ_UNCOMP, b"".join(
             (packet[:9], _SLOT_BYTE[cs.slot], memoryview(packet)[10:])
         )
 
@@ -369,9 +359,9 @@ class VJDecompressor:
 
     def decompress(self, protocol: int, payload: bytes) -> bytes | None:
         """Return the IPv4 datagram carried by a PPP frame, or None if it must be dropped."""
-        if protocol == PROTO_VJ_COMPRESSED:
+        if protocol == PROTO_VJ_COMP:
             return self._compressed(payload)
-        if protocol == PROTO_VJ_UNCOMPRESSED:
+        if protocol == PROTO_VJ_UNCOMP:
             return self._uncompressed(payload)
         if protocol == PROTO_IP:
             self._c["passed_ip"] += 1
