@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pyslirp.ppp.fsm import build_packet
+from pyslirp.ppp.fsm import build_packet, parse_packet
 from pyslirp.ppp.protocols import AUTH_CHAP, AUTH_PAP, PROTO_CHAP, PROTO_PAP, printable
 
 __all__ = ["AuthOutcome", "AuthServer", "CHAPServer", "PAPServer", "make_auth_server"]
@@ -68,10 +68,12 @@ class _Phase(enum.Enum):
 
 
 class AuthServer:
-    """Common machinery: packets out, outcomes out, one deadline."""
+    """Common machinery: the received packet's header, packets out, outcomes out, one deadline."""
 
     method = ""
     protocol = 0
+    #: The one code the peer sends the authenticator: PAP Authenticate-Request, CHAP Response.
+    request_code = 0
 
     def __init__(self, credentials: Mapping[str, str], timeout: float) -> None:
         self._credentials = credentials
@@ -110,6 +112,19 @@ class AuthServer:
         raise NotImplementedError
 
     def receive(self, packet: bytes, now: float) -> None:
+        """A PAP or CHAP packet from the peer (the PPP Information field). Never raises."""
+        parsed = parse_packet(packet)
+        if parsed is None:
+            self.counters["malformed"] += 1
+            return
+        code, ident, data = parsed
+        if code != self.request_code:
+            self.counters["unexpected_code"] += 1
+            return
+        self._on_request(ident, data, now)
+
+    def _on_request(self, ident: int, data: bytes, now: float) -> None:
+        """The peer's request (``request_code``), its header checked."""
         raise NotImplementedError
 
     def handle_timer(self, now: float) -> None:
@@ -135,42 +150,25 @@ class AuthServer:
         self._outcomes.append(AuthOutcome(True, user, self.method, "", rechallenge))
         log.info("%s: %r authenticated", self.method.upper(), user)
 
-    @staticmethod
-    def _header(packet: bytes) -> tuple[int, int, bytes] | None:
-        """Code, Identifier and the data up to Length (RFC 1334 §2.2 / RFC 1994 §4), or None."""
-        if len(packet) < 4:
-            return None
-        length = int.from_bytes(packet[2:4], "big")
-        if length < 4 or length > len(packet):
-            return None
-        return packet[0], packet[1], bytes(packet[4:length])
-
 
 class PAPServer(AuthServer):
     """RFC 1334 §2, authenticator side."""
 
     method = AUTH_PAP
     protocol = PROTO_PAP
+    request_code = PAP_AUTH_REQUEST
 
     def __init__(self, credentials: Mapping[str, str], timeout: float = 30.0) -> None:
         super().__init__(credentials, timeout)
         self._last_code = 0
         self._last_message = b""
-        self._user = ""
 
     def start(self, now: float) -> None:
         self.phase = _Phase.WAITING
         self._deadline = now + self.timeout
 
-    def receive(self, packet: bytes, now: float) -> None:
-        header = self._header(packet)
-        if header is None:
-            self.counters["malformed"] += 1
-            return
-        code, ident, data = header
-        if code != PAP_AUTH_REQUEST:
-            self.counters["unexpected_code"] += 1
-            return
+    def _on_request(self, ident: int, data: bytes, now: float) -> None:
+        # §2.2.1: Peer-ID Length, Peer-ID, Passwd-Length, Password.
         if not data or len(data) < 1 + data[0] + 1 or len(data) < 1 + data[0] + 1 + data[1 + data[0]]:
             self.counters["malformed"] += 1
             return
@@ -211,6 +209,7 @@ class CHAPServer(AuthServer):
 
     method = AUTH_CHAP
     protocol = PROTO_CHAP
+    request_code = CHAP_RESPONSE
 
     def __init__(
         self,
@@ -258,15 +257,8 @@ class CHAPServer(AuthServer):
         self.counters["challenge_sent"] += 1
         self._deadline = now + self.restart_interval
 
-    def receive(self, packet: bytes, now: float) -> None:
-        header = self._header(packet)
-        if header is None:
-            self.counters["malformed"] += 1
-            return
-        code, ident, data = header
-        if code != CHAP_RESPONSE:
-            self.counters["unexpected_code"] += 1
-            return
+    def _on_request(self, ident: int, data: bytes, now: float) -> None:
+        # §4.1: Value-Size, Value, Name.
         if not data or len(data) < 1 + data[0]:
             self.counters["malformed"] += 1
             return

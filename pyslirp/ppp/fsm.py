@@ -82,6 +82,7 @@ __all__ = [
     "build_options",
     "build_packet",
     "parse_options",
+    "parse_packet",
 ]
 
 log = logging.getLogger(__name__)
@@ -341,6 +342,18 @@ def earlier(a: float | None, b: float | None) -> float | None:
 def build_packet(code: int, ident: int, data: bytes = b"") -> bytes:
     """Code, Identifier, Length, Data (RFC 1661 §5)."""
     return bytes((code, ident & 0xFF)) + (len(data) + 4).to_bytes(2, "big") + data
+
+
+def parse_packet(packet: bytes) -> tuple[int, int, bytes] | None:
+    """Code, Identifier and the Data up to Length (RFC 1661 §5: octets past it are padding), or
+    None when the header is short or Length runs past the packet. PAP and CHAP packets share
+    the format (RFC 1334 §2.2, RFC 1994 §4)."""
+    if len(packet) < 4:
+        return None
+    length = int.from_bytes(packet[2:4], "big")
+    if length < 4 or length > len(packet):
+        return None
+    return packet[0], packet[1], bytes(packet[4:length])
 
 
 def parse_options(data: bytes) -> list[Option] | None:
@@ -626,16 +639,12 @@ class FSM:
     # --- receiving -----------------------------------------------------------------------------
     def receive(self, packet: bytes, now: float) -> None:
         """Process one packet of this protocol (the PPP Information field). Never raises."""
-        if len(packet) < 4:
-            self.counters["short_packet"] += 1
+        parsed = parse_packet(packet)
+        if parsed is None:
+            self.counters["short_packet" if len(packet) < 4 else "bad_length"] += 1
             return
-        code, ident = packet[0], packet[1]
-        length = int.from_bytes(packet[2:4], "big")
-        if length < 4 or length > len(packet):
-            self.counters["bad_length"] += 1
-            return
-        packet = bytes(packet[:length])  # §5: octets beyond Length are padding
-        rx = _Received(code, ident, packet[4:], packet)
+        code, ident, data = parsed
+        rx = _Received(code, ident, data, bytes(packet[: 4 + len(data)]))
         self._rx = rx
         try:
             event = self._classify(rx)
