@@ -29,10 +29,11 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.ppp.fsm import build_packet, parse_packet
 from pyslirp.ppp.protocols import AUTH_CHAP, AUTH_PAP, PROTO_CHAP, PROTO_PAP, printable
 
-__all__ = ["AuthOutcome", "AuthServer", "CHAPServer", "PAPServer", "make_auth_server"]
+__all__ = ["AUTH_COUNTERS", "AuthOutcome", "AuthServer", "CHAPServer", "PAPServer", "make_auth_server"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,23 @@ CHAP_SUCCESS = 3
 CHAP_FAILURE = 4
 
 _CHALLENGE_SIZE = 16
+
+#: The keys of :attr:`AuthServer.counters`, PAP's and CHAP's.
+AUTH_COUNTERS = CounterSet("auth", [
+    CounterSpec("authentications", "logins by result, CHAP re-challenges included", reasons=("success", "failure"),
+                prefix=""),
+    CounterSpec(
+        "auth_packets_ignored", "PAP and CHAP packets ignored, by reason", prefix="",
+        reasons=("malformed", "unexpected_code", "unexpected_request", "stale_response"),
+    ),
+    CounterSpec(
+        "auth_answers_repeated",
+        "requests repeated because our answer was lost, answered again (RFC 1334 §2.2.1, RFC 1994 §4.2)",
+        reasons=("repeated_request", "repeated_response"), prefix="",
+    ),
+    CounterSpec("challenge_sent", "CHAP Challenges sent, retransmissions included (RFC 1994 §4.1)"),
+    CounterSpec("rechallenge", "periodic CHAP re-challenges begun (RFC 1994 §2.3)"),
+])
 
 
 @dataclass(frozen=True)
@@ -79,7 +97,7 @@ class AuthServer:
         self._credentials = credentials
         self.timeout = timeout
         self.phase = _Phase.IDLE
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()  # keys: AUTH_COUNTERS
         self._deadline: float | None = None
         self._outbox: list[bytes] = []
         self._outcomes: list[AuthOutcome] = []

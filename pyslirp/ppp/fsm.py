@@ -65,6 +65,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
+from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.ppp.protocols import DEFAULT_MRU
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "Event",
     "FSM",
     "FSMConfig",
+    "FSM_COUNTERS",
     "Option",
     "OptionHandler",
     "State",
@@ -86,6 +88,24 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The keys of :attr:`FSM.counters` (LCP adds its own: ``pyslirp.ppp.lcp.LCP_COUNTERS``).
+FSM_COUNTERS = CounterSet("fsm", [
+    CounterSpec(
+        "packets_discarded", "packets silently discarded, by reason (RFC 1661 §5)", prefix="",
+        reasons=("short_packet", "bad_length", "malformed_options", "stale_reply", "bad_ack", "bad_reject",
+                 "bad_code_reject"),
+    ),
+    CounterSpec("illegal_event", "events with no transition in the RFC 1661 §4.1 table, ignored"),
+    CounterSpec("configure_refusals_sent", "Configure-Naks and -Rejects we sent (§5.3, §5.4)",
+                reasons=("nak", "reject"), prefix="sent_"),
+    CounterSpec("configure_refusals_received", "Configure-Naks and -Rejects the peer sent",
+                reasons=("nak", "reject"), prefix="received_"),
+    CounterSpec("crossed_connection", "replies to our request in Ack-Rcvd or Opened: renegotiation (§4.3)"),
+    CounterSpec("terminate_request", "Terminate-Requests received (§5.5)"),
+    CounterSpec("code_reject", "Code-Rejects received (§5.6)"),
+    CounterSpec("unknown_code", "packets of a code we do not know, answered with a Code-Reject (§5.6)"),
+])
 
 
 class State(enum.IntEnum):
@@ -485,6 +505,7 @@ class FSM:
         self.max_packet = DEFAULT_MRU
         #: Data of our Terminate-Requests (a reason text; never a secret).
         self.terminate_data = b""
+        #: Keys: :data:`FSM_COUNTERS` (LCP's: ``pyslirp.ppp.lcp.LCP_COUNTERS``).
         self.counters: Counter[str] = Counter()
         #: The last event applied (for the link to explain a This-Layer-Finished).
         self.last_event: Event | None = None

@@ -29,7 +29,8 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from pyslirp.ppp.fsm import FSM, Code, Event, FSMConfig, Option, OptionHandler, State, Verdict, earlier
+from pyslirp.counters import CounterSet, CounterSpec
+from pyslirp.ppp.fsm import FSM, FSM_COUNTERS, Code, Event, FSMConfig, Option, OptionHandler, State, Verdict, earlier
 from pyslirp.ppp.protocols import (
     AUTH_CHAP,
     AUTH_PAP,
@@ -42,7 +43,7 @@ from pyslirp.ppp.protocols import (
     printable,
 )
 
-__all__ = ["LCP", "LCPOptions"]
+__all__ = ["LCP", "LCPOptions", "LCP_COUNTERS"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,18 @@ OPT_QUALITY = 4
 OPT_MAGIC = 5
 OPT_PFC = 7
 OPT_ACFC = 8
+
+#: The keys of LCP's ``fsm.counters``: the automaton's and LCP's own (RFC 1661 §5.7-§5.9, §6.4).
+LCP_COUNTERS = CounterSet("lcp", [
+    CounterSpec("protocol_reject", "Protocol-Rejects received (§5.7)"),
+    CounterSpec("bad_protocol_reject", "Protocol-Rejects too short to name a protocol, discarded"),
+    CounterSpec("echo_request", "Echo-Requests received (§5.8)"),
+    CounterSpec("echo_reply", "Echo-Replies received from the peer (loop indications not counted)"),
+    CounterSpec("echo_request_sent", "keepalive Echo-Requests sent"),
+    CounterSpec("short_echo", "Echo-Requests and -Replies without a Magic-Number, discarded"),
+    CounterSpec("discard_request", "Discard-Requests received (§5.9)"),
+    CounterSpec("loop_indication", "signs that the line is looped back (§6.4)"),
+]).include("", FSM_COUNTERS)
 
 _AUTH_VALUE = {AUTH_PAP: PROTO_PAP.to_bytes(2, "big"), AUTH_CHAP: PROTO_CHAP.to_bytes(2, "big") + bytes((_CHAP_MD5,))}
 

@@ -13,7 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyslirp.ppp.protocols import PROTO_IP, PROTO_VJ_COMP, PROTO_VJ_UNCOMP
-from pyslirp.ppp.vj import VJCompressor, VJDecompressor, ip_header_checksum
+from pyslirp.ppp.vj import (
+    VJ_COMPRESSOR_COUNTERS,
+    VJ_DECOMPRESSOR_COUNTERS,
+    VJCompressor,
+    VJDecompressor,
+    ip_header_checksum,
+)
 
 # --------------------------------------------------------------------------------------------
 # Packet builders (independent of the module under test)
@@ -491,6 +497,13 @@ def test_explicit_slot_clears_toss_and_stale_slot_fails_tcp_checksum() -> None:
     assert out is not None and out != order[5]
     assert not tcp_checksum_ok(out)
     assert dec.decompress(*frames[6]) == order[6]
+
+
+def test_counters_hold_exactly_the_declared_keys() -> None:
+    # Counting is a plain dict increment of a key made from the declaration: an undeclared key
+    # raises KeyError, so the tests of each reason above check it is declared.
+    assert set(VJCompressor(15, True).counters()) == VJ_COMPRESSOR_COUNTERS.all_keys()
+    assert set(VJDecompressor(15, True).counters()) == VJ_DECOMPRESSOR_COUNTERS.all_keys()
 
 
 def test_compressed_before_any_uncompressed_is_tossed() -> None:
