@@ -765,6 +765,31 @@ def test_redial_gives_a_fresh_negotiation() -> None:
     assert w.link.counters()["tx_lcp"] >= 4  # counters survive sessions
 
 
+def test_open_after_terminate_negotiates_afresh_and_counts_both_sessions() -> None:
+    # The gateway keeps one PPPLink per line and open()s it again after a LinkDown.
+    def client() -> Pppd:
+        return Pppd(magic=0x0BADCAFE, user="alice", password="s3cret-pw")
+
+    w = Wire(auth_options("chap"), Pppd(user="alice", password="s3cret-pw")).dial()
+    first_lcp = w.link.lcp
+    w.peer.packet(LCP, 5, b"User request")
+    w.pump()
+    w.advance(3)
+    assert w.link.phase is Phase.DEAD
+    ended = w.link.counters()
+    w.peer = client()
+    w.now += 1
+    w.dial()
+    assert [type(e) for e in w.events] == [AuthSucceeded, LinkUp, NetworkDown, LinkDown, AuthSucceeded, LinkUp]
+    assert w.link.phase is Phase.NETWORK and w.link.lcp is not first_lcp
+    assert w.link.lcp.peer_magic == 0x0BADCAFE and w.peer.ipcp_open
+    # The second session counted exactly what a link dialled once counts, on top of the first.
+    once = Wire(auth_options("chap"), client()).dial().link.counters()
+    both = w.link.counters()
+    assert both == {key: ended.get(key, 0) + once.get(key, 0) for key in ended.keys() | once.keys()}
+    assert both["rx_frames"] > ended["rx_frames"] > 0 and both["auth_success"] == 2
+
+
 def test_lcp_renegotiation_brings_network_down_and_up() -> None:
     w = Wire(LinkOptions(echo_interval=0)).dial()
     w.peer.reset()
