@@ -363,6 +363,10 @@ class PPPLink:
             return
         self._close(reason, now)
         self._process(now)
+        if self._lcp.fsm.state is State.CLOSED:
+            # LCP was waiting passively in Stopped: Close moves it to Closed with nothing to
+            # terminate and no tlf (RFC 1661 §4.1, Stopped/Close), so nothing else ends the link.
+            self._go_dead(self._reason or reason, now)
 
     def line_down(self, now: float) -> None:
         """The lower layer went away (carrier lost, pty closed): Down and Close, then Dead."""

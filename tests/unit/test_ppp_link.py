@@ -829,6 +829,18 @@ def test_passive_waits_for_the_peer_after_timeout() -> None:
     assert codes == [1, 2]  # Stopped + RCR+: irc,scr,sca/8
 
 
+def test_close_ends_a_passive_wait() -> None:
+    link = PPPLink(LinkOptions(passive=True, echo_interval=0), 0.0, random.Random(1))
+    link.open(0.0)
+    while (deadline := link.next_deadline()) is not None:
+        link.handle_timer(deadline)
+    assert link.lcp_state is State.STOPPED and link.phase is Phase.ESTABLISH
+    link.close("shutdown", 40.0)
+    assert link.events() == [LinkDown("shutdown")] and link.phase is Phase.DEAD
+    link.open(41.0)  # the runtime can start again
+    assert link.phase is Phase.ESTABLISH and link.lcp_state is State.REQ_SENT
+
+
 # --- VJ data path ---------------------------------------------------------------------------------
 
 
