@@ -51,10 +51,13 @@ pppd does), so a late reply to an earlier copy is stale and cannot be mistaken f
 current one. A reply matching the current request that arrives in Ack-Rcvd or Opened is the
 RFC's "crossed connection" (§4.3 RCA): the table renegotiates (scr/6x) and we log it.
 
-Implementation options chosen (§4.3, the footnotes of the table): [r] Restart option not
-implemented (Open in Stopped/Stopping/Closing/Opened only moves state as the table says); [p]
-Passive option not implemented (TO- in Req-Sent/Ack-Rcvd/Ack-Sent signals This-Layer-Finished,
-the link then goes Dead); [x] crossed connection handled by the table itself (scr/6).
+Implementation options (the footnotes of the §4.1 table): [r] Restart option not implemented
+(Open in Stopped/Stopping/Closing/Opened only moves state as the table says); [p] the Passive
+option is the link's choice, not the automaton's: TO- in Req-Sent/Ack-Rcvd/Ack-Sent always enters
+Stopped with This-Layer-Finished, as the table says, and :class:`PPPLink
+<pyslirp.ppp.link.PPPLink>` then goes Dead or, with ``LinkOptions.passive``, leaves LCP waiting
+in Stopped for the peer's Configure-Request (§4.2 Stopped); [x] crossed connection handled by
+the table itself (scr/6).
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ Values take effect when LCP is Opened; :class:`PPPLink <pyslirp.ppp.link.PPPLink
 
 Loopback (§6.4): a Configure-Request carrying our own Magic-Number, a Configure-Nak returning the
 Magic-Number we last suggested, and an Echo-Request/Reply carrying our Magic-Number are loop
-indications. During negotiation a Nak'd magic makes us pick a new one; after ``loopback_fail`` consecutive indications
-``loopback_detected`` is set and the link takes the line down.
+indications. During negotiation a Nak'd magic makes us pick a new one; after ``loopback_fail``
+indications with no distinct magic agreed in between, ``loopback_detected`` is set and the link
+closes (LoopbackDetected, then LinkDown "loopback").
 
 Keepalive (§5.8): while Opened, an Echo-Request every ``echo_interval`` seconds; a valid
 Echo-Reply clears the count of unanswered ones; when ``echo_failures`` requests are unanswered at

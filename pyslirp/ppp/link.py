@@ -11,6 +11,12 @@ Phases (RFC 1661 §3.2):
 * Network (§3.6): IPCP runs; IP (and VJ) datagrams flow once IPCP is Opened.
 * Terminate (§3.7): LCP is closing; only LCP is processed.
 
+Passive (RFC 1661 §4.2 Stopped, the [p] of the §4.1 table; ``LinkOptions.passive``): when our
+Configure-Requests go unanswered (TO-), the link does not go Dead: it stays in Establish with LCP
+waiting in Stopped, and the peer's Configure-Request starts the negotiation (counted as
+``lcp_passive_wait``; no LinkDown). :meth:`PPPLink.close` and :meth:`PPPLink.line_down` end the
+wait.
+
 In any phase with LCP Opened, a frame of a protocol we do not speak (IPv6CP 0x8057, CCP 0x80FD,
 IPv6 0x0057, ...) is answered with an LCP Protocol-Reject (§5.7).
 
@@ -341,7 +347,8 @@ class PPPLink:
 
     # --- administrative events ----------------------------------------------------------------
     def open(self, now: float) -> None:
-        """The line is up and we want a link: a fresh LCP negotiation (Open + Up, RFC 1661 §4.3)."""
+        """The line is up and we want a link: a fresh LCP negotiation (Open + Up, RFC 1661 §4.3)
+        with new protocol objects; the counters carry on. Ignored unless the link is Dead."""
         if self.phase is not Phase.DEAD:
             self._counters["open_while_active"] += 1
             return
@@ -402,7 +409,7 @@ class PPPLink:
         return datagram
 
     def frame_error(self) -> None:
-        """The deframer saw a bad FCS or an aborted frame: VJ must resynchronise (RFC 1144 §4.3)."""
+        """The deframer saw a bad FCS or an aborted frame: VJ must resynchronise (RFC 1144 §4.2)."""
         self._counters["frame_error"] += 1
         if self._vj_rx is not None:
             self._vj_rx.toss()
