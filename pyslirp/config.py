@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from pyslirp.ppp.lcp import MIN_MRU
+from pyslirp.ppp.protocols import MIN_MRU
 
 DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/pyslirp/config.yaml"))
 #: the largest MRU we offer: every frame buffer is sized from it (LCP's own floor is MIN_MRU)

@@ -29,10 +29,11 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pyslirp.ppp.fsm import build_packet
-from pyslirp.ppp.lcp import AUTH_CHAP, AUTH_PAP, PROTO_CHAP, PROTO_PAP
+from pyslirp.counters import CounterSet, CounterSpec
+from pyslirp.ppp.fsm import build_packet, parse_packet
+from pyslirp.ppp.protocols import AUTH_CHAP, AUTH_PAP, PROTO_CHAP, PROTO_PAP, printable
 
-__all__ = ["AuthOutcome", "AuthServer", "CHAPServer", "PAPServer", "make_auth_server"]
+__all__ = ["AUTH_COUNTERS", "AuthOutcome", "AuthServer", "CHAPServer", "PAPServer", "make_auth_server"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,23 @@ CHAP_SUCCESS = 3
 CHAP_FAILURE = 4
 
 _CHALLENGE_SIZE = 16
-_MAX_NAME = 64
+
+#: The keys of :attr:`AuthServer.counters`, PAP's and CHAP's.
+AUTH_COUNTERS = CounterSet("auth", [
+    CounterSpec("authentications", "logins by result, CHAP re-challenges included", reasons=("success", "failure"),
+                prefix=""),
+    CounterSpec(
+        "auth_packets_ignored", "PAP and CHAP packets ignored, by reason", prefix="",
+        reasons=("malformed", "unexpected_code", "unexpected_request", "stale_response"),
+    ),
+    CounterSpec(
+        "auth_answers_repeated",
+        "requests repeated because our answer was lost, answered again (RFC 1334 §2.2.1, RFC 1994 §4.2)",
+        reasons=("repeated_request", "repeated_response"), prefix="",
+    ),
+    CounterSpec("challenge_sent", "CHAP Challenges sent, retransmissions included (RFC 1994 §4.1)"),
+    CounterSpec("rechallenge", "periodic CHAP re-challenges begun (RFC 1994 §2.3)"),
+])
 
 
 @dataclass(frozen=True)
@@ -69,16 +86,18 @@ class _Phase(enum.Enum):
 
 
 class AuthServer:
-    """Common machinery: packets out, outcomes out, one deadline."""
+    """Common machinery: the received packet's header, packets out, outcomes out, one deadline."""
 
     method = ""
     protocol = 0
+    #: The one code the peer sends the authenticator: PAP Authenticate-Request, CHAP Response.
+    request_code = 0
 
     def __init__(self, credentials: Mapping[str, str], timeout: float) -> None:
         self._credentials = credentials
         self.timeout = timeout
         self.phase = _Phase.IDLE
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()  # keys: AUTH_COUNTERS
         self._deadline: float | None = None
         self._outbox: list[bytes] = []
         self._outcomes: list[AuthOutcome] = []
@@ -111,6 +130,19 @@ class AuthServer:
         raise NotImplementedError
 
     def receive(self, packet: bytes, now: float) -> None:
+        """A PAP or CHAP packet from the peer (the PPP Information field). Never raises."""
+        parsed = parse_packet(packet)
+        if parsed is None:
+            self.counters["malformed"] += 1
+            return
+        code, ident, data = parsed
+        if code != self.request_code:
+            self.counters["unexpected_code"] += 1
+            return
+        self._on_request(ident, data, now)
+
+    def _on_request(self, ident: int, data: bytes, now: float) -> None:
+        """The peer's request (``request_code``), its header checked."""
         raise NotImplementedError
 
     def handle_timer(self, now: float) -> None:
@@ -136,42 +168,25 @@ class AuthServer:
         self._outcomes.append(AuthOutcome(True, user, self.method, "", rechallenge))
         log.info("%s: %r authenticated", self.method.upper(), user)
 
-    @staticmethod
-    def _header(packet: bytes) -> tuple[int, int, bytes] | None:
-        """Code, Identifier and the data up to Length (RFC 1334 §2.2 / RFC 1994 §4), or None."""
-        if len(packet) < 4:
-            return None
-        length = int.from_bytes(packet[2:4], "big")
-        if length < 4 or length > len(packet):
-            return None
-        return packet[0], packet[1], bytes(packet[4:length])
-
 
 class PAPServer(AuthServer):
     """RFC 1334 §2, authenticator side."""
 
     method = AUTH_PAP
     protocol = PROTO_PAP
+    request_code = PAP_AUTH_REQUEST
 
     def __init__(self, credentials: Mapping[str, str], timeout: float = 30.0) -> None:
         super().__init__(credentials, timeout)
         self._last_code = 0
         self._last_message = b""
-        self._user = ""
 
     def start(self, now: float) -> None:
         self.phase = _Phase.WAITING
         self._deadline = now + self.timeout
 
-    def receive(self, packet: bytes, now: float) -> None:
-        header = self._header(packet)
-        if header is None:
-            self.counters["malformed"] += 1
-            return
-        code, ident, data = header
-        if code != PAP_AUTH_REQUEST:
-            self.counters["unexpected_code"] += 1
-            return
+    def _on_request(self, ident: int, data: bytes, now: float) -> None:
+        # §2.2.1: Peer-ID Length, Peer-ID, Passwd-Length, Password.
         if not data or len(data) < 1 + data[0] + 1 or len(data) < 1 + data[0] + 1 + data[1 + data[0]]:
             self.counters["malformed"] += 1
             return
@@ -187,7 +202,7 @@ class PAPServer(AuthServer):
         if self.phase is not _Phase.WAITING:
             self.counters["unexpected_request"] += 1
             return
-        user = _printable(raw_user)
+        user = printable(raw_user)
         secret = self._lookup(raw_user)
         ok = secret is not None and hmac.compare_digest(secret.encode("utf-8"), password)
         self._deadline = None
@@ -212,6 +227,7 @@ class CHAPServer(AuthServer):
 
     method = AUTH_CHAP
     protocol = PROTO_CHAP
+    request_code = CHAP_RESPONSE
 
     def __init__(
         self,
@@ -259,15 +275,8 @@ class CHAPServer(AuthServer):
         self.counters["challenge_sent"] += 1
         self._deadline = now + self.restart_interval
 
-    def receive(self, packet: bytes, now: float) -> None:
-        header = self._header(packet)
-        if header is None:
-            self.counters["malformed"] += 1
-            return
-        code, ident, data = header
-        if code != CHAP_RESPONSE:
-            self.counters["unexpected_code"] += 1
-            return
+    def _on_request(self, ident: int, data: bytes, now: float) -> None:
+        # §4.1: Value-Size, Value, Name.
         if not data or len(data) < 1 + data[0]:
             self.counters["malformed"] += 1
             return
@@ -281,7 +290,7 @@ class CHAPServer(AuthServer):
         if self.phase is not _Phase.WAITING or ident != self._ident:
             self.counters["stale_response"] += 1
             return
-        user = _printable(raw_name)
+        user = printable(raw_name)
         secret = self._lookup(raw_name)
         ok = False
         reason = "unknown user"
@@ -334,8 +343,3 @@ def make_auth_server(
     if method == AUTH_CHAP:
         return CHAPServer(credentials, rng, name, timeout, restart_interval, max_transmits, rechallenge_interval)
     raise ValueError(f"unknown authentication method {method!r}")
-
-
-def _printable(data: bytes) -> str:
-    text = data[:_MAX_NAME].decode("utf-8", "replace")
-    return "".join(c if c.isprintable() else "?" for c in text)

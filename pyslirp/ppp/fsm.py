@@ -51,10 +51,13 @@ pppd does), so a late reply to an earlier copy is stale and cannot be mistaken f
 current one. A reply matching the current request that arrives in Ack-Rcvd or Opened is the
 RFC's "crossed connection" (§4.3 RCA): the table renegotiates (scr/6x) and we log it.
 
-Implementation options chosen (§4.3, the footnotes of the table): [r] Restart option not
-implemented (Open in Stopped/Stopping/Closing/Opened only moves state as the table says); [p]
-Passive option not implemented (TO- in Req-Sent/Ack-Rcvd/Ack-Sent signals This-Layer-Finished,
-the link then goes Dead); [x] crossed connection handled by the table itself (scr/6).
+Implementation options (the footnotes of the §4.1 table): [r] Restart option not implemented
+(Open in Stopped/Stopping/Closing/Opened only moves state as the table says); [p] the Passive
+option is the link's choice, not the automaton's: TO- in Req-Sent/Ack-Rcvd/Ack-Sent always enters
+Stopped with This-Layer-Finished, as the table says, and :class:`PPPLink
+<pyslirp.ppp.link.PPPLink>` then goes Dead or, with ``LinkOptions.passive``, leaves LCP waiting
+in Stopped for the peer's Configure-Request (§4.2 Stopped); [x] crossed connection handled by
+the table itself (scr/6).
 """
 
 from __future__ import annotations
@@ -65,12 +68,16 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
+from pyslirp.counters import CounterSet, CounterSpec
+from pyslirp.ppp.protocols import DEFAULT_MRU
+
 __all__ = [
     "Action",
     "Code",
     "Event",
     "FSM",
     "FSMConfig",
+    "FSM_COUNTERS",
     "Option",
     "OptionHandler",
     "State",
@@ -80,9 +87,28 @@ __all__ = [
     "build_options",
     "build_packet",
     "parse_options",
+    "parse_packet",
 ]
 
 log = logging.getLogger(__name__)
+
+#: The keys of :attr:`FSM.counters` (LCP adds its own: ``pyslirp.ppp.lcp.LCP_COUNTERS``).
+FSM_COUNTERS = CounterSet("fsm", [
+    CounterSpec(
+        "packets_discarded", "packets silently discarded, by reason (RFC 1661 §5)", prefix="",
+        reasons=("short_packet", "bad_length", "malformed_options", "stale_reply", "bad_ack", "bad_reject",
+                 "bad_code_reject"),
+    ),
+    CounterSpec("illegal_event", "events with no transition in the RFC 1661 §4.1 table, ignored"),
+    CounterSpec("configure_refusals_sent", "Configure-Naks and -Rejects we sent (§5.3, §5.4)",
+                reasons=("nak", "reject"), prefix="sent_"),
+    CounterSpec("configure_refusals_received", "Configure-Naks and -Rejects the peer sent",
+                reasons=("nak", "reject"), prefix="received_"),
+    CounterSpec("crossed_connection", "replies to our request in Ack-Rcvd or Opened: renegotiation (§4.3)"),
+    CounterSpec("terminate_request", "Terminate-Requests received (§5.5)"),
+    CounterSpec("code_reject", "Code-Rejects received (§5.6)"),
+    CounterSpec("unknown_code", "packets of a code we do not know, answered with a Code-Reject (§5.6)"),
+])
 
 
 class State(enum.IntEnum):
@@ -341,6 +367,18 @@ def build_packet(code: int, ident: int, data: bytes = b"") -> bytes:
     return bytes((code, ident & 0xFF)) + (len(data) + 4).to_bytes(2, "big") + data
 
 
+def parse_packet(packet: bytes) -> tuple[int, int, bytes] | None:
+    """Code, Identifier and the Data up to Length (RFC 1661 §5: octets past it are padding), or
+    None when the header is short or Length runs past the packet. PAP and CHAP packets share
+    the format (RFC 1334 §2.2, RFC 1994 §4)."""
+    if len(packet) < 4:
+        return None
+    length = int.from_bytes(packet[2:4], "big")
+    if length < 4 or length > len(packet):
+        return None
+    return packet[0], packet[1], bytes(packet[4:length])
+
+
 def parse_options(data: bytes) -> list[Option] | None:
     """Split a Configure-* option list (RFC 1661 §6); None if an option's Length is malformed."""
     options: list[Option] = []
@@ -467,9 +505,10 @@ class FSM:
         self.state = State.INITIAL
         self.restart_counter = 0
         #: Largest packet we send (Code-Reject copies are truncated to it); LCP sets the peer's MRU.
-        self.max_packet = 1500
+        self.max_packet = DEFAULT_MRU
         #: Data of our Terminate-Requests (a reason text; never a secret).
         self.terminate_data = b""
+        #: Keys: :data:`FSM_COUNTERS` (LCP's: ``pyslirp.ppp.lcp.LCP_COUNTERS``).
         self.counters: Counter[str] = Counter()
         #: The last event applied (for the link to explain a This-Layer-Finished).
         self.last_event: Event | None = None
@@ -624,16 +663,12 @@ class FSM:
     # --- receiving -----------------------------------------------------------------------------
     def receive(self, packet: bytes, now: float) -> None:
         """Process one packet of this protocol (the PPP Information field). Never raises."""
-        if len(packet) < 4:
-            self.counters["short_packet"] += 1
+        parsed = parse_packet(packet)
+        if parsed is None:
+            self.counters["short_packet" if len(packet) < 4 else "bad_length"] += 1
             return
-        code, ident = packet[0], packet[1]
-        length = int.from_bytes(packet[2:4], "big")
-        if length < 4 or length > len(packet):
-            self.counters["bad_length"] += 1
-            return
-        packet = bytes(packet[:length])  # §5: octets beyond Length are padding
-        rx = _Received(code, ident, packet[4:], packet)
+        code, ident, data = parsed
+        rx = _Received(code, ident, data, bytes(packet[: 4 + len(data)]))
         self._rx = rx
         try:
             event = self._classify(rx)

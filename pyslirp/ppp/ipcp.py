@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from pyslirp.ppp.fsm import FSM, FSMConfig, Option, OptionHandler, Verdict
-from pyslirp.ppp.lcp import PROTO_VJ_COMP
+from pyslirp.ppp.protocols import PROTO_VJ_COMP
 
 __all__ = ["IPCP", "IPCPOptions", "VJParams"]
 

@@ -14,8 +14,9 @@ Values take effect when LCP is Opened; :class:`PPPLink <pyslirp.ppp.link.PPPLink
 
 Loopback (§6.4): a Configure-Request carrying our own Magic-Number, a Configure-Nak returning the
 Magic-Number we last suggested, and an Echo-Request/Reply carrying our Magic-Number are loop
-indications. During negotiation a Nak'd magic makes us pick a new one; after ``loopback_fail`` consecutive indications
-``loopback_detected`` is set and the link takes the line down.
+indications. During negotiation a Nak'd magic makes us pick a new one; after ``loopback_fail``
+indications with no distinct magic agreed in between, ``loopback_detected`` is set and the link
+closes (LoopbackDetected, then LinkDown "loopback").
 
 Keepalive (§5.8): while Opened, an Echo-Request every ``echo_interval`` seconds; a valid
 Echo-Reply clears the count of unanswered ones; when ``echo_failures`` requests are unanswered at
@@ -29,36 +30,25 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from pyslirp.ppp.fsm import FSM, Code, Event, FSMConfig, Option, OptionHandler, State, Verdict, earlier
+from pyslirp.counters import CounterSet, CounterSpec
+from pyslirp.ppp.fsm import FSM, FSM_COUNTERS, Code, Event, FSMConfig, Option, OptionHandler, State, Verdict, earlier
+from pyslirp.ppp.protocols import (
+    AUTH_CHAP,
+    AUTH_PAP,
+    DEFAULT_ACCM,
+    DEFAULT_MRU,
+    MIN_MRU,
+    PROTO_CHAP,
+    PROTO_LCP,
+    PROTO_PAP,
+    printable,
+)
 
-__all__ = [
-    "AUTH_CHAP",
-    "AUTH_PAP",
-    "LCP",
-    "LCPOptions",
-    "PROTO_CHAP",
-    "PROTO_IP",
-    "PROTO_IPCP",
-    "PROTO_LCP",
-    "PROTO_PAP",
-    "PROTO_VJ_COMP",
-    "PROTO_VJ_UNCOMP",
-]
+__all__ = ["LCP", "LCPOptions", "LCP_COUNTERS"]
 
 log = logging.getLogger(__name__)
 
-# PPP Protocol field values (RFC 1661 §2, RFC 1332, RFC 1334, RFC 1994).
-PROTO_IP = 0x0021
-PROTO_VJ_COMP = 0x002D
-PROTO_VJ_UNCOMP = 0x002F
-PROTO_IPCP = 0x8021
-PROTO_LCP = 0xC021
-PROTO_PAP = 0xC023
-PROTO_CHAP = 0xC223
-
-AUTH_PAP = "pap"
-AUTH_CHAP = "chap"
-_CHAP_MD5 = 5
+_CHAP_MD5 = 5  # CHAP Algorithm (RFC 1994 §3)
 
 # LCP Configuration Option types (RFC 1661 §6).
 OPT_MRU = 1
@@ -69,9 +59,17 @@ OPT_MAGIC = 5
 OPT_PFC = 7
 OPT_ACFC = 8
 
-DEFAULT_MRU = 1500
-MIN_MRU = 128  # pppd's floor; smaller requests are Nak'd up to it
-DEFAULT_ACCM = 0xFFFFFFFF
+#: The keys of LCP's ``fsm.counters``: the automaton's and LCP's own (RFC 1661 §5.7-§5.9, §6.4).
+LCP_COUNTERS = CounterSet("lcp", [
+    CounterSpec("protocol_reject", "Protocol-Rejects received (§5.7)"),
+    CounterSpec("bad_protocol_reject", "Protocol-Rejects too short to name a protocol, discarded"),
+    CounterSpec("echo_request", "Echo-Requests received (§5.8)"),
+    CounterSpec("echo_reply", "Echo-Replies received from the peer (loop indications not counted)"),
+    CounterSpec("echo_request_sent", "keepalive Echo-Requests sent"),
+    CounterSpec("short_echo", "Echo-Requests and -Replies without a Magic-Number, discarded"),
+    CounterSpec("discard_request", "Discard-Requests received (§5.9)"),
+    CounterSpec("loop_indication", "signs that the line is looped back (§6.4)"),
+]).include("", FSM_COUNTERS)
 
 _AUTH_VALUE = {AUTH_PAP: PROTO_PAP.to_bytes(2, "big"), AUTH_CHAP: PROTO_CHAP.to_bytes(2, "big") + bytes((_CHAP_MD5,))}
 
@@ -286,7 +284,7 @@ class LCP(OptionHandler):
     # --- codes 8-11 (RFC 1661 §5.7-§5.9) -------------------------------------------------------
     def terminate_requested(self, data: bytes) -> None:
         self.peer_terminated = True
-        self.peer_terminate_reason = _printable(data)
+        self.peer_terminate_reason = printable(data)
 
     def code_reject_permitted(self, code: int) -> bool:
         """Codes 1-7 are what negotiation needs (RXJ-); a peer without Protocol-Reject, Echo or
@@ -374,8 +372,3 @@ class LCP(OptionHandler):
             magic = self.rng.getrandbits(32)
             if magic != 0 and magic != avoid and magic != self._want_magic:
                 return magic
-
-
-def _printable(data: bytes, limit: int = 64) -> str:
-    text = data[:limit].decode("utf-8", "replace")
-    return "".join(c if c.isprintable() else "?" for c in text)

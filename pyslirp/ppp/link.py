@@ -11,6 +11,12 @@ Phases (RFC 1661 §3.2):
 * Network (§3.6): IPCP runs; IP (and VJ) datagrams flow once IPCP is Opened.
 * Terminate (§3.7): LCP is closing; only LCP is processed.
 
+Passive (RFC 1661 §4.2 Stopped, the [p] of the §4.1 table; ``LinkOptions.passive``): when our
+Configure-Requests go unanswered (TO-), the link does not go Dead: it stays in Establish with LCP
+waiting in Stopped, and the peer's Configure-Request starts the negotiation (counted as
+``lcp_passive_wait``; no LinkDown). :meth:`PPPLink.close` and :meth:`PPPLink.line_down` end the
+wait.
+
 In any phase with LCP Opened, a frame of a protocol we do not speak (IPv6CP 0x8057, CCP 0x80FD,
 IPv6 0x0057, ...) is answered with an LCP Protocol-Reject (§5.7).
 
@@ -19,10 +25,10 @@ outgoing datagrams (:meth:`PPPLink.encode_datagram`), and the time (:meth:`PPPLi
 at :meth:`PPPLink.next_deadline`); it drains control frames with :meth:`PPPLink.take_output`
 (each paired with the ACCM to stuff it with: LCP always 0xFFFFFFFF, as Linux ppp_async does) and
 events with :meth:`PPPLink.events`. Nothing here raises on bad input: every frame dropped or
-rejected is counted by reason in :meth:`PPPLink.counters`.
+rejected is counted by reason in :meth:`PPPLink.counters` (keys: :data:`LINK_COUNTERS`).
 
-Van Jacobson compression (``pyslirp.ppp.vj``) is imported lazily; without it the link simply does
-not negotiate VJ.
+Without Van Jacobson compression (``pyslirp.ppp.vj`` failing to import, a broken build) the link
+simply does not negotiate VJ.
 """
 
 from __future__ import annotations
@@ -31,19 +37,19 @@ import enum
 import logging
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from types import ModuleType
 from typing import Any, Union
 
-from pyslirp.ppp.auth import AuthOutcome, AuthServer, make_auth_server
-from pyslirp.ppp.fsm import Action, Event, FSMConfig, State, earlier
+from pyslirp.counters import CounterSet, CounterSpec
+from pyslirp.ppp.auth import AUTH_COUNTERS, AuthOutcome, AuthServer, make_auth_server
+from pyslirp.ppp.fsm import FSM_COUNTERS, Action, Event, FSMConfig, State, earlier
 from pyslirp.ppp.ipcp import IPCP, IPCPOptions
-from pyslirp.ppp.lcp import (
-    AUTH_CHAP,
-    AUTH_PAP,
-    LCP,
+from pyslirp.ppp.lcp import LCP, LCP_COUNTERS, LCPOptions
+from pyslirp.ppp.protocols import (
+    DEFAULT_ACCM,
+    DEFAULT_MRU,
     PROTO_CHAP,
     PROTO_IP,
     PROTO_IPCP,
@@ -51,13 +57,18 @@ from pyslirp.ppp.lcp import (
     PROTO_PAP,
     PROTO_VJ_COMP,
     PROTO_VJ_UNCOMP,
-    LCPOptions,
 )
+
+try:
+    from pyslirp.ppp import vj
+except ImportError:  # pragma: no cover - a broken build: the link runs without VJ
+    vj = None  # type: ignore[assignment]
 
 __all__ = [
     "AuthFailed",
     "AuthSucceeded",
     "KeepaliveFailed",
+    "LINK_COUNTERS",
     "LinkDown",
     "LinkEvent",
     "LinkOptions",
@@ -72,31 +83,48 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ACCM = 0xFFFFFFFF
 _ADDRESS_CONTROL = b"\xff\x03"
 
-#: Every frame given to receive_frame ends in exactly one of these counters.
-RX_DISPOSITIONS = (
-    # handed on
-    "rx_lcp",
-    "rx_auth",
-    "rx_ipcp",
-    "rx_ip",
-    "rx_vj",
-    # dropped
-    "short_frame",
-    "bad_address_control",
-    "bad_protocol",
-    "link_dead",
-    "lcp_not_open",
-    "auth_unexpected",
-    "ncp_before_network",
-    "ip_before_ipcp_open",
-    "vj_not_negotiated",
-    "vj_dropped",
-    "protocol_rejected",
-    "internal_error",
+FRAMES_RECEIVED = CounterSpec(
+    "frames_received", "frames handed on, by protocol", reasons=("lcp", "auth", "ipcp", "ip", "vj"), prefix="rx_"
 )
+FRAMES_DROPPED = CounterSpec(
+    "frames_dropped", "frames dropped or Protocol-Rejected, by reason (RFC 1661 §3, §5.7)", prefix="",
+    reasons=(
+        "short_frame", "bad_address_control", "bad_protocol", "link_dead", "lcp_not_open", "auth_unexpected",
+        "ncp_before_network", "ip_before_ipcp_open", "vj_not_negotiated", "vj_dropped", "protocol_rejected",
+        "internal_error",
+    ),
+)
+#: Every frame given to receive_frame ends in exactly one of these counters.
+RX_DISPOSITIONS = tuple(key for spec in (FRAMES_RECEIVED, FRAMES_DROPPED) for _, key in spec.keys())
+
+# Where PPPLink.counters() puts each protocol object's own counters.
+_LCP_PREFIX, _IPCP_PREFIX, _AUTH_PREFIX, _VJ_TX_PREFIX, _VJ_RX_PREFIX = "lcp_", "ipcp_", "auth_", "vj_tx_", "vj_rx_"
+
+#: The keys of :meth:`PPPLink.counters`.
+LINK_COUNTERS = CounterSet("link", [
+    CounterSpec("rx_frames", "frames received: each ends in one frames_received or frames_dropped count"),
+    FRAMES_RECEIVED,
+    FRAMES_DROPPED,
+    CounterSpec("frame_error", "damaged frames the deframer reported (VJ resynchronises, RFC 1144 §4.2)"),
+    CounterSpec("frames_sent", "frames sent, by protocol", reasons=("lcp", "ipcp", "auth", "ip", "vj"), prefix="tx_"),
+    CounterSpec("tx_before_ipcp_open", "datagrams to send before IPCP was Opened, dropped"),
+    CounterSpec("tx_over_peer_mru", "datagrams sent although longer than the peer's MRU"),
+    CounterSpec("vj_compress_error", "datagrams the VJ compressor failed on, sent as plain IP"),
+    CounterSpec("vj_unavailable", "1 when VJ is configured but pyslirp.ppp.vj does not import"),
+    CounterSpec("lcp_passive_wait", "LCP negotiations timed out into waiting for the peer (passive)"),
+    CounterSpec("open_while_active", "open() calls during a session, ignored"),
+])
+LINK_COUNTERS.include(_LCP_PREFIX, LCP_COUNTERS, protocol="lcp")
+LINK_COUNTERS.include(_IPCP_PREFIX, FSM_COUNTERS, protocol="ipcp")
+LINK_COUNTERS.include(_AUTH_PREFIX, AUTH_COUNTERS)
+if vj is not None:
+    LINK_COUNTERS.include(_VJ_TX_PREFIX, vj.VJ_COMPRESSOR_COUNTERS, direction="tx")
+    LINK_COUNTERS.include(_VJ_RX_PREFIX, vj.VJ_DECOMPRESSOR_COUNTERS, direction="rx")
+
+#: Protocol objects' counts, each with its key prefix in LINK_COUNTERS.
+_Prefixed = Iterable[tuple[str, Mapping[str, int]]]
 
 
 class Phase(enum.Enum):
@@ -119,7 +147,7 @@ class LinkUp:
     local_ip: IPv4Address
     peer_ip: IPv4Address
     dns: tuple[IPv4Address, ...]
-    peer_mru: int = 1500  # the largest datagram the client takes: the stack's MTU
+    peer_mru: int = DEFAULT_MRU  # the largest datagram the client takes: the stack's MTU
     vj_tx: bool = False
     vj_rx: bool = False
 
@@ -228,14 +256,6 @@ class LinkOptions:
         return (self.auth_method, *(m for m in self.auth_fallback if m != self.auth_method))
 
 
-def _load_vj() -> ModuleType | None:
-    try:
-        from pyslirp.ppp import vj
-    except ImportError:
-        return None
-    return vj
-
-
 # --- the link --------------------------------------------------------------------------------
 
 
@@ -245,7 +265,7 @@ class PPPLink:
     def __init__(self, options: LinkOptions, now: float, rng: random.Random | None = None) -> None:
         self.options = options
         self._rng = rng if rng is not None else random.SystemRandom()
-        self._vj_module = _load_vj() if options.vj else None
+        self._vj_module = vj if options.vj else None
         self._counters: Counter[str] = Counter()
         self._retired: Counter[str] = Counter()  # counters of earlier sessions' protocol objects
         if options.vj and self._vj_module is None:
@@ -269,7 +289,6 @@ class PPPLink:
         self._auth: AuthServer | None = None
         self._lcp = self._new_lcp()
         self._ipcp = self._new_ipcp()
-        self._created = now
 
     # --- construction per session -------------------------------------------------------------
     def _new_lcp(self) -> LCP:
@@ -302,36 +321,41 @@ class PPPLink:
             self._fsm_config,
         )
 
-    def _retire(self) -> None:
-        """Fold the counters of this session's protocol objects into the running totals."""
-        for prefix, counter in (("lcp_", self._lcp.fsm.counters), ("ipcp_", self._ipcp.fsm.counters)):
-            for key, value in counter.items():
-                self._retired[prefix + key] += value
-        self._retire_auth()
-        self._retire_vj()
+    # --- the protocol objects' counters, kept in _retired when an object is replaced -----------
+    def _auth_counters(self) -> _Prefixed:
+        return () if self._auth is None else ((_AUTH_PREFIX, self._auth.counters),)
+
+    def _vj_counters(self) -> _Prefixed:
+        directions = ((_VJ_TX_PREFIX, self._vj_tx), (_VJ_RX_PREFIX, self._vj_rx))
+        return tuple((prefix, codec.counters()) for prefix, codec in directions if codec is not None)
+
+    def _session_counters(self) -> _Prefixed:
+        return (
+            (_LCP_PREFIX, self._lcp.fsm.counters),
+            (_IPCP_PREFIX, self._ipcp.fsm.counters),
+            *self._auth_counters(),
+            *self._vj_counters(),
+        )
 
     def _retire_auth(self) -> None:
-        if self._auth is not None:
-            for key, value in self._auth.counters.items():
-                self._retired["auth_" + key] += value
-            self._auth = None
+        _add_prefixed(self._retired, self._auth_counters())
+        self._auth = None
 
     def _retire_vj(self) -> None:
-        for prefix, vj in (("vj_tx_", self._vj_tx), ("vj_rx_", self._vj_rx)):
-            if vj is not None:
-                for key, value in vj.counters().items():
-                    self._retired[prefix + key] += value
+        _add_prefixed(self._retired, self._vj_counters())
         self._vj_tx = self._vj_rx = None
 
     # --- administrative events ----------------------------------------------------------------
     def open(self, now: float) -> None:
-        """The line is up and we want a link: a fresh LCP negotiation (Open + Up, RFC 1661 §4.3)."""
+        """The line is up and we want a link: a fresh LCP negotiation (Open + Up, RFC 1661 §4.3)
+        with new protocol objects; the counters carry on. Ignored unless the link is Dead."""
         if self.phase is not Phase.DEAD:
             self._counters["open_while_active"] += 1
             return
-        self._retire()
+        _add_prefixed(self._retired, self._session_counters())
         self._lcp = self._new_lcp()
         self._ipcp = self._new_ipcp()
+        self._auth = self._vj_tx = self._vj_rx = None
         self._reason = None
         self._ipcp_rejected = False
         self._keepalive_reported = self._loopback_reported = False
@@ -346,6 +370,10 @@ class PPPLink:
             return
         self._close(reason, now)
         self._process(now)
+        if self._lcp.fsm.state is State.CLOSED:
+            # LCP was waiting passively in Stopped: Close moves it to Closed with nothing to
+            # terminate and no tlf (RFC 1661 §4.1, Stopped/Close), so nothing else ends the link.
+            self._go_dead(self._reason or reason, now)
 
     def line_down(self, now: float) -> None:
         """The lower layer went away (carrier lost, pty closed): Down and Close, then Dead."""
@@ -381,7 +409,7 @@ class PPPLink:
         return datagram
 
     def frame_error(self) -> None:
-        """The deframer saw a bad FCS or an aborted frame: VJ must resynchronise (RFC 1144 §4.3)."""
+        """The deframer saw a bad FCS or an aborted frame: VJ must resynchronise (RFC 1144 §4.2)."""
         self._counters["frame_error"] += 1
         if self._vj_rx is not None:
             self._vj_rx.toss()
@@ -548,7 +576,7 @@ class PPPLink:
         """The largest Information field the peer receives (1500 unless negotiated)."""
         if self._lcp.fsm.state is State.OPENED:
             return self._lcp.peer_mru
-        return 1500
+        return DEFAULT_MRU
 
     @property
     def lcp_state(self) -> State:
@@ -572,19 +600,11 @@ class PPPLink:
         return out
 
     def counters(self) -> dict[str, int]:
-        """Every counter: the link's own (frame dispositions), then per protocol, prefixed."""
+        """Every count since the link was made (keys: :data:`LINK_COUNTERS`): the link's own, then
+        each protocol's under its prefix."""
         total: Counter[str] = Counter(self._retired)
         total.update(self._counters)
-        for prefix, counter in (("lcp_", self._lcp.fsm.counters), ("ipcp_", self._ipcp.fsm.counters)):
-            for key, value in counter.items():
-                total[prefix + key] += value
-        if self._auth is not None:
-            for key, value in self._auth.counters.items():
-                total["auth_" + key] += value
-        for prefix, vj in (("vj_tx_", self._vj_tx), ("vj_rx_", self._vj_rx)):
-            if vj is not None:
-                for key, value in vj.counters().items():
-                    total[prefix + key] += value
+        _add_prefixed(total, self._session_counters())
         return dict(total)
 
     # --- reacting to the protocols ---------------------------------------------------------------
@@ -708,11 +728,11 @@ class PPPLink:
         ipcp = self._ipcp
         if signal is Action.TLU:
             self._retire_vj()
-            vj = self._vj_module
-            if vj is not None and ipcp.tx_vj is not None:
-                self._vj_tx = vj.VJCompressor(ipcp.tx_vj.max_slot_id, ipcp.tx_vj.compress_slot_id)
-            if vj is not None and ipcp.rx_vj is not None:
-                self._vj_rx = vj.VJDecompressor(ipcp.rx_vj.max_slot_id, ipcp.rx_vj.compress_slot_id)
+            module = self._vj_module
+            if module is not None and ipcp.tx_vj is not None:
+                self._vj_tx = module.VJCompressor(ipcp.tx_vj.max_slot_id, ipcp.tx_vj.compress_slot_id)
+            if module is not None and ipcp.rx_vj is not None:
+                self._vj_rx = module.VJDecompressor(ipcp.rx_vj.max_slot_id, ipcp.rx_vj.compress_slot_id)
             event = LinkUp(
                 self.options.local_ip,
                 self.options.peer_ip,
@@ -754,3 +774,9 @@ class PPPLink:
                 self._auth.stop()
                 self._events.append(AuthFailed("", self._auth.method, "peer rejected the authentication protocol"))
                 self._close("authentication refused", now)
+
+
+def _add_prefixed(into: Counter[str], parts: _Prefixed) -> None:
+    for prefix, counts in parts:
+        for key, value in counts.items():
+            into[prefix + key] += value

@@ -44,19 +44,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from struct import Struct
 
+from pyslirp.counters import CounterSet, CounterSpec
+from pyslirp.ppp.protocols import PROTO_IP, PROTO_VJ_COMP, PROTO_VJ_UNCOMP
+
 __all__ = [
-    "PROTO_IP",
-    "PROTO_VJ_COMPRESSED",
-    "PROTO_VJ_UNCOMPRESSED",
     "VJCompressor",
     "VJDecompressor",
+    "VJ_COMPRESSOR_COUNTERS",
+    "VJ_DECOMPRESSOR_COUNTERS",
     "ip_header_checksum",
 ]
-
-# PPP protocol numbers (RFC 1332 §3.2)
-PROTO_IP = 0x0021
-PROTO_VJ_COMPRESSED = 0x002D
-PROTO_VJ_UNCOMPRESSED = 0x002F
 
 # Change mask bits (RFC 1144 §3.2.2, Appendix A.1)
 NEW_C = 0x40
@@ -88,6 +85,44 @@ _LEN_ID = Struct("!HH")
 
 _SLOT_BYTE = [bytes((i,)) for i in range(256)]
 _PROTO_TCP_BYTE = bytes((_IPPROTO_TCP,))
+
+# The counts both directions keep (one spec each, so the link's tx and rx sets name them alike).
+_COMPRESSED = CounterSpec("compressed", "TCP/IP datagrams carried with a compressed header (§3.2.2)")
+_UNCOMPRESSED = CounterSpec("uncompressed", "TCP/IP datagrams carried whole, (re)loading a slot (§3.2.3)")
+_PASSED_IP = CounterSpec("passed_ip", "datagrams carried as plain IP (protocol 0x0021)")
+
+#: The keys of :meth:`VJCompressor.counters`.
+VJ_COMPRESSOR_COUNTERS = CounterSet("vj_compressor", [
+    _COMPRESSED,
+    _UNCOMPRESSED,
+    CounterSpec(
+        "uncompressed_reasons", "TCP/IP datagrams sent uncompressed, by why (§3.2.3)", prefix="uncompressed_",
+        reasons=("new_slot", "header_changed", "options_changed", "urgent_pointer", "large_delta", "no_change",
+                 "special_collision"),
+    ),
+    _PASSED_IP,
+    CounterSpec("passed_ip_reasons", "datagrams sent as plain IP, by why (§3.2.3)", prefix="passed_ip_",
+                reasons=("not_tcp", "fragment", "tcp_control", "malformed")),
+    CounterSpec("slot_reuses", "slots taken from the least recently used connection (§3.2.3)"),
+    CounterSpec("bytes_in", "bytes of datagrams given to the compressor", unit="bytes"),
+    CounterSpec("bytes_out", "bytes of what it made of them", unit="bytes"),
+])
+
+#: The keys of :meth:`VJDecompressor.counters`.
+VJ_DECOMPRESSOR_COUNTERS = CounterSet("vj_decompressor", [
+    _COMPRESSED,
+    _UNCOMPRESSED,
+    _PASSED_IP,
+    CounterSpec("errors", "packets that could not be decoded (each sets the toss flag, §4.2)"),
+    CounterSpec(
+        "decode_errors", "packets that could not be decoded, by why", prefix="error_",
+        reasons=("runt", "bad_slot", "uninitialized_slot", "truncated", "bad_ip_header", "bad_ip_checksum",
+                 "too_long", "unknown_protocol"),
+    ),
+    CounterSpec("tossed", "implicit-slot packets discarded until the next explicit slot (§4.2)"),
+    CounterSpec("toss_requests", "damaged frames the link reported (§4.2)"),
+    CounterSpec("implicit_slot_unnegotiated", "packets that omitted the slot number without Comp-Slot-Id agreed"),
+])
 
 
 def ip_header_checksum(header: bytes | bytearray | memoryview) -> int:
@@ -144,18 +179,7 @@ class VJCompressor:
         # Connection key -> slot, least recently used first (RFC 1144 §3.2.3: LRU reuse).
         self._lru: OrderedDict[tuple[int, int, int], _TxSlot] = OrderedDict()
         self._last_slot = -1  # slot of the last VJ packet sent, for implicit slot numbers
-        self._c: dict[str, int] = dict.fromkeys(
-            (
-                "compressed", "uncompressed", "passed_ip",
-                "uncompressed_new_slot", "uncompressed_header_changed",
-                "uncompressed_options_changed", "uncompressed_urgent_pointer",
-                "uncompressed_large_delta", "uncompressed_no_change",
-                "uncompressed_special_collision",
-                "passed_ip_not_tcp", "passed_ip_fragment", "passed_ip_tcp_control",
-                "passed_ip_malformed", "slot_reuses", "bytes_in", "bytes_out",
-            ),
-            0,
-        )
+        self._c: dict[str, int] = dict.fromkeys(sorted(VJ_COMPRESSOR_COUNTERS.all_keys()), 0)
 
     def counters(self) -> dict[str, int]:
         return dict(self._c)
@@ -224,7 +248,7 @@ class VJCompressor:
                 if type(result) is bytes:
                     c["compressed"] += 1
                     c["bytes_out"] += len(result)
-                    return PROTO_VJ_COMPRESSED, result
+                    return PROTO_VJ_COMP, result
 
         # §3.2.3 uncompressed TCP: (re)load the slot; send the datagram with the slot number in
         # the IP protocol field.
@@ -237,7 +261,7 @@ class VJCompressor:
         c["uncompressed"] += 1
         c[result] += 1  # type: ignore[index]
         c["bytes_out"] += n
-        return PROTO_VJ_UNCOMPRESSED, b"".join(
+        return PROTO_VJ_UNCOMP, b"".join(
             (packet[:9], _SLOT_BYTE[cs.slot], memoryview(packet)[10:])
         )
 
@@ -340,16 +364,7 @@ class VJDecompressor:
         self._current = -1
         # §4.2: until a slot is named explicitly, implicit-slot packets cannot be decoded.
         self._toss = True
-        self._c: dict[str, int] = dict.fromkeys(
-            (
-                "compressed", "uncompressed", "passed_ip", "tossed", "toss_requests",
-                "errors", "implicit_slot_unnegotiated",
-                "error_runt", "error_bad_slot", "error_uninitialized_slot", "error_truncated",
-                "error_bad_ip_header", "error_bad_ip_checksum", "error_too_long",
-                "error_unknown_protocol",
-            ),
-            0,
-        )
+        self._c: dict[str, int] = dict.fromkeys(sorted(VJ_DECOMPRESSOR_COUNTERS.all_keys()), 0)
 
     def counters(self) -> dict[str, int]:
         return dict(self._c)
@@ -369,9 +384,9 @@ class VJDecompressor:
 
     def decompress(self, protocol: int, payload: bytes) -> bytes | None:
         """Return the IPv4 datagram carried by a PPP frame, or None if it must be dropped."""
-        if protocol == PROTO_VJ_COMPRESSED:
+        if protocol == PROTO_VJ_COMP:
             return self._compressed(payload)
-        if protocol == PROTO_VJ_UNCOMPRESSED:
+        if protocol == PROTO_VJ_UNCOMP:
             return self._uncompressed(payload)
         if protocol == PROTO_IP:
             self._c["passed_ip"] += 1

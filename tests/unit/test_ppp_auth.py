@@ -6,9 +6,11 @@ import hashlib
 import logging
 import random
 
+from collections import Counter
+
 import pytest
 
-from pyslirp.ppp.auth import AuthOutcome, CHAPServer, PAPServer, make_auth_server
+from pyslirp.ppp.auth import AUTH_COUNTERS, AuthOutcome, CHAPServer, PAPServer, make_auth_server
 from pyslirp.ppp.fsm import build_packet
 
 CREDS = {"alice": "pa55-w0rd", "bob": "hunter2-secret"}
@@ -180,6 +182,26 @@ def test_make_auth_server() -> None:
     assert isinstance(make_auth_server("chap", CREDS, rng), CHAPServer)
     with pytest.raises(ValueError):
         make_auth_server("eap", CREDS, rng)
+
+
+def test_every_auth_count_is_declared_and_each_declared_count_happens() -> None:
+    pap = PAPServer(CREDS)
+    pap.receive(pap_request(1, b"alice", b"pa55-w0rd"), 0)  # unexpected_request: not started
+    pap.start(0)
+    for packet in (b"\x01", build_packet(2, 1), pap_request(2, b"alice", b"pa55-w0rd"),
+                   pap_request(2, b"alice", b"pa55-w0rd")):  # malformed, unexpected_code, success, repeated
+        pap.receive(packet, 1)
+    server = chap(rechallenge_interval=60.0)
+    server.start(0)
+    ident, challenge, _ = parse_challenge(server.take_packets()[0])
+    server.receive(chap_response(ident + 1, challenge, b"pa55-w0rd", b"alice"), 1)  # stale_response
+    server.receive(chap_response(ident, challenge, b"pa55-w0rd", b"alice"), 1)
+    server.receive(chap_response(ident, challenge, b"pa55-w0rd", b"alice"), 2)  # repeated_response
+    server.handle_timer(61.0)  # rechallenge
+    server.handle_timer(300.0)  # no Response: failure
+    total = Counter(pap.counters) + Counter(server.counters)
+    assert AUTH_COUNTERS.undeclared(total) == []
+    assert set(total) == AUTH_COUNTERS.all_keys()
 
 
 def test_secrets_never_in_logs_reprs_or_outcomes(caplog: pytest.LogCaptureFixture) -> None:

@@ -8,10 +8,13 @@ packets: packets sent, layer signals raised, the Restart timer and counter, and 
 from __future__ import annotations
 
 import re
+from collections import Counter
+
 import pytest
 
 from pyslirp.ppp.fsm import (
     FSM,
+    FSM_COUNTERS,
     Action,
     Event,
     FSMConfig,
@@ -540,3 +543,29 @@ def test_renegotiation_from_opened_resets_options() -> None:
     f.receive(build_packet(1, 2, build_options([GOOD])), 0)  # tld,scr,sca/8
     assert Counting.resets == 2
     assert f.state is State.ACK_SENT
+
+
+def test_every_count_is_declared_and_each_declared_count_happens() -> None:
+    total: Counter[str] = Counter()
+    for state, event in CELLS:  # every event in every state (illegal_event, Code-Reject, ...)
+        d = drive(State(state), variant_for(state, event))
+        fire(d, event)
+        total.update(d.fsm.counters)
+    d = drive(State.REQ_SENT)
+    req = d.last_request()
+    assert req is not None
+    for code, ident, data in (
+        (2, (req[1] + 1) & 0xFF, req[4:]),  # stale_reply
+        (2, req[1], build_options([BAD])),  # bad_ack
+        (4, req[1], build_options([(9, b"zz")])),  # bad_reject
+        (3, req[1], b"\x01"),  # malformed_options
+        (1, 7, build_options([(42, b"?")])),  # sent_reject
+        (4, req[1], build_options([GOOD])),  # received_reject
+    ):
+        d.rx(code, ident, data)
+    d.fsm.receive(b"\x01\x01\x00", d.now)  # short_packet
+    d.fsm.receive(b"\x01\x01\x00\x09", d.now)  # bad_length
+    d.rx(7, 1)  # bad_code_reject
+    total.update(d.fsm.counters)
+    assert FSM_COUNTERS.undeclared(total) == []
+    assert set(total) == FSM_COUNTERS.all_keys()

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from pyslirp.ppp.fsm import Event, FSMConfig, State, Verdict, build_options, build_packet, parse_options
-from pyslirp.ppp.lcp import LCP, LCPOptions
+from pyslirp.ppp.fsm import FSM_COUNTERS, Event, FSMConfig, State, Verdict, build_options, build_packet, parse_options
+from pyslirp.ppp.lcp import LCP, LCP_COUNTERS, LCPOptions
 
 MAGIC_PEER = 0x01020304
 
@@ -256,3 +256,22 @@ def test_code_reject_of_protocol_reject_is_tolerated() -> None:
     lcp, _ = opened()
     lcp.fsm.receive(build_packet(7, 1, build_packet(8, 5, b"\x80\x57")), 1.0)
     assert lcp.fsm.state is State.OPENED
+
+
+def test_every_lcp_count_is_declared_and_each_of_its_own_happens() -> None:
+    lcp, _ = opened(echo_interval=10.0)
+    peer_magic, our_magic = MAGIC_PEER.to_bytes(4, "big"), lcp.our_magic.to_bytes(4, "big")
+    for code, data in (
+        (9, peer_magic),  # echo_request
+        (9, our_magic),  # and a loop_indication
+        (10, peer_magic),  # echo_reply
+        (10, b"ab"),  # short_echo
+        (11, peer_magic),  # discard_request
+        (8, b"\x80\x57"),  # protocol_reject
+        (8, b"\x80"),  # bad_protocol_reject
+    ):
+        lcp.fsm.receive(build_packet(code, 7, data), 1.0)
+    lcp.handle_timer(10.0)  # echo_request_sent
+    counts = lcp.fsm.counters
+    assert LCP_COUNTERS.undeclared(counts) == []
+    assert set(counts) >= LCP_COUNTERS.all_keys() - FSM_COUNTERS.all_keys()

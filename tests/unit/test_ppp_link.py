@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from pyslirp.ppp.fsm import State, build_options, build_packet, parse_options
 from pyslirp.ppp.link import (
+    LINK_COUNTERS,
     RX_DISPOSITIONS,
     AuthFailed,
     AuthSucceeded,
@@ -764,6 +765,31 @@ def test_redial_gives_a_fresh_negotiation() -> None:
     assert w.link.counters()["tx_lcp"] >= 4  # counters survive sessions
 
 
+def test_open_after_terminate_negotiates_afresh_and_counts_both_sessions() -> None:
+    # The gateway keeps one PPPLink per line and open()s it again after a LinkDown.
+    def client() -> Pppd:
+        return Pppd(magic=0x0BADCAFE, user="alice", password="s3cret-pw")
+
+    w = Wire(auth_options("chap"), Pppd(user="alice", password="s3cret-pw")).dial()
+    first_lcp = w.link.lcp
+    w.peer.packet(LCP, 5, b"User request")
+    w.pump()
+    w.advance(3)
+    assert w.link.phase is Phase.DEAD
+    ended = w.link.counters()
+    w.peer = client()
+    w.now += 1
+    w.dial()
+    assert [type(e) for e in w.events] == [AuthSucceeded, LinkUp, NetworkDown, LinkDown, AuthSucceeded, LinkUp]
+    assert w.link.phase is Phase.NETWORK and w.link.lcp is not first_lcp
+    assert w.link.lcp.peer_magic == 0x0BADCAFE and w.peer.ipcp_open
+    # The second session counted exactly what a link dialled once counts, on top of the first.
+    once = Wire(auth_options("chap"), client()).dial().link.counters()
+    both = w.link.counters()
+    assert both == {key: ended.get(key, 0) + once.get(key, 0) for key in ended.keys() | once.keys()}
+    assert both["rx_frames"] > ended["rx_frames"] > 0 and both["auth_success"] == 2
+
+
 def test_lcp_renegotiation_brings_network_down_and_up() -> None:
     w = Wire(LinkOptions(echo_interval=0)).dial()
     w.peer.reset()
@@ -801,6 +827,18 @@ def test_passive_waits_for_the_peer_after_timeout() -> None:
         link.receive_frame(frame, 40.0)
     codes = sorted(f[4] for f, _ in link.take_output())
     assert codes == [1, 2]  # Stopped + RCR+: irc,scr,sca/8
+
+
+def test_close_ends_a_passive_wait() -> None:
+    link = PPPLink(LinkOptions(passive=True, echo_interval=0), 0.0, random.Random(1))
+    link.open(0.0)
+    while (deadline := link.next_deadline()) is not None:
+        link.handle_timer(deadline)
+    assert link.lcp_state is State.STOPPED and link.phase is Phase.ESTABLISH
+    link.close("shutdown", 40.0)
+    assert link.events() == [LinkDown("shutdown")] and link.phase is Phase.DEAD
+    link.open(41.0)  # the runtime can start again
+    assert link.phase is Phase.ESTABLISH and link.lcp_state is State.REQ_SENT
 
 
 # --- VJ data path ---------------------------------------------------------------------------------
@@ -953,3 +991,168 @@ def test_vj_compressor_failure_sends_plain_ip() -> None:
     w.link._vj_tx = Broken()
     assert w.link.encode_datagram(b"E" + bytes(19)) == b"\x21E" + bytes(19)
     assert w.link.counters()["vj_compress_error"] == 1
+
+
+# --- every count is declared (pyslirp.counters) ----------------------------------------------------
+
+
+def _vj_traffic(w: Wire) -> None:
+    """TCP both ways, compressed; then a lost frame and a compressed frame that cannot be decoded."""
+    from pyslirp.ppp import vj
+
+    comp = vj.VJCompressor(15, True)
+    for i in range(4):
+        w.peer.send(*comp.compress(tcp_packet(1 + 10 * i, b"x" * 10)))
+        w.link.encode_datagram(tcp_packet(500 + 10 * i, b"y" * 10, src="10.0.0.1", dst="10.0.0.2"))
+    w.pump()
+    w.link.frame_error()
+    w.link.receive_frame(b"\x2d" + comp.compress(tcp_packet(100, b"z"))[1], w.now)
+    w.link.receive_frame(b"\x2f\x00", w.now)
+
+
+def _garbage(w: Wire) -> None:
+    for frame in (b"", b"\xff", b"\xff\x03", b"\xff\x02\x00\x21", b"\x00", b"\x00\x20", b"\x21",
+                  b"\xc0\x23\x01", b"\x80\x21\x01\x01\x00", b"\x80\x57\x01\x01\x00\x04", b"\x2d\x00"):
+        w.link.receive_frame(frame, w.now)
+    w.link.receive_frame(b"\xff\x03\xc0\x21" + build_packet(8, 9, b"\x00"), w.now)  # short Protocol-Reject
+    w.link.receive_frame(b"\xff\x03\xc0\x21" + build_packet(9, 9, b"ab"), w.now)  # Echo-Request without magic
+    w.link.receive_frame(b"\xff\x03\xc0\x21" + build_packet(0x20, 9), w.now)  # unknown code
+    w.pump()
+
+
+def _pap_twice() -> Wire:
+    w = Wire(auth_options("pap"), Pppd(user="alice", password="s3cret-pw")).dial()
+    w.peer.packet(PAP, 1, b"\x05alice\x09s3cret-pw")  # our Ack was "lost": answered again
+    w.peer.packet(PAP, 1, b"\x05alice\x09s3")  # the password runs past the packet
+    w.peer.packet(PAP, 9, b"")
+    w.peer.send(PAP, b"\x01\x07")
+    w.pump()
+    return w
+
+
+def _pap_refused() -> Wire:
+    w = Wire(auth_options("pap"), Pppd(user="alice", password="guess")).dial()
+    w.advance(30)
+    return w
+
+
+def _chap_rechallenge_fails() -> Wire:
+    w = Wire(auth_options("chap", chap_rechallenge_interval=60.0), Pppd(user="alice", password="s3cret-pw")).dial()
+    w.advance(61)
+    w.peer.password = "changed"
+    w.advance(90)
+    return w
+
+
+def _chap_unanswered() -> Wire:
+    w = Wire(auth_options("chap", max_configure=4), Pppd(user="alice", password="s3cret-pw", silent_auth=True))
+    w.dial()
+    w.link.receive_frame(b"\xff\x03\xc2\x23" + build_packet(2, 0, b"\x10" + bytes(16) + b"alice"), w.now)
+    w.advance(60)
+    return w
+
+
+def _vj() -> Wire:
+    pytest.importorskip("pyslirp.ppp.vj")
+    w = Wire(LinkOptions(echo_interval=0)).dial()
+    _vj_traffic(w)
+    w.peer.send(IP, tcp_packet(1, b"plain"))
+    w.pump()
+    w.link.encode_datagram(bytes(20))  # not TCP: plain IP
+    w.link.encode_datagram(b"\x45" + bytes(2000))  # beyond the peer's MRU
+    return w
+
+
+def _bad_frames_in_every_phase() -> Wire:
+    w = Wire(LinkOptions(echo_interval=0, vj=False), Pppd(vj=False))
+    _garbage(w)  # Dead
+    w.link.open(w.now)
+    _garbage(w)  # Establish
+    w.peer.start()
+    w.pump()
+    _garbage(w)  # Network
+    return w
+
+
+def _protocol_rejects() -> Wire:
+    w = Wire(LinkOptions(echo_interval=0), Pppd(ipv6=True)).dial()
+    for protocol in (CCP, IPV6, 0x4021):
+        w.peer.send(protocol, b"\x01\x01\x00\x04")
+    w.peer.packet(LCP, 8, CCP.to_bytes(2, "big"))  # the client rejects one of ours: tolerated
+    w.pump()
+    return w
+
+
+def _ipcp_rejected() -> Wire:
+    w = Wire(LinkOptions(echo_interval=0), Pppd(reject_ipcp=True)).dial()
+    w.advance(30)
+    return w
+
+
+def _terminated_and_redialled() -> Wire:
+    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w.link.open(w.now)  # already open
+    w.peer.packet(LCP, 5, b"User request")
+    w.pump()
+    w.advance(3)
+    w.link.encode_datagram(bytes(20))  # Dead: not sent
+    w.peer = Pppd()
+    w.dial()
+    w.link.close("shutdown", w.now)
+    w.pump()
+    w.advance(10)
+    w.link.line_down(w.now)
+    return w
+
+
+def _keepalive_fails() -> Wire:
+    w = Wire(LinkOptions(echo_interval=10, echo_failures=3)).dial()
+    w.peer.packet(LCP, 9, (0x5EED1234).to_bytes(4, "big"))
+    w.peer.packet(LCP, 11, bytes(4))  # Discard-Request
+    w.advance(15)  # one Echo-Request answered
+    w.peer.answer_echo = False
+    w.advance(40)
+    w.peer.on_lcp = lambda *a: None  # type: ignore[method-assign]  # the client is gone
+    w.advance(10)
+    return w
+
+
+def _looped_back() -> Wire:
+    link = PPPLink(LinkOptions(echo_interval=0), 0.0, random.Random(7))
+    w = Wire(LinkOptions(), seed=7)
+    w.link = link
+    link.open(0.0)
+    now = 0.0
+    for _ in range(200):
+        out = link.take_output()
+        if not out:
+            if (deadline := link.next_deadline()) is None:
+                break
+            now = deadline
+            link.handle_timer(now)
+        for frame, _accm in out:
+            link.receive_frame(frame, now)
+    return w
+
+
+def _passive_after_timeout() -> Wire:
+    w = Wire(LinkOptions(passive=True, echo_interval=0))
+    w.link.open(0.0)
+    while (deadline := w.link.next_deadline()) is not None:  # nobody answers
+        w.now = deadline
+        w.link.handle_timer(w.now)
+    w.link.take_output()
+    w.peer.start()
+    w.pump()
+    return w
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [_pap_twice, _pap_refused, _chap_rechallenge_fails, _chap_unanswered, _vj, _bad_frames_in_every_phase,
+     _protocol_rejects, _ipcp_rejected, _terminated_and_redialled, _keepalive_fails, _looped_back,
+     _passive_after_timeout],
+)
+def test_every_link_count_is_declared(scenario) -> None:  # type: ignore[no-untyped-def]
+    counters = scenario().link.counters()
+    assert counters and LINK_COUNTERS.undeclared(counters) == []

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pyslirp.ppp.protocols import PROTO_IP, PROTO_VJ_COMP, PROTO_VJ_UNCOMP
 from pyslirp.ppp.vj import (
-    PROTO_IP,
-    PROTO_VJ_COMPRESSED,
-    PROTO_VJ_UNCOMPRESSED,
+    VJ_COMPRESSOR_COUNTERS,
+    VJ_DECOMPRESSOR_COUNTERS,
     VJCompressor,
     VJDecompressor,
     ip_header_checksum,
@@ -135,7 +135,7 @@ def test_uncompressed_tcp_carries_slot_in_protocol_byte() -> None:
     p1 = telnet(1000, 2000, ACK | PSH, 4096, b"a", 100)
     proto, payload = comp.compress(p1)
     # §3.2.2 / slhc: the datagram as is, IP protocol byte replaced by the slot (first slot is 0).
-    assert proto == PROTO_VJ_UNCOMPRESSED == 0x2F
+    assert proto == PROTO_VJ_UNCOMP == 0x2F
     assert payload == p1[:9] + b"\x00" + p1[10:]
     assert dec.decompress(proto, payload) == p1
 
@@ -185,7 +185,7 @@ def test_known_answer_sequence_with_implicit_slot() -> None:
 
     # A retransmission (nothing changed, same length) goes uncompressed (§3.2.3 case 0).
     proto, payload = roundtrip(comp, dec, p8)
-    assert proto == PROTO_VJ_UNCOMPRESSED and payload[9] == 0
+    assert proto == PROTO_VJ_UNCOMP and payload[9] == 0
 
     assert comp.counters()["compressed"] == 7
     assert comp.counters()["uncompressed"] == 2
@@ -223,12 +223,12 @@ def test_special_encoding_collision_goes_uncompressed() -> None:
     # Real changes S|W|U (== SPECIAL_I) cannot be encoded: send uncompressed.
     p = telnet(1010, 2000, ACK | URG, 5000, b"b", 2, urp=3)
     proto, _ = roundtrip(comp, dec, p)
-    assert proto == PROTO_VJ_UNCOMPRESSED
+    assert proto == PROTO_VJ_UNCOMP
     assert comp.counters()["uncompressed_special_collision"] == 1
     # S|A|W|U (== SPECIAL_D) likewise.
     p = telnet(1020, 2005, ACK | URG, 5001, b"b", 3, urp=3)
     proto, _ = roundtrip(comp, dec, p)
-    assert proto == PROTO_VJ_UNCOMPRESSED
+    assert proto == PROTO_VJ_UNCOMP
     assert comp.counters()["uncompressed_special_collision"] == 2
 
 
@@ -244,7 +244,7 @@ def test_large_and_backward_deltas_go_uncompressed() -> None:
     roundtrip(comp, dec, telnet(100000, 2000, ACK, 4096, b"a", 1))
     for seq, ack in [(100000 + 70000, 2000), (100000, 2000 + 0x10000), (99000, 2000), (0, 1999)]:
         proto, _ = roundtrip(comp, dec, telnet(seq, ack, ACK, 4096, b"ab", 2))
-        assert proto == PROTO_VJ_UNCOMPRESSED
+        assert proto == PROTO_VJ_UNCOMP
     assert comp.counters()["uncompressed_large_delta"] == 4
     # 0xFFFF exactly still compresses (3-byte form).
     p = telnet(0xFFFF, 1999, ACK, 4096, b"a", 3)
@@ -264,7 +264,7 @@ def test_urgent_pointer_moving_without_urg_goes_uncompressed() -> None:
     comp, dec = pair()
     roundtrip(comp, dec, telnet(1, 1, ACK, 100, b"a", 1, urp=0))
     proto, _ = roundtrip(comp, dec, telnet(2, 1, ACK, 100, b"a", 2, urp=7))
-    assert proto == PROTO_VJ_UNCOMPRESSED
+    assert proto == PROTO_VJ_UNCOMP
     assert comp.counters()["uncompressed_urgent_pointer"] == 1
 
 
@@ -315,8 +315,8 @@ def test_fields_a_compressed_header_cannot_carry_force_uncompressed() -> None:
         seq += 1
         return roundtrip(comp, dec, tcp_segment(**args))[0]  # type: ignore[arg-type]
 
-    assert send() == PROTO_VJ_UNCOMPRESSED  # new slot
-    assert send() == PROTO_VJ_COMPRESSED
+    assert send() == PROTO_VJ_UNCOMP  # new slot
+    assert send() == PROTO_VJ_COMP
     for change in [
         {"tos": 0x02},  # ECN CE/ECT in the TOS byte
         {"ttl": 63},
@@ -325,9 +325,9 @@ def test_fields_a_compressed_header_cannot_carry_force_uncompressed() -> None:
         {"flags": ACK | CWR},
         {"reserved": 0x01},  # NS / reserved bits beside the data offset
     ]:
-        assert send(**change) == PROTO_VJ_UNCOMPRESSED, change
+        assert send(**change) == PROTO_VJ_UNCOMP, change
         base.update({k: v for k, v in change.items()})
-        assert send() == PROTO_VJ_COMPRESSED, change
+        assert send() == PROTO_VJ_COMP, change
     assert comp.counters()["uncompressed_header_changed"] == 6
 
 
@@ -346,23 +346,23 @@ def test_tcp_options_unchanged_compress_changed_go_uncompressed() -> None:
     # Timestamps that change on every segment (how Linux sends them): always uncompressed.
     for _ in range(5):
         ts += 1
-        assert send(ts_opt(ts, 99)) == PROTO_VJ_UNCOMPRESSED
+        assert send(ts_opt(ts, 99)) == PROTO_VJ_UNCOMP
     # The same options on consecutive segments: compressed, rebuilt from the slot.
-    assert send(ts_opt(ts, 99)) == PROTO_VJ_COMPRESSED
-    assert send(ts_opt(ts, 99)) == PROTO_VJ_COMPRESSED
+    assert send(ts_opt(ts, 99)) == PROTO_VJ_COMP
+    assert send(ts_opt(ts, 99)) == PROTO_VJ_COMP
     # SACK blocks appear / change: uncompressed, then compressed while they stay.
-    assert send(sack_opt(10, 20)) == PROTO_VJ_UNCOMPRESSED
-    assert send(sack_opt(10, 20)) == PROTO_VJ_COMPRESSED
-    assert send(sack_opt(10, 30)) == PROTO_VJ_UNCOMPRESSED
-    assert send(b"") == PROTO_VJ_UNCOMPRESSED  # option length changes too
-    assert send(b"") == PROTO_VJ_COMPRESSED
+    assert send(sack_opt(10, 20)) == PROTO_VJ_UNCOMP
+    assert send(sack_opt(10, 20)) == PROTO_VJ_COMP
+    assert send(sack_opt(10, 30)) == PROTO_VJ_UNCOMP
+    assert send(b"") == PROTO_VJ_UNCOMP  # option length changes too
+    assert send(b"") == PROTO_VJ_COMP
     # IP options: compressed while unchanged (RFC 1144 Appendix A, slhc), uncompressed if not.
-    assert send(b"", IP_OPT_RR) == PROTO_VJ_UNCOMPRESSED
-    assert send(b"", IP_OPT_RR) == PROTO_VJ_COMPRESSED
+    assert send(b"", IP_OPT_RR) == PROTO_VJ_UNCOMP
+    assert send(b"", IP_OPT_RR) == PROTO_VJ_COMP
     rr2 = bytes([7, 7, 8, 10, 0, 0, 1, 0])
-    assert send(b"", rr2) == PROTO_VJ_UNCOMPRESSED
-    assert send(MSS_OPT, rr2) == PROTO_VJ_UNCOMPRESSED
-    assert send(MSS_OPT, rr2) == PROTO_VJ_COMPRESSED
+    assert send(b"", rr2) == PROTO_VJ_UNCOMP
+    assert send(MSS_OPT, rr2) == PROTO_VJ_UNCOMP
+    assert send(MSS_OPT, rr2) == PROTO_VJ_COMP
     c = comp.counters()
     assert c["uncompressed_options_changed"] == 7
     assert c["uncompressed_header_changed"] == 3  # data-offset / IHL changes
@@ -382,18 +382,18 @@ def test_slots_are_reused_least_recently_used_first() -> None:
     slots = {}
     for i in range(3):  # connections 0, 1, 2 take slots 0, 1, 2
         proto, payload = roundtrip(comp, dec, conn_packet(i, 100, 1))
-        assert proto == PROTO_VJ_UNCOMPRESSED
+        assert proto == PROTO_VJ_UNCOMP
         slots[i] = payload[9]
     assert slots == {0: 0, 1: 1, 2: 2}
     # Touch 0, so 1 is now the least recently used.
-    assert roundtrip(comp, dec, conn_packet(0, 101, 2))[0] == PROTO_VJ_COMPRESSED
+    assert roundtrip(comp, dec, conn_packet(0, 101, 2))[0] == PROTO_VJ_COMP
     proto, payload = roundtrip(comp, dec, conn_packet(3, 100, 1))
-    assert (proto, payload[9]) == (PROTO_VJ_UNCOMPRESSED, 1)
+    assert (proto, payload[9]) == (PROTO_VJ_UNCOMP, 1)
     # 2 is now the oldest; 0 and 3 still compress.
-    assert roundtrip(comp, dec, conn_packet(0, 102, 3))[0] == PROTO_VJ_COMPRESSED
-    assert roundtrip(comp, dec, conn_packet(3, 101, 2))[0] == PROTO_VJ_COMPRESSED
+    assert roundtrip(comp, dec, conn_packet(0, 102, 3))[0] == PROTO_VJ_COMP
+    assert roundtrip(comp, dec, conn_packet(3, 101, 2))[0] == PROTO_VJ_COMP
     proto, payload = roundtrip(comp, dec, conn_packet(1, 101, 2))  # 1 evicted: new slot 2
-    assert (proto, payload[9]) == (PROTO_VJ_UNCOMPRESSED, 2)
+    assert (proto, payload[9]) == (PROTO_VJ_UNCOMP, 2)
     assert comp.counters()["slot_reuses"] == 2
 
 
@@ -402,7 +402,7 @@ def test_single_slot_max_slot_id_zero() -> None:
     for n in range(1, 6):
         for i in range(3):
             proto, payload = roundtrip(comp, dec, conn_packet(i, 100 + n, n))
-            assert proto == PROTO_VJ_UNCOMPRESSED and payload[9] == 0
+            assert proto == PROTO_VJ_UNCOMP and payload[9] == 0
 
 
 def test_slot_number_sent_only_when_it_changes() -> None:
@@ -456,8 +456,8 @@ def test_lost_frame_toss_until_uncompressed_resyncs() -> None:
     comp, dec = pair()
     pkts = bulk(5000, 12)
     frames = [comp.compress(p) for p in pkts]
-    assert frames[0][0] == PROTO_VJ_UNCOMPRESSED
-    assert all(f[0] == PROTO_VJ_COMPRESSED for f in frames[1:])
+    assert frames[0][0] == PROTO_VJ_UNCOMP
+    assert all(f[0] == PROTO_VJ_COMP for f in frames[1:])
     for k in range(4):
         assert dec.decompress(*frames[k]) == pkts[k]
     # frames[4] is lost on the line; the link's deframer reports it.
@@ -469,11 +469,11 @@ def test_lost_frame_toss_until_uncompressed_resyncs() -> None:
     # The receiving TCP retransmits from the hole: seq goes backwards -> uncompressed -> resync.
     retx = tcp_segment(A, B, 3000, 80, 5400, 1, ACK, 8192, bytes([4]) * 100, ident=13)
     proto, payload = comp.compress(retx)
-    assert proto == PROTO_VJ_UNCOMPRESSED
+    assert proto == PROTO_VJ_UNCOMP
     assert dec.decompress(proto, payload) == retx
     for p in bulk(5500, 6, ident0=14):
         proto, payload = comp.compress(p)
-        assert proto == PROTO_VJ_COMPRESSED
+        assert proto == PROTO_VJ_COMP
         assert dec.decompress(proto, payload) == p
     assert dec.counters()["tossed"] == 7
 
@@ -499,12 +499,19 @@ def test_explicit_slot_clears_toss_and_stale_slot_fails_tcp_checksum() -> None:
     assert dec.decompress(*frames[6]) == order[6]
 
 
+def test_counters_hold_exactly_the_declared_keys() -> None:
+    # Counting is a plain dict increment of a key made from the declaration: an undeclared key
+    # raises KeyError, so the tests of each reason above check it is declared.
+    assert set(VJCompressor(15, True).counters()) == VJ_COMPRESSOR_COUNTERS.all_keys()
+    assert set(VJDecompressor(15, True).counters()) == VJ_DECOMPRESSOR_COUNTERS.all_keys()
+
+
 def test_compressed_before_any_uncompressed_is_tossed() -> None:
     dec = VJDecompressor(15, True)
-    assert dec.decompress(PROTO_VJ_COMPRESSED, b"\x0f\x12\x34data") is None
+    assert dec.decompress(PROTO_VJ_COMP, b"\x0f\x12\x34data") is None
     assert dec.counters()["tossed"] == 1
     # Naming a slot never loaded is an error (slhc: "uninitialized").
-    assert dec.decompress(PROTO_VJ_COMPRESSED, b"\x4f\x03\x12\x34data") is None
+    assert dec.decompress(PROTO_VJ_COMP, b"\x4f\x03\x12\x34data") is None
     assert dec.counters()["error_uninitialized_slot"] == 1
 
 
@@ -521,19 +528,19 @@ def test_decompressor_errors_are_counted_and_set_toss() -> None:
         assert after[reason] == before[reason] + 1, reason
         assert after["errors"] == before["errors"] + 1
 
-    bad(PROTO_VJ_UNCOMPRESSED, unc[:9] + b"\x04" + unc[10:], "error_bad_slot")  # slot > 3
-    bad(PROTO_VJ_UNCOMPRESSED, unc[:30], "error_runt")
-    bad(PROTO_VJ_UNCOMPRESSED, unc[:-1], "error_bad_ip_header")  # shorter than total length
-    bad(PROTO_VJ_UNCOMPRESSED, b"\x44" + unc[1:], "error_bad_ip_header")
-    bad(PROTO_VJ_UNCOMPRESSED, b"\x65" + unc[1:], "error_bad_ip_header")
-    bad(PROTO_VJ_UNCOMPRESSED, unc[:8] + b"\x3f" + unc[9:], "error_bad_ip_checksum")  # TTL
-    bad(PROTO_VJ_COMPRESSED, b"\x40", "error_runt")
-    bad(PROTO_VJ_COMPRESSED, b"\x40\x09\x00\x00", "error_bad_slot")
-    bad(PROTO_VJ_COMPRESSED, b"\x40\x00\x00", "error_truncated")  # checksum cut short
-    bad(PROTO_VJ_COMPRESSED, b"\x4e\x00\x12\x34\x00\x01", "error_truncated")  # W in 3-byte form
+    bad(PROTO_VJ_UNCOMP, unc[:9] + b"\x04" + unc[10:], "error_bad_slot")  # slot > 3
+    bad(PROTO_VJ_UNCOMP, unc[:30], "error_runt")
+    bad(PROTO_VJ_UNCOMP, unc[:-1], "error_bad_ip_header")  # shorter than total length
+    bad(PROTO_VJ_UNCOMP, b"\x44" + unc[1:], "error_bad_ip_header")
+    bad(PROTO_VJ_UNCOMP, b"\x65" + unc[1:], "error_bad_ip_header")
+    bad(PROTO_VJ_UNCOMP, unc[:8] + b"\x3f" + unc[9:], "error_bad_ip_checksum")  # TTL
+    bad(PROTO_VJ_COMP, b"\x40", "error_runt")
+    bad(PROTO_VJ_COMP, b"\x40\x09\x00\x00", "error_bad_slot")
+    bad(PROTO_VJ_COMP, b"\x40\x00\x00", "error_truncated")  # checksum cut short
+    bad(PROTO_VJ_COMP, b"\x4e\x00\x12\x34\x00\x01", "error_truncated")  # W in 3-byte form
     bad(0x0057, b"\x60" + b"\x00" * 39, "error_unknown_protocol")
     # An error sets toss: the next implicit-slot packet is dropped...
-    assert dec.decompress(PROTO_VJ_COMPRESSED, b"\x0f\x00\x00x") is None
+    assert dec.decompress(PROTO_VJ_COMP, b"\x0f\x00\x00x") is None
     assert dec.counters()["tossed"] == 1
     # ...and the slot still decodes correctly once named again: errors never touched its state.
     p1 = conn_packet(0, 101, 2)
@@ -669,12 +676,12 @@ def test_random_conversations_round_trip(max_slot_id: int, cid: bool, n_conns: i
     pkts = _packets(steps, n_conns)
     for pkt in pkts:
         proto, payload = comp.compress(pkt)
-        assert proto in (PROTO_IP, PROTO_VJ_UNCOMPRESSED, PROTO_VJ_COMPRESSED)
-        if proto == PROTO_VJ_COMPRESSED:
+        assert proto in (PROTO_IP, PROTO_VJ_UNCOMP, PROTO_VJ_COMP)
+        if proto == PROTO_VJ_COMP:
             assert len(payload) < len(pkt)
             assert payload[0] & 0x80 == 0
             assert cid or payload[0] & 0x40
-        elif proto == PROTO_VJ_UNCOMPRESSED:
+        elif proto == PROTO_VJ_UNCOMP:
             assert payload[9] <= max_slot_id
         assert dec.decompress(proto, payload) == pkt
     cc, dc = comp.counters(), dec.counters()
@@ -710,7 +717,7 @@ def test_long_interleaved_conversation_mostly_compresses() -> None:
 
 @settings(max_examples=500, deadline=None)
 @given(
-    protocol=st.sampled_from([PROTO_IP, PROTO_VJ_COMPRESSED, PROTO_VJ_UNCOMPRESSED, 0x0057]),
+    protocol=st.sampled_from([PROTO_IP, PROTO_VJ_COMP, PROTO_VJ_UNCOMP, 0x0057]),
     frames=st.lists(st.binary(max_size=80), min_size=1, max_size=8),
     primed=st.booleans(),
     toss=st.booleans(),
@@ -725,7 +732,7 @@ def test_garbage_never_raises(protocol: int, frames: list[bytes], primed: bool, 
     if toss:
         dec.toss()
     for f in frames:
-        for proto in (protocol, PROTO_VJ_COMPRESSED):
+        for proto in (protocol, PROTO_VJ_COMP):
             out = dec.decompress(proto, f)
             assert out is None or isinstance(out, bytes)
             if out is not None and proto != PROTO_IP:
