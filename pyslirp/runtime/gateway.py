@@ -174,7 +174,7 @@ class Gateway:
             return  # part of a frame: nothing to act on yet
         if errors != self._deframe_errors:
             self._deframe_errors = errors
-            link.frame_error()  # a damaged frame: VJ must resynchronise (RFC 1144 §4.3)
+            link.frame_error()  # a damaged frame: VJ must resynchronise (RFC 1144 §4.2)
         network = self.network
         taps = self._taps
         for frame in frames:
