@@ -96,6 +96,11 @@ class UDPDatagram:
 StackEvent = Union[ConnectionRequest, ConnectionEvent, UDPDatagram]
 
 
+def _key(conn: TCPConnection) -> tuple[bytes, int, bytes, int]:
+    """The connection table's key: (remote address, remote port, local address, local port)."""
+    return (conn.remote_addr, conn.remote_port, conn.local_addr, conn.local_port)
+
+
 class Stack:
     """One link's network layer.
 
@@ -302,7 +307,7 @@ class Stack:
             for event in conn.events():
                 self._events.append(ConnectionEvent(conn, event))
                 if isinstance(event, Closed):
-                    self._forget((conn.remote_addr, conn.remote_port, conn.local_addr, conn.local_port), conn)
+                    self._forget(_key(conn), conn)
             self._schedule(conn)
 
     def _forget(self, key: tuple[bytes, int, bytes, int], conn: TCPConnection) -> None:
@@ -312,7 +317,7 @@ class Stack:
 
     def _schedule(self, conn: TCPConnection) -> None:
         deadline = conn.next_deadline()
-        if deadline is None or (conn.remote_addr, conn.remote_port, conn.local_addr, conn.local_port) not in self.connections:
+        if deadline is None or _key(conn) not in self.connections:
             self._scheduled.pop(conn, None)
             return
         if self._scheduled.get(conn) != deadline:

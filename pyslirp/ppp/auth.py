@@ -27,13 +27,13 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyslirp.counters import CounterSet, CounterSpec
-from pyslirp.ppp.fsm import build_packet, parse_packet
+from pyslirp.ppp.fsm import FSMConfig, build_packet, parse_packet
 from pyslirp.ppp.protocols import AUTH_CHAP, AUTH_PAP, PROTO_CHAP, PROTO_PAP, printable
 
-__all__ = ["AUTH_COUNTERS", "AuthOutcome", "AuthServer", "CHAPServer", "PAPServer", "make_auth_server"]
+__all__ = ["AUTH_COUNTERS", "AuthOptions", "AuthOutcome", "AuthServer", "CHAPServer", "PAPServer", "make_auth_server"]
 
 log = logging.getLogger(__name__)
 
@@ -326,20 +326,24 @@ class CHAPServer(AuthServer):
                 self._send_challenge(now)
 
 
-def make_auth_server(
-    method: str,
-    credentials: Mapping[str, str],
-    rng: random.Random,
-    *,
-    name: str = "pyslirp",
-    timeout: float = 30.0,
-    restart_interval: float = 3.0,
-    max_transmits: int = 10,
-    rechallenge_interval: float | None = None,
-) -> AuthServer:
-    """The authenticator for the method LCP negotiated."""
+@dataclass(frozen=True)
+class AuthOptions:
+    """How we authenticate the peer (which methods we ask for is LCP's: ``LCPOptions``)."""
+
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)  # user -> secret
+    local_name: str = "pyslirp"  # our name in CHAP Challenges
+    timeout: float = 30.0
+    chap_rechallenge_interval: float | None = None
+
+
+def make_auth_server(method: str, options: AuthOptions, fsm: FSMConfig, rng: random.Random) -> AuthServer:
+    """The authenticator for the method LCP negotiated; CHAP retransmits its Challenge on the
+    automaton's restart timer, at most Max-Configure times."""
     if method == AUTH_PAP:
-        return PAPServer(credentials, timeout)
+        return PAPServer(options.credentials, options.timeout)
     if method == AUTH_CHAP:
-        return CHAPServer(credentials, rng, name, timeout, restart_interval, max_transmits, rechallenge_interval)
+        return CHAPServer(
+            options.credentials, rng, options.local_name, options.timeout, fsm.restart_interval,
+            fsm.max_configure, options.chap_rechallenge_interval,
+        )
     raise ValueError(f"unknown authentication method {method!r}")

@@ -38,12 +38,12 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import Any, Union
 
 from pyslirp.counters import CounterSet, CounterSpec
-from pyslirp.ppp.auth import AUTH_COUNTERS, AuthOutcome, AuthServer, make_auth_server
+from pyslirp.ppp.auth import AUTH_COUNTERS, AuthOptions, AuthOutcome, AuthServer, make_auth_server
 from pyslirp.ppp.fsm import FSM_COUNTERS, Action, Event, FSMConfig, State, earlier
 from pyslirp.ppp.ipcp import IPCP, IPCPOptions
 from pyslirp.ppp.lcp import LCP, LCP_COUNTERS, LCPOptions
@@ -213,47 +213,14 @@ LinkEvent = Union[
 
 @dataclass
 class LinkOptions:
-    """Everything the link negotiates; the runtime fills it from the validated configuration
-    (``pyslirp.runtime.settings.link_options``)."""
+    """Everything the link negotiates, one options object per protocol; the runtime builds them
+    from the validated configuration (``pyslirp.runtime.settings.link_options``)."""
 
-    local_ip: IPv4Address = IPv4Address("10.0.0.1")
-    peer_ip: IPv4Address = IPv4Address("10.0.0.2")
-    dns_servers: tuple[IPv4Address, ...] = ()
-    mru: int = 1500
-    accm: int = 0
-    request_pfc: bool = True
-    request_acfc: bool = True
-    auth_method: str = "none"  # "none", "pap" or "chap"
-    auth_fallback: tuple[str, ...] = ()  # also accepted when the client Naks auth_method, e.g. ("pap",)
-    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
-    local_name: str = "pyslirp"
-    auth_timeout: float = 30.0
-    chap_rechallenge_interval: float | None = None
-    echo_interval: float = 10.0  # LCP keepalive; 0 turns it off
-    echo_failures: int = 3
-    vj: bool = True
-    vj_slots: int = 16
-    restart_timer: float = 3.0
-    max_configure: int = 10
-    max_terminate: int = 2
-    max_failure: int = 5
-    loopback_fail: int = 5
+    lcp: LCPOptions = field(default_factory=LCPOptions)
+    ipcp: IPCPOptions = field(default_factory=IPCPOptions)
+    auth: AuthOptions = field(default_factory=AuthOptions)
+    fsm: FSMConfig = field(default_factory=FSMConfig)
     passive: bool = False  # RFC 1661 §4.1 [p]: after LCP times out, wait for the peer in Stopped
-
-    def __post_init__(self) -> None:
-        # The configuration (pyslirp.config) checks every value; here only the types are made
-        # what the link uses.
-        self.local_ip = IPv4Address(self.local_ip)
-        self.peer_ip = IPv4Address(self.peer_ip)
-        self.dns_servers = tuple(IPv4Address(a) for a in self.dns_servers)
-        self.auth_fallback = tuple(self.auth_fallback)
-
-    @property
-    def auth_methods(self) -> tuple[str, ...]:
-        """Methods we ask for, in order (empty: no authentication)."""
-        if self.auth_method == "none":
-            return ()
-        return (self.auth_method, *(m for m in self.auth_fallback if m != self.auth_method))
 
 
 # --- the link --------------------------------------------------------------------------------
@@ -262,21 +229,17 @@ class LinkOptions:
 class PPPLink:
     """One PPP link on one line: ``open()`` per session (the client dialling in)."""
 
-    def __init__(self, options: LinkOptions, now: float, rng: random.Random | None = None) -> None:
+    def __init__(self, options: LinkOptions, rng: random.Random | None = None) -> None:
         self.options = options
         self._rng = rng if rng is not None else random.SystemRandom()
-        self._vj_module = vj if options.vj else None
+        self._vj_module = vj if options.ipcp.vj else None
         self._counters: Counter[str] = Counter()
         self._retired: Counter[str] = Counter()  # counters of earlier sessions' protocol objects
-        if options.vj and self._vj_module is None:
+        self._ipcp_options = options.ipcp
+        if options.ipcp.vj and self._vj_module is None:
             log.warning("VJ compression requested but pyslirp.ppp.vj is unavailable: not negotiating it")
             self._counters["vj_unavailable"] = 1
-        self._fsm_config = FSMConfig(
-            restart_interval=options.restart_timer,
-            max_configure=options.max_configure,
-            max_terminate=options.max_terminate,
-            max_failure=options.max_failure,
-        )
+            self._ipcp_options = replace(options.ipcp, vj=False)
         self.phase = Phase.DEAD
         self._events: list[LinkEvent] = []
         self._outbox: list[tuple[bytes, int]] = []
@@ -292,34 +255,10 @@ class PPPLink:
 
     # --- construction per session -------------------------------------------------------------
     def _new_lcp(self) -> LCP:
-        o = self.options
-        return LCP(
-            LCPOptions(
-                mru=o.mru,
-                accm=o.accm,
-                auth_methods=o.auth_methods,
-                request_pfc=o.request_pfc,
-                request_acfc=o.request_acfc,
-                echo_interval=o.echo_interval,
-                echo_failures=o.echo_failures,
-                loopback_fail=o.loopback_fail,
-            ),
-            self._fsm_config,
-            self._rng,
-        )
+        return LCP(self.options.lcp, self.options.fsm, self._rng)
 
     def _new_ipcp(self) -> IPCP:
-        o = self.options
-        return IPCP(
-            IPCPOptions(
-                local_ip=o.local_ip,
-                peer_ip=o.peer_ip,
-                dns=o.dns_servers,
-                vj=o.vj and self._vj_module is not None,
-                vj_slots=o.vj_slots,
-            ),
-            self._fsm_config,
-        )
+        return IPCP(self._ipcp_options, self.options.fsm)
 
     # --- the protocol objects' counters, kept in _retired when an object is replaced -----------
     def _auth_counters(self) -> _Prefixed:
@@ -651,22 +590,12 @@ class PPPLink:
             if lcp.auth_method is not None:
                 # RFC 1661 §3.5: authenticate before any network-layer protocol.
                 self.phase = Phase.AUTHENTICATE
-                o = self.options
                 self._retire_auth()  # LCP renegotiated: authenticate again, keep the counts
-                self._auth = make_auth_server(
-                    lcp.auth_method,
-                    o.credentials,
-                    self._rng,
-                    name=o.local_name,
-                    timeout=o.auth_timeout,
-                    restart_interval=o.restart_timer,
-                    max_transmits=o.max_configure,
-                    rechallenge_interval=o.chap_rechallenge_interval,
-                )
+                self._auth = make_auth_server(lcp.auth_method, self.options.auth, self.options.fsm, self._rng)
                 self._auth.start(now)
-            elif self.options.auth_methods:
+            elif self.options.lcp.auth_methods:
                 self.phase = Phase.AUTHENTICATE
-                self._events.append(AuthFailed("", self.options.auth_methods[0], "peer refused to authenticate"))
+                self._events.append(AuthFailed("", self.options.lcp.auth_methods[0], "peer refused to authenticate"))
                 self._close("authentication refused", now)
             else:
                 self._enter_network(now)
@@ -733,10 +662,11 @@ class PPPLink:
                 self._vj_tx = module.VJCompressor(ipcp.tx_vj.max_slot_id, ipcp.tx_vj.compress_slot_id)
             if module is not None and ipcp.rx_vj is not None:
                 self._vj_rx = module.VJDecompressor(ipcp.rx_vj.max_slot_id, ipcp.rx_vj.compress_slot_id)
+            addresses = self.options.ipcp
             event = LinkUp(
-                self.options.local_ip,
-                self.options.peer_ip,
-                self.options.dns_servers,
+                addresses.local_ip,
+                addresses.peer_ip,
+                addresses.dns,
                 peer_mru=self.peer_mru,
                 vj_tx=self._vj_tx is not None,
                 vj_rx=self._vj_rx is not None,

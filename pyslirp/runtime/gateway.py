@@ -91,9 +91,9 @@ class Gateway:
         # client escapes every control character anyway, so this only matters for stray
         # characters; and it avoids losing frames that follow LCP Opened in the same read, which a
         # switch from the default map at Opened would (RFC 1662 §7.1 lets the map change there).
-        self.deframer = Deframer(accm=options.accm, max_frame=deframer_max_frame(options.mru))
+        self.deframer = Deframer(accm=options.lcp.accm, max_frame=deframer_max_frame(options.lcp.mru))
         self._loop = asyncio.get_running_loop()
-        self.link = PPPLink(options, self._loop.time(), rng=random.SystemRandom())
+        self.link = PPPLink(options, rng=random.SystemRandom())
         #: the network of the link that is up (the stack with the proxy on it), else None
         self.network: Network | None = None
         self._taps: tuple[FrameTap, ...] = ()

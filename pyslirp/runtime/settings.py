@@ -21,6 +21,10 @@ from typing import Any
 from pyslirp.config import PyslirpConfig
 from pyslirp.net.stack import IP_TCP_HEADERS
 from pyslirp.net.tcp import TCPConfig
+from pyslirp.ppp.auth import AuthOptions
+from pyslirp.ppp.fsm import FSMConfig
+from pyslirp.ppp.ipcp import IPCPOptions
+from pyslirp.ppp.lcp import LCPOptions
 from pyslirp.ppp.link import LinkOptions
 
 #: the deframer's bound on a frame: the MRU plus address, control, protocol, FCS and slack,
@@ -82,26 +86,31 @@ def _diff(old: Any, new: Any, path: str) -> list[str]:
 
 
 def link_options(config: PyslirpConfig) -> LinkOptions:
-    """The sans-IO link's options."""
+    """The sans-IO link's options: one object per protocol, built here and nowhere else."""
     ppp = config.ppp
+    auth = ppp.auth
     return LinkOptions(
-        local_ip=ppp.local_ip,
-        peer_ip=ppp.peer_ip,
-        dns_servers=tuple(ppp.dns_servers),
-        mru=ppp.mru,
-        accm=ppp.accm,
-        auth_method=ppp.auth.method,
-        credentials=ppp.auth.credentials(),
-        auth_timeout=ppp.auth.timeout,
-        chap_rechallenge_interval=ppp.auth.chap_rechallenge_interval,
-        echo_interval=ppp.keepalive.interval,
-        echo_failures=ppp.keepalive.failures,
-        vj=ppp.vj,
-        vj_slots=ppp.vj_slots,
-        restart_timer=ppp.restart_timer,
-        max_configure=ppp.max_configure,
-        max_terminate=ppp.max_terminate,
-        max_failure=ppp.max_failure,
+        lcp=LCPOptions(
+            mru=ppp.mru,
+            accm=ppp.accm,
+            auth_methods=() if auth.method == "none" else (auth.method,),
+            echo_interval=ppp.keepalive.interval,
+            echo_failures=ppp.keepalive.failures,
+        ),
+        ipcp=IPCPOptions(
+            local_ip=ppp.local_ip, peer_ip=ppp.peer_ip, dns=tuple(ppp.dns_servers), vj=ppp.vj, vj_slots=ppp.vj_slots
+        ),
+        auth=AuthOptions(
+            credentials=auth.credentials(),
+            timeout=auth.timeout,
+            chap_rechallenge_interval=auth.chap_rechallenge_interval,
+        ),
+        fsm=FSMConfig(
+            restart_interval=ppp.restart_timer,
+            max_configure=ppp.max_configure,
+            max_terminate=ppp.max_terminate,
+            max_failure=ppp.max_failure,
+        ),
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import random
 
 from pyslirp._core.hdlc import encode_frame
+from pyslirp.ppp.lcp import LCPOptions
 from pyslirp.ppp.link import LinkOptions
 from pyslirp.runtime.gateway import Gateway
 from pyslirp.runtime.lines import LineSession
@@ -58,7 +59,7 @@ async def test_garbage_truncated_and_bad_fcs_frames_are_counted_not_fatal() -> N
     cuts = sorted(rng.sample(range(1, len(stream)), 50))
     chunks += [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
     session = ScriptedSession(chunks)
-    gateway = Gateway(session, LinkOptions(echo_interval=0), no_network)
+    gateway = Gateway(session, LinkOptions(lcp=LCPOptions(echo_interval=0)), no_network)
     await asyncio.wait_for(gateway.run(), 10)
     counters = gateway.deframer.counters()
     assert counters["bad_fcs"] >= 4
@@ -90,7 +91,7 @@ class BulkOnlyNetwork:
 
 async def test_each_flush_passes_the_budgets_read_rest_and_interactivity_to_the_line() -> None:
     session = ScriptedSession([])
-    gateway = Gateway(session, LinkOptions(echo_interval=0), no_network)
+    gateway = Gateway(session, LinkOptions(lcp=LCPOptions(echo_interval=0)), no_network)
     network = BulkOnlyNetwork()
     gateway.network = network
     gateway._flush()

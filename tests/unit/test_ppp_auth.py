@@ -10,7 +10,8 @@ from collections import Counter
 
 import pytest
 
-from pyslirp.ppp.auth import AUTH_COUNTERS, AuthOutcome, CHAPServer, PAPServer, make_auth_server
+from pyslirp.ppp.auth import AUTH_COUNTERS, AuthOptions, AuthOutcome, CHAPServer, PAPServer, make_auth_server
+from pyslirp.ppp.fsm import FSMConfig
 from pyslirp.ppp.fsm import build_packet
 
 CREDS = {"alice": "pa55-w0rd", "bob": "hunter2-secret"}
@@ -178,10 +179,14 @@ def test_chap_rechallenge_requires_the_same_user() -> None:
 
 def test_make_auth_server() -> None:
     rng = random.Random(1)
-    assert isinstance(make_auth_server("pap", CREDS, rng), PAPServer)
-    assert isinstance(make_auth_server("chap", CREDS, rng), CHAPServer)
+    options, fsm = AuthOptions(CREDS, timeout=20.0), FSMConfig(restart_interval=2.0, max_configure=4)
+    assert isinstance(make_auth_server("pap", options, fsm, rng), PAPServer)
+    chap = make_auth_server("chap", options, fsm, rng)
+    assert isinstance(chap, CHAPServer)
+    # CHAP retransmits on the automaton's restart timer, at most Max-Configure times.
+    assert (chap.timeout, chap.restart_interval, chap.max_transmits) == (20.0, 2.0, 4)
     with pytest.raises(ValueError):
-        make_auth_server("eap", CREDS, rng)
+        make_auth_server("eap", options, fsm, rng)
 
 
 def test_every_auth_count_is_declared_and_each_declared_count_happens() -> None:

@@ -16,7 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyslirp.ppp.fsm import State, build_options, build_packet, parse_options
+from pyslirp.ppp.auth import AuthOptions
+from pyslirp.ppp.fsm import FSMConfig, State, build_options, build_packet, parse_options
+from pyslirp.ppp.ipcp import IPCPOptions
+from pyslirp.ppp.lcp import LCPOptions
 from pyslirp.ppp.link import (
     LINK_COUNTERS,
     RX_DISPOSITIONS,
@@ -317,7 +320,7 @@ class Wire:
 
     def __init__(self, options: LinkOptions | None = None, peer: Pppd | None = None, seed: int = 1) -> None:
         self.now = 0.0
-        self.link = PPPLink(options or LinkOptions(), self.now, random.Random(seed))
+        self.link = PPPLink(options or LinkOptions(), random.Random(seed))
         self.peer = peer or Pppd()
         self.events: list[object] = []
         self.delivered: list[bytes] = []
@@ -359,7 +362,7 @@ class Wire:
 
 
 def test_pppd_defaults_bring_the_network_up() -> None:
-    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
     link, peer = w.link, w.peer
     assert link.phase is Phase.NETWORK
     assert link.lcp_state is State.OPENED and link.ipcp_state is State.OPENED
@@ -381,7 +384,7 @@ def test_pppd_defaults_bring_the_network_up() -> None:
 
 
 def test_datagrams_flow_with_acfc_and_pfc() -> None:
-    w = Wire(LinkOptions(echo_interval=0, vj=False), Pppd(vj=False)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0), ipcp=IPCPOptions(vj=False)), Pppd(vj=False)).dial()
     udp = bytes.fromhex("4500001c0001000040110000") + ip4("10.0.0.1") + ip4("10.0.0.2") + bytes(8)
     frame = w.link.encode_datagram(udp)
     assert frame == b"\x21" + udp  # ACFC and PFC: just the 1-octet protocol
@@ -392,7 +395,7 @@ def test_datagrams_flow_with_acfc_and_pfc() -> None:
 
 
 def test_novj() -> None:
-    w = Wire(LinkOptions(echo_interval=0), Pppd(vj=False)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0)), Pppd(vj=False)).dial()
     (up,) = w.of(LinkUp)
     assert not up.vj_tx and not up.vj_rx
     assert 2 not in w.peer.server_ipcp  # the client rejected our VJ request
@@ -400,21 +403,21 @@ def test_novj() -> None:
 
 
 def test_vj_disabled_on_our_side_rejects_the_clients_vj() -> None:
-    w = Wire(LinkOptions(echo_interval=0, vj=False)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0), ipcp=IPCPOptions(vj=False))).dial()
     (up,) = w.of(LinkUp)
     assert not up.vj_tx and not up.vj_rx
     assert not w.peer.want_vj  # it was Rejected, pppd stopped asking
 
 
 def test_vj_slot_count_is_negotiated_both_ways() -> None:
-    w = Wire(LinkOptions(echo_interval=0, vj_slots=8)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0), ipcp=IPCPOptions(vj_slots=8))).dial()
     assert w.link.ipcp.tx_vj is not None and w.link.ipcp.tx_vj.max_slot_id == 7  # pppd's 15 Nak'd to 7
     assert w.peer.server_ipcp[2] == bytes.fromhex("002d0701")
     assert w.link.ipcp.rx_vj is not None and w.link.ipcp.rx_vj.max_slot_id == 7
 
 
 def test_noaccomp_nopcomp() -> None:
-    w = Wire(LinkOptions(echo_interval=0, vj=False), Pppd(pcomp=False, accomp=False, vj=False)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0), ipcp=IPCPOptions(vj=False)), Pppd(pcomp=False, accomp=False, vj=False)).dial()
     assert 7 not in w.peer.server_lcp and 8 not in w.peer.server_lcp
     assert not w.link.lcp.peer_pfc and not w.link.lcp.peer_acfc
     packet = bytes(20)
@@ -424,19 +427,19 @@ def test_noaccomp_nopcomp() -> None:
 
 
 def test_mru_296() -> None:
-    w = Wire(LinkOptions(echo_interval=0), Pppd(mru=296)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0)), Pppd(mru=296)).dial()
     assert w.link.peer_mru == 296
     assert w.of(LinkUp)[0].peer_mru == 296
     assert w.link.lcp.fsm.max_packet == 296
 
 
 def test_our_mru_is_requested_when_not_default() -> None:
-    w = Wire(LinkOptions(echo_interval=0, mru=1000)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0, mru=1000))).dial()
     assert w.peer.server_lcp[1] == (1000).to_bytes(2, "big")
 
 
 def test_asyncmap_0xa0000() -> None:
-    w = Wire(LinkOptions(echo_interval=0), Pppd(asyncmap=0xA0000)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0)), Pppd(asyncmap=0xA0000)).dial()
     assert w.link.tx_accm == 0xA0000
     assert w.link.rx_accm == 0
     for info, accm, raw in w.peer.frames(IPCP):
@@ -446,7 +449,7 @@ def test_asyncmap_0xa0000() -> None:
 
 
 def test_accm_is_default_until_lcp_opened() -> None:
-    link = PPPLink(LinkOptions(), 0.0, random.Random(1))
+    link = PPPLink(LinkOptions(), random.Random(1))
     assert link.tx_accm == link.rx_accm == 0xFFFFFFFF
     link.open(0.0)
     assert link.tx_accm == link.rx_accm == 0xFFFFFFFF
@@ -461,7 +464,7 @@ def test_accm_is_default_until_lcp_opened() -> None:
     ],
 )
 def test_usepeerdns(dns: tuple[str, ...], expect_dns: list[bytes], still_asking: list[bool]) -> None:
-    options = LinkOptions(echo_interval=0, dns_servers=tuple(IPv4Address(a) for a in dns))
+    options = LinkOptions(lcp=LCPOptions(echo_interval=0), ipcp=IPCPOptions(dns=tuple(IPv4Address(a) for a in dns)))
     w = Wire(options, Pppd(usepeerdns=True)).dial()
     assert w.peer.ipcp_open
     assert w.peer.dns == expect_dns
@@ -472,7 +475,7 @@ def test_usepeerdns(dns: tuple[str, ...], expect_dns: list[bytes], still_asking:
 
 def test_client_asking_a_wrong_address_is_nakd_with_its_assignment() -> None:
     peer = Pppd(ip=ip4("192.168.1.50"))
-    Wire(LinkOptions(echo_interval=0), peer).dial()
+    Wire(LinkOptions(lcp=LCPOptions(echo_interval=0)), peer).dial()
     naks = [info for info, _, _ in peer.frames(IPCP) if info[0] == 3]
     assert naks and parse_options(naks[0][4:]) == [(3, ip4("10.0.0.2"))]
     assert peer.ip == ip4("10.0.0.2") and peer.ipcp_open
@@ -484,9 +487,12 @@ def test_client_asking_a_wrong_address_is_nakd_with_its_assignment() -> None:
 CREDS = {"alice": "s3cret-pw"}
 
 
-def auth_options(method: str, *fallback: str, **kw: object) -> LinkOptions:
+def auth_options(method: str, *fallback: str, timeout: float = 30.0, chap_rechallenge_interval: float | None = None,
+                 max_configure: int = 10) -> LinkOptions:
     return LinkOptions(
-        echo_interval=0, auth_method=method, auth_fallback=fallback, credentials=CREDS, **kw  # type: ignore[arg-type]
+        lcp=LCPOptions(echo_interval=0, auth_methods=(method, *fallback)),
+        auth=AuthOptions(credentials=CREDS, timeout=timeout, chap_rechallenge_interval=chap_rechallenge_interval),
+        fsm=FSMConfig(max_configure=max_configure),
     )
 
 
@@ -524,7 +530,7 @@ def test_pap_unknown_user() -> None:
 
 
 def test_pap_timeout_when_client_never_sends_credentials() -> None:
-    w = Wire(auth_options("pap", auth_timeout=20.0), Pppd(user="alice", password="s3cret-pw", silent_auth=True))
+    w = Wire(auth_options("pap", timeout=20.0), Pppd(user="alice", password="s3cret-pw", silent_auth=True))
     w.dial()
     assert w.link.phase is Phase.AUTHENTICATE
     w.advance(19)
@@ -610,7 +616,7 @@ def test_ip_before_authentication_is_dropped() -> None:
 
 
 def test_keepalive_failure_takes_the_link_down() -> None:
-    w = Wire(LinkOptions(echo_interval=10, echo_failures=3), Pppd(answer_echo=False)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=10, echo_failures=3)), Pppd(answer_echo=False)).dial()
     w.advance(35)
     assert not w.of(KeepaliveFailed)
     assert len([i for i, _, _ in w.peer.frames(LCP) if i[0] == 9]) == 3
@@ -624,7 +630,7 @@ def test_keepalive_failure_takes_the_link_down() -> None:
 
 
 def test_keepalive_answered_keeps_the_link_up() -> None:
-    w = Wire(LinkOptions(echo_interval=10, echo_failures=3)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=10, echo_failures=3))).dial()
     w.advance(300)
     assert not w.of(KeepaliveFailed) and not w.of(LinkDown)
     assert len(w.peer.frames(LCP)) > 25
@@ -632,7 +638,7 @@ def test_keepalive_answered_keeps_the_link_up() -> None:
 
 
 def test_we_answer_echo_requests() -> None:
-    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
     w.peer.packet(LCP, 9, (0x5EED1234).to_bytes(4, "big") + b"hello", ident=0x42)
     w.pump()
     reply = [i for i, _, _ in w.peer.frames(LCP) if i[0] == 10][-1]
@@ -642,7 +648,7 @@ def test_we_answer_echo_requests() -> None:
 
 
 def test_discard_request_is_counted_and_silent() -> None:
-    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
     before = len(w.peer.received)
     w.peer.packet(LCP, 11, bytes(4) + b"x")
     w.pump()
@@ -651,7 +657,7 @@ def test_discard_request_is_counted_and_silent() -> None:
 
 
 def test_ipv6cp_is_protocol_rejected() -> None:
-    w = Wire(LinkOptions(echo_interval=0), Pppd(ipv6=True)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0)), Pppd(ipv6=True)).dial()
     ((proto, rest),) = w.peer.protocol_rejects
     assert proto == IPV6CP
     assert rest[0] == 1  # the rejected Configure-Request follows
@@ -661,14 +667,14 @@ def test_ipv6cp_is_protocol_rejected() -> None:
 
 @pytest.mark.parametrize("protocol", [CCP, IPV6, 0x4021, 0x0201])
 def test_unknown_protocols_are_protocol_rejected(protocol: int) -> None:
-    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
     w.peer.send(protocol, b"\x01\x01\x00\x04")
     w.pump()
     assert [p for p, _ in w.peer.protocol_rejects] == [protocol]
 
 
 def test_protocol_reject_is_not_sent_before_lcp_opened() -> None:
-    link = PPPLink(LinkOptions(), 0.0, random.Random(1))
+    link = PPPLink(LinkOptions(), random.Random(1))
     link.open(0.0)
     link.take_output()
     link.receive_frame(b"\xff\x03\x80\x57\x01\x01\x00\x04", 0.0)
@@ -677,14 +683,14 @@ def test_protocol_reject_is_not_sent_before_lcp_opened() -> None:
 
 
 def test_peer_protocol_rejecting_ipcp_takes_the_link_down() -> None:
-    w = Wire(LinkOptions(echo_interval=0), Pppd(reject_ipcp=True)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0)), Pppd(reject_ipcp=True)).dial()
     assert w.of(ProtocolRejected) == [ProtocolRejected(IPCP)]
     w.advance(30)
     assert w.of(LinkDown) == [LinkDown("peer rejected IPCP")]
 
 
 def test_loopback_is_detected() -> None:
-    link = PPPLink(LinkOptions(echo_interval=0), 0.0, random.Random(7))
+    link = PPPLink(LinkOptions(lcp=LCPOptions(echo_interval=0)), random.Random(7))
     link.open(0.0)
     events: list[object] = []
     now = 0.0
@@ -710,7 +716,7 @@ def test_magic_collision_with_a_real_peer_is_resolved() -> None:
     # The client happens to ask for the very magic number we chose.
     rng_probe = random.Random(3)
     ours = rng_probe.getrandbits(32)
-    w = Wire(LinkOptions(echo_interval=0), Pppd(magic=ours), seed=3).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0)), Pppd(magic=ours), seed=3).dial()
     assert w.link.lcp.our_magic == ours
     assert w.peer.ipcp_open
     assert w.link.lcp.peer_magic != ours
@@ -721,7 +727,7 @@ def test_magic_collision_with_a_real_peer_is_resolved() -> None:
 
 
 def test_peer_terminate() -> None:
-    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
     w.peer.packet(LCP, 5, b"User request")
     w.pump()
     assert w.of(NetworkDown)
@@ -732,7 +738,7 @@ def test_peer_terminate() -> None:
 
 
 def test_administrative_close() -> None:
-    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
     w.link.close("shutdown", w.now)
     w.pump()
     assert w.peer.terminated
@@ -742,7 +748,7 @@ def test_administrative_close() -> None:
 
 
 def test_line_down() -> None:
-    w = Wire(LinkOptions(echo_interval=10)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=10))).dial()
     w.link.line_down(w.now)
     w.events += w.link.events()
     assert [type(e) for e in w.events[-2:]] == [NetworkDown, LinkDown]
@@ -753,7 +759,7 @@ def test_line_down() -> None:
 
 
 def test_redial_gives_a_fresh_negotiation() -> None:
-    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
     first_magic = w.link.lcp.our_magic
     w.link.line_down(w.now)
     w.peer = Pppd(magic=0x0BADCAFE)
@@ -791,7 +797,7 @@ def test_open_after_terminate_negotiates_afresh_and_counts_both_sessions() -> No
 
 
 def test_lcp_renegotiation_brings_network_down_and_up() -> None:
-    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
     w.peer.reset()
     w.peer.send_lcp_request()
     w.pump()
@@ -801,7 +807,7 @@ def test_lcp_renegotiation_brings_network_down_and_up() -> None:
 
 
 def test_lcp_negotiation_timeout() -> None:
-    link = PPPLink(LinkOptions(), 0.0, random.Random(1))
+    link = PPPLink(LinkOptions(), random.Random(1))
     link.open(0.0)
     now = 0.0
     while (deadline := link.next_deadline()) is not None:
@@ -815,7 +821,7 @@ def test_lcp_negotiation_timeout() -> None:
 
 
 def test_passive_waits_for_the_peer_after_timeout() -> None:
-    link = PPPLink(LinkOptions(passive=True, echo_interval=0), 0.0, random.Random(1))
+    link = PPPLink(LinkOptions(lcp=LCPOptions(echo_interval=0), passive=True), random.Random(1))
     link.open(0.0)
     while (deadline := link.next_deadline()) is not None:
         link.handle_timer(deadline)
@@ -830,7 +836,7 @@ def test_passive_waits_for_the_peer_after_timeout() -> None:
 
 
 def test_close_ends_a_passive_wait() -> None:
-    link = PPPLink(LinkOptions(passive=True, echo_interval=0), 0.0, random.Random(1))
+    link = PPPLink(LinkOptions(lcp=LCPOptions(echo_interval=0), passive=True), random.Random(1))
     link.open(0.0)
     while (deadline := link.next_deadline()) is not None:
         link.handle_timer(deadline)
@@ -865,7 +871,7 @@ def tcp_packet(seq: int, payload: bytes, src: str = "10.0.0.2", dst: str = "10.0
 
 def test_vj_both_directions() -> None:
     vj = pytest.importorskip("pyslirp.ppp.vj")
-    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
     # Client -> us: the client compresses with what we asked (Max-Slot-Id 15, Comp-Slot-Id 1).
     comp = vj.VJCompressor(15, True)
     sent = [tcp_packet(1 + 10 * i, b"x" * 10) for i in range(5)]
@@ -894,7 +900,7 @@ def test_vj_both_directions() -> None:
 
 def test_frame_error_tosses_vj_state() -> None:
     vj = pytest.importorskip("pyslirp.ppp.vj")
-    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
     comp = vj.VJCompressor(15, True)
     frames = [comp.compress(tcp_packet(1 + 10 * i, b"z" * 10)) for i in range(3)]
     w.link.receive_frame(b"\x2f" + frames[0][1], w.now)
@@ -905,7 +911,7 @@ def test_frame_error_tosses_vj_state() -> None:
 
 
 def test_vj_frames_when_not_negotiated_are_dropped() -> None:
-    w = Wire(LinkOptions(echo_interval=0), Pppd(vj=False)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0)), Pppd(vj=False)).dial()
     assert w.link.receive_frame(b"\x2d\x00\x00\x00", w.now) is None
     assert w.link.counters()["vj_not_negotiated"] == 1
 
@@ -918,7 +924,7 @@ def dispositions(counters: dict[str, int]) -> int:
 
 
 def test_malformed_frames_are_counted_by_reason() -> None:
-    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
     link = w.link
     for frame in (b"", b"\xff", b"\xff\x03", b"\xff\x02\x00\x21", b"\x00", b"\x00\x20", b"\x21"):
         assert link.receive_frame(frame, w.now) is None
@@ -930,7 +936,7 @@ def test_malformed_frames_are_counted_by_reason() -> None:
 
 
 def _established_link() -> PPPLink:
-    return Wire(LinkOptions(echo_interval=5), seed=11).dial().link
+    return Wire(LinkOptions(lcp=LCPOptions(echo_interval=5)), seed=11).dial().link
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -949,7 +955,7 @@ def test_random_frames_never_raise_and_are_all_counted(frames: list[bytes], phas
     if phase == "network":
         link = _established_link()
     else:
-        link = PPPLink(LinkOptions(), 0.0, random.Random(5))
+        link = PPPLink(LinkOptions(), random.Random(5))
         if phase == "establish":
             link.open(0.0)
     before = link.counters()
@@ -979,7 +985,7 @@ def test_lcp_renegotiation_reauthenticates_and_keeps_counters() -> None:
 
 def test_vj_compressor_failure_sends_plain_ip() -> None:
     pytest.importorskip("pyslirp.ppp.vj")
-    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
 
     class Broken:
         def compress(self, packet: bytes) -> tuple[int, bytes]:
@@ -1054,7 +1060,7 @@ def _chap_unanswered() -> Wire:
 
 def _vj() -> Wire:
     pytest.importorskip("pyslirp.ppp.vj")
-    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
     _vj_traffic(w)
     w.peer.send(IP, tcp_packet(1, b"plain"))
     w.pump()
@@ -1064,7 +1070,7 @@ def _vj() -> Wire:
 
 
 def _bad_frames_in_every_phase() -> Wire:
-    w = Wire(LinkOptions(echo_interval=0, vj=False), Pppd(vj=False))
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0), ipcp=IPCPOptions(vj=False)), Pppd(vj=False))
     _garbage(w)  # Dead
     w.link.open(w.now)
     _garbage(w)  # Establish
@@ -1075,7 +1081,7 @@ def _bad_frames_in_every_phase() -> Wire:
 
 
 def _protocol_rejects() -> Wire:
-    w = Wire(LinkOptions(echo_interval=0), Pppd(ipv6=True)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0)), Pppd(ipv6=True)).dial()
     for protocol in (CCP, IPV6, 0x4021):
         w.peer.send(protocol, b"\x01\x01\x00\x04")
     w.peer.packet(LCP, 8, CCP.to_bytes(2, "big"))  # the client rejects one of ours: tolerated
@@ -1084,13 +1090,13 @@ def _protocol_rejects() -> Wire:
 
 
 def _ipcp_rejected() -> Wire:
-    w = Wire(LinkOptions(echo_interval=0), Pppd(reject_ipcp=True)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0)), Pppd(reject_ipcp=True)).dial()
     w.advance(30)
     return w
 
 
 def _terminated_and_redialled() -> Wire:
-    w = Wire(LinkOptions(echo_interval=0)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
     w.link.open(w.now)  # already open
     w.peer.packet(LCP, 5, b"User request")
     w.pump()
@@ -1106,7 +1112,7 @@ def _terminated_and_redialled() -> Wire:
 
 
 def _keepalive_fails() -> Wire:
-    w = Wire(LinkOptions(echo_interval=10, echo_failures=3)).dial()
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=10, echo_failures=3))).dial()
     w.peer.packet(LCP, 9, (0x5EED1234).to_bytes(4, "big"))
     w.peer.packet(LCP, 11, bytes(4))  # Discard-Request
     w.advance(15)  # one Echo-Request answered
@@ -1118,7 +1124,7 @@ def _keepalive_fails() -> Wire:
 
 
 def _looped_back() -> Wire:
-    link = PPPLink(LinkOptions(echo_interval=0), 0.0, random.Random(7))
+    link = PPPLink(LinkOptions(lcp=LCPOptions(echo_interval=0)), random.Random(7))
     w = Wire(LinkOptions(), seed=7)
     w.link = link
     link.open(0.0)
@@ -1136,7 +1142,7 @@ def _looped_back() -> Wire:
 
 
 def _passive_after_timeout() -> Wire:
-    w = Wire(LinkOptions(passive=True, echo_interval=0))
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0), passive=True))
     w.link.open(0.0)
     while (deadline := w.link.next_deadline()) is not None:  # nobody answers
         w.now = deadline

@@ -26,11 +26,13 @@ def test_link_options_carry_the_ppp_section() -> None:
         "auth": {"method": "chap", "users": {"u": "s"}, "chap_rechallenge_interval": 60},
     })
     options = link_options(config)
-    assert (options.local_ip, options.peer_ip) == (IPv4Address("10.1.0.1"), IPv4Address("10.1.0.9"))
-    assert options.dns_servers == (IPv4Address("10.1.0.1"),)  # default: we forward DNS ourselves
-    assert (options.mru, options.accm, options.vj_slots) == (1000, 0xA0000, 8)
-    assert (options.echo_interval, options.echo_failures) == (5, 2)
-    assert (options.auth_method, dict(options.credentials), options.chap_rechallenge_interval) == ("chap", {"u": "s"}, 60)
+    lcp, ipcp, auth = options.lcp, options.ipcp, options.auth
+    assert (ipcp.local_ip, ipcp.peer_ip) == (IPv4Address("10.1.0.1"), IPv4Address("10.1.0.9"))
+    assert ipcp.dns == (IPv4Address("10.1.0.1"),)  # default: we forward DNS ourselves
+    assert (lcp.mru, lcp.accm, ipcp.vj_slots) == (1000, 0xA0000, 8)
+    assert (lcp.echo_interval, lcp.echo_failures, lcp.auth_methods) == (5, 2, ("chap",))
+    assert (dict(auth.credentials), auth.chap_rechallenge_interval) == ({"u": "s"}, 60)
+    assert options.fsm.restart_interval == 3.0
 
 
 def test_tcp_mss_fits_both_mrus() -> None:
