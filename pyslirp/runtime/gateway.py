@@ -64,6 +64,7 @@ class Network(Protocol):
     def read_rest(self, now: float) -> float: ...
     def next_deadline(self) -> float | None: ...
     def handle_timer(self, now: float) -> None: ...
+    def open_reverse(self, peer_port: int, label: str) -> asyncio.Protocol: ...
     def close(self) -> None: ...
 
 
@@ -138,7 +139,7 @@ class Gateway:
             },
             "processing": {"rx_frame": self.rx_times.stats(), "tx_datagram": self.tx_times.stats()},
         }
-        network_stats = getattr(self.network, "stats", None)
+        network_stats = getattr(self.network, "stats", None)  # a test's stand-in may have none
         if network_stats is not None:
             stats["network"] = network_stats()
         return stats
@@ -156,8 +157,7 @@ class Gateway:
     def open_reverse(self, peer_port: int, label: str) -> asyncio.Protocol | None:
         """A reverse forward's host client connects: a protocol that pipes it to the client's
         ``peer_port``, or None when no link is up."""
-        open_reverse = getattr(self.network, "open_reverse", None)
-        return open_reverse(peer_port, label) if open_reverse is not None else None
+        return self.network.open_reverse(peer_port, label) if self.network is not None else None
 
     def _start_link(self) -> None:
         self.links_started += 1

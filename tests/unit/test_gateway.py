@@ -86,6 +86,8 @@ class BulkOnlyNetwork:
     def next_deadline(self) -> float | None:
         return None
     def handle_timer(self, now: float) -> None: ...
+    def open_reverse(self, peer_port: int, label: str) -> asyncio.Protocol:
+        raise AssertionError("no reverse forward in this test")
     def close(self) -> None: ...
 
 
