@@ -26,10 +26,11 @@ from typing import Callable, Protocol
 
 from pyslirp._core.hdlc import Deframer, encode_frame
 from pyslirp.counters import CounterSet, CounterSpec
-from pyslirp.ppp.link import LinkDown, LinkOptions, LinkUp, NetworkDown, PPPLink
-from pyslirp.runtime.lines import LineSession
+from pyslirp.ppp.link import LINK_COUNTERS, LinkDown, LinkOptions, LinkUp, NetworkDown, PPPLink
+from pyslirp.runtime.counter_registry import CounterRegistry
+from pyslirp.runtime.lines import LINE_COUNTERS, LineSession
 from pyslirp.runtime.observers import Direction, FrameTap, LogObserver, Observers
-from pyslirp.runtime.scheduler import LineScheduler, Priority
+from pyslirp.runtime.scheduler import SCHEDULER_COUNTERS, LineScheduler, Priority
 from pyslirp.runtime.settings import deframer_max_frame
 from pyslirp.runtime.timing import ProcessingTimes
 
@@ -82,11 +83,13 @@ class Gateway:
         network_factory: NetworkFactory,
         rate: int | None = None,
         observers: Observers | None = None,
+        registry: CounterRegistry | None = None,
     ) -> None:
         self.session = session
         self.options = options
         self.network_factory = network_factory
         self.observers = observers if observers is not None else Observers(LogObserver())
+        self.registry = registry if registry is not None else CounterRegistry()
         self.scheduler = LineScheduler(session, rate=rate)
         # The receive map is the one we ask the client for, from the start. Until LCP opens the
         # client escapes every control character anyway, so this only matters for stray
@@ -112,6 +115,13 @@ class Gateway:
     async def run(self) -> None:
         """Serve the session until the client hangs up."""
         writer = asyncio.create_task(self.scheduler.run(), name=f"line writer {self.session.name}")
+        registrations = [
+            self.registry.attach(DEFRAMER_COUNTERS, self.deframer.counters),
+            self.registry.attach(LINK_COUNTERS, self.link.counters),
+            self.registry.attach(SCHEDULER_COUNTERS, self.scheduler.counters),
+        ]
+        if isinstance(getattr(self.session, "counters", None), dict):
+            registrations.append(self.registry.attach(LINE_COUNTERS, self.session.counters))  # type: ignore[attr-defined]
         try:
             self._start_link()
             await self.session.pump(self._receive)
@@ -125,6 +135,8 @@ class Gateway:
             self.scheduler.close()
             writer.cancel()
             self.session.close()
+            for registration in registrations:
+                self.registry.detach(registration)
 
     def stats(self) -> dict[str, object]:
         """Every counter of this session, by layer."""

@@ -14,13 +14,15 @@ from typing import Callable
 
 from pyslirp.config import PyslirpConfig
 from pyslirp.counters import CounterSet, CounterSpec
-from pyslirp.net.stack import ConnectionEvent, ConnectionRequest, Stack, UDPDatagram
+from pyslirp.net.line_budget import BUDGET_COUNTERS
+from pyslirp.net.stack import STACK_COUNTERS, ConnectionEvent, ConnectionRequest, Stack, UDPDatagram
 from pyslirp.ppp.link import LinkUp
+from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.observers import GatewayObserver
 from pyslirp.runtime.pipe import Pipe
-from pyslirp.runtime.proxy import ServiceProxy
+from pyslirp.runtime.proxy import PROXY_COUNTERS, ServiceProxy
 from pyslirp.runtime.settings import tcp_config
-from pyslirp.runtime.udp_relay import DNS_PORT, UDPRelay, parse_upstream, system_resolver
+from pyslirp.runtime.udp_relay import DNS_PORT, RELAY_COUNTERS, UDPRelay, parse_upstream, system_resolver
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class LinkNetwork:
         *,
         line: str = "",
         observer: GatewayObserver | None = None,
+        registry: CounterRegistry | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.now = loop.time
@@ -69,6 +72,15 @@ class LinkNetwork:
         )
         self.proxy = ServiceProxy(config.services, self.stack, self.now, line=line, observer=observer)
         self.counters: Counter[str] = Counter()
+        self.registry = registry if registry is not None else CounterRegistry()
+        self._registrations = [
+            self.registry.attach(STACK_COUNTERS, self.stack.counters),
+            self.registry.attach(PROXY_COUNTERS, self.proxy.counters),
+            self.registry.attach(RELAY_COUNTERS, self.relay.counters),
+            self.registry.attach(DISPATCH_COUNTERS, self.counters),
+        ]
+        if self.stack.budget is not None:
+            self._registrations.append(self.registry.attach(BUDGET_COUNTERS, self.stack.budget.counters))
         self.batch_acks = tcp.batch_acks
         # Sweep often enough that no connection outlives its idle timeout by more than half.
         idle_timeouts = [service.idle_timeout / 2 for service in config.services.values()]
@@ -146,3 +158,5 @@ class LinkNetwork:
         self.proxy.close()
         self.relay.close()
         self.stack.close()
+        for registration in self._registrations:
+            self.registry.detach(registration)
