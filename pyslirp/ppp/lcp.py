@@ -124,6 +124,9 @@ class LCP(OptionHandler):
         self._echo_deadline: float | None = None
         self._echo_enabled = options.echo_interval > 0
         self.echos_pending = 0
+        #: the round trip of the latest answered keepalive Echo-Request, seconds (None: none yet)
+        self.echo_rtt: float | None = None
+        self._echo_sent: float | None = None
         self.keepalive_failed = False
         # Things the link picks up after each call.
         self.rejected_protocols: list[int] = []
@@ -331,6 +334,9 @@ class LCP(OptionHandler):
             return None
         self.fsm.counters["echo_reply"] += 1
         self.echos_pending = 0
+        if self._echo_sent is not None:
+            self.echo_rtt = now - self._echo_sent
+            self._echo_sent = None
         return None
 
     # --- timers --------------------------------------------------------------------------------
@@ -349,6 +355,7 @@ class LCP(OptionHandler):
         self.fsm.send_packet(Code.ECHO_REQUEST, self.our_magic.to_bytes(4, "big"))
         self.fsm.counters["echo_request_sent"] += 1
         self.echos_pending += 1
+        self._echo_sent = now
         self._echo_deadline = now + self.options.echo_interval
 
     # --- for the link --------------------------------------------------------------------------

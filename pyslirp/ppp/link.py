@@ -533,6 +533,31 @@ class PPPLink:
     def ipcp(self) -> IPCP:
         return self._ipcp
 
+    def negotiated(self) -> dict[str, Any]:
+        """What LCP and IPCP agreed, each once Opened (for ``/status`` and the metrics' info)."""
+        lcp, summary = self._lcp, {"phase": self.phase.value}
+        if lcp.fsm.state is State.OPENED:
+            summary["lcp"] = {
+                "mru": lcp.acked_mru or DEFAULT_MRU,
+                "peer_mru": lcp.peer_mru,
+                "accm": f"{self.rx_accm:#010x}",
+                "peer_accm": f"{lcp.peer_accm:#010x}",
+                "pfc": lcp.peer_pfc,
+                "acfc": lcp.peer_acfc,
+                "auth": lcp.auth_method or "none",
+                "echo_rtt": lcp.echo_rtt,
+            }
+        if self._ipcp.fsm.state is State.OPENED:
+            addresses = self.options.ipcp
+            summary["ipcp"] = {
+                "local_ip": str(addresses.local_ip),
+                "peer_ip": str(addresses.peer_ip),
+                "dns": [str(a) for a in addresses.dns],
+                "vj_tx": self._vj_tx is not None,
+                "vj_rx": self._vj_rx is not None,
+            }
+        return summary
+
     def events(self) -> list[LinkEvent]:
         """Events since the last call, oldest first."""
         out, self._events = self._events, []

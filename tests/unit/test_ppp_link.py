@@ -637,6 +637,28 @@ def test_keepalive_answered_keeps_the_link_up() -> None:
     assert w.link.counters()["lcp_echo_reply"] == 30
 
 
+def test_negotiated_summarises_what_lcp_and_ipcp_agreed() -> None:
+    link = PPPLink(LinkOptions(lcp=LCPOptions(echo_interval=0)), random.Random(1))
+    assert link.negotiated() == {"phase": "dead"}
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
+    summary = w.link.negotiated()
+    assert summary["phase"] == "network"
+    assert summary["lcp"] == {"mru": 1500, "peer_mru": 1500, "accm": "0x00000000", "peer_accm": "0x00000000",
+                              "pfc": True, "acfc": True, "auth": "none", "echo_rtt": None}
+    assert summary["ipcp"] == {"local_ip": "10.0.0.1", "peer_ip": "10.0.0.2", "dns": [], "vj_tx": True, "vj_rx": True}
+
+
+def test_keepalive_measures_the_echo_round_trip() -> None:
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=10)), Pppd(answer_echo=False)).dial()
+    assert w.link.lcp.echo_rtt is None
+    w.advance(10)  # our Echo-Request goes out at t=10
+    (request,) = [i for i, _, _ in w.peer.frames(LCP) if i[0] == 9]
+    w.now += 0.25
+    w.peer.packet(LCP, 10, w.peer.magic.to_bytes(4, "big"), ident=request[1])
+    w.pump()
+    assert w.link.lcp.echo_rtt == pytest.approx(0.25)
+
+
 def test_we_answer_echo_requests() -> None:
     w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
     w.peer.packet(LCP, 9, (0x5EED1234).to_bytes(4, "big") + b"hello", ident=0x42)
