@@ -61,6 +61,21 @@ class Flow:
         return f"{self.line}: {self.protocol} {caddr}:{cport} {arrow} {target}"
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionSummary:
+    """How a connection that opened ended, and what it carried.
+
+    ``outcome``: "closed" (FIN both ways), "client_reset", "client_aborted", "service_reset",
+    "idle_closed", "data_after_service_closed" or "link_down".
+    """
+
+    outcome: str
+    to_service: int  # bytes
+    to_client: int
+    duration: float  # seconds from the SYN to the end
+    srtt: float | None  # the connection's smoothed round trip to the client (None: not measured)
+
+
 class GatewayObserver:
     """Override what you need: every method is a no-op here."""
 
@@ -72,11 +87,9 @@ class GatewayObserver:
     def link_problem(self, line: str, event: LinkProblem) -> None: ...
     def connection_opened(self, flow: Flow) -> None: ...
     def connection_refused(self, flow: Flow, reason: str) -> None: ...
-    def connection_closed(self, flow: Flow, outcome: str, to_service: int, to_client: int) -> None:
-        """``outcome``: "closed" (FIN both ways), "client_reset", "client_aborted",
-        "service_reset", "idle_closed", "data_after_service_closed" or "link_down"; the bytes
-        moved each way. A flow that never opened is refused instead (reason
-        "service_unavailable", or how the client gave up)."""
+    def connection_closed(self, flow: Flow, summary: ConnectionSummary) -> None:
+        """A connection that opened has ended. A flow that never opened is refused instead
+        (reason "service_unavailable", or how the client gave up)."""
 
     def dropped(self, line: str, where: str, reason: str) -> None:
         """The runtime discarded a flow's traffic (``where``: "udp_relay", ...) for ``reason``."""

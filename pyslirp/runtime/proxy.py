@@ -36,7 +36,7 @@ from pyslirp.net import tcp
 from pyslirp.net.stack import ConnectionEvent, ConnectionRequest, Stack
 from pyslirp.runtime.admission import REFUSED, Admission, Admitted, Refused
 from pyslirp.runtime.connector import ConnectFailed, Connector, ServiceConnector
-from pyslirp.runtime.observers import Flow, GatewayObserver
+from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver
 from pyslirp.runtime.pipe import Pipe
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ PROXY_COUNTERS = CounterSet("proxy", [
 class _Tracked:
     flow: Flow
     admitted: Admitted | None  # None for a reverse forward
+    started: float
     opened: bool = False
 
 
@@ -115,7 +116,7 @@ class ServiceProxy:
         flow = replace(flow, service=service.name or f"port {decision.port}")
         pipe = Pipe(self, conn, f"{flow.service} <- :{conn.remote_port}")
         self.pipes[conn] = pipe
-        self._tracked[pipe] = _Tracked(flow, decision)
+        self._tracked[pipe] = _Tracked(flow, decision, self.now())
         connector = self.connectors[decision.port]
         sock = connector.connect_now()
         if sock is not None:
@@ -176,7 +177,7 @@ class ServiceProxy:
         pipe = Pipe(self, conn, label, wait_established=True)
         self.pipes[conn] = pipe
         flow = Flow(self.line, "tcp", (self.peer_ip, peer_port), (self.local_ip, conn.local_port), label, reverse=True)
-        self._tracked[pipe] = _Tracked(flow, None, opened=True)
+        self._tracked[pipe] = _Tracked(flow, None, self.now(), opened=True)
         self.counters["reverse_opened"] += 1
         self.observer.connection_opened(flow)
         return pipe
@@ -194,9 +195,29 @@ class ServiceProxy:
         if tracked.admitted is not None:
             self.admission.closed(tracked.admitted)
         if tracked.opened:
-            self.observer.connection_closed(tracked.flow, outcome, pipe.to_host, pipe.to_client)
+            summary = ConnectionSummary(
+                outcome, pipe.to_host, pipe.to_client, self.now() - tracked.started, pipe.conn.srtt
+            )
+            self.observer.connection_closed(tracked.flow, summary)
         else:
             self.observer.connection_refused(tracked.flow, outcome)
+
+    def connections(self) -> list[dict[str, object]]:
+        """Every connection the proxy holds: service, client port, TCP state, age and bytes."""
+        now = self.now()
+        return [
+            {
+                "service": tracked.flow.service,
+                "client_port": tracked.flow.client[1],
+                "destination": f"{tracked.flow.destination[0]}:{tracked.flow.destination[1]}",
+                "reverse": tracked.flow.reverse,
+                "state": pipe.conn.state.name if tracked.opened else "CONNECTING",
+                "age": round(now - tracked.started, 3),
+                "to_service": pipe.to_host,
+                "to_client": pipe.to_client,
+            }
+            for pipe, tracked in self._tracked.items()
+        ]
 
     def buffered(self) -> dict[str, int]:
         """Bytes the proxy itself holds: host data the connections refused, and data waiting in

@@ -29,6 +29,9 @@ RELAY_COUNTERS = CounterSet("udp_relay", [
         "dropped", "datagrams from the client dropped, by reason",
         reasons=("too_many_flows", "upstream_unreachable"),
     ),
+    CounterSpec("dns_queries", "DNS queries from the client forwarded to the upstream resolver"),
+    CounterSpec("dns_answers", "DNS answers from the upstream resolver relayed to the client"),
+    CounterSpec("dns_failures", "DNS queries lost to an unreachable or failing upstream resolver"),
 ])
 DNS_PORT = 53
 
@@ -65,10 +68,14 @@ class _Flow(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.last_activity = self.relay.now()
         self.relay.counters["replies"] += 1
+        if self.our_port == DNS_PORT:
+            self.relay.counters["dns_answers"] += 1
         self.relay.send_to_client(self.our_port, self.client_port, data)
 
     def error_received(self, exc: Exception) -> None:
         self.relay.counters["errors"] += 1
+        if self.our_port == DNS_PORT:
+            self.relay.counters["dns_failures"] += 1
         log.debug("udp flow :%d -> %d: %s", self.client_port, self.our_port, exc)
 
 
@@ -97,6 +104,8 @@ class UDPRelay:
     def datagram(self, client_port: int, our_port: int, payload: bytes) -> None:
         key = (client_port, our_port)
         self.counters["datagrams"] += 1
+        if our_port == DNS_PORT:
+            self.counters["dns_queries"] += 1
         flow = self.flows.get(key)
         if flow is not None and flow.transport is not None:
             self.flows.move_to_end(key)
@@ -125,7 +134,10 @@ class UDPRelay:
                 lambda: _Flow(self, client_port, our_port), remote_addr=self.targets[our_port]
             )
         except OSError as exc:
-            self.counters["dropped_upstream_unreachable"] += len(self._opening.pop(key, ()))
+            lost = len(self._opening.pop(key, ()))
+            self.counters["dropped_upstream_unreachable"] += lost
+            if our_port == DNS_PORT:
+                self.counters["dns_failures"] += lost
             log.warning("udp :%d: cannot reach %s:%d: %s", our_port, *self.targets[our_port], exc.strerror or exc)
             return
         self.flows[key] = flow

@@ -122,8 +122,10 @@ async def test_observers_and_taps_follow_the_link_and_its_connections() -> None:
     assert isinstance(opened, Flow)
     assert opened.destination == (IPv4Address("10.0.0.1"), datapath.SERVICE_PORT)
     assert opened.client == (IPv4Address("10.0.0.2"), conn.local_port)
-    ((closed, outcome, to_service, to_client),) = recorder.of("connection_closed")
-    assert (closed, outcome, to_service, to_client) == (opened, "closed", 5, 5)
+    ((closed, summary),) = recorder.of("connection_closed")
+    assert closed == opened
+    assert (summary.outcome, summary.to_service, summary.to_client) == ("closed", 5, 5)
+    assert summary.duration > 0 and summary.srtt is not None and summary.srtt < 1
     # Data frames passed the tap too (IP or VJ), each way.
     data = {d for d, f in frames.frames if protocol_of(f) in (0x21, 0x2D, 0x2F)}
     assert data == {Direction.RECEIVED, Direction.SENT}
