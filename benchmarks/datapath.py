@@ -30,6 +30,7 @@ from pyslirp.config import PyslirpConfig  # noqa: E402
 from pyslirp.net import ipv4, tcp  # noqa: E402
 from pyslirp.net.tcp_segment import parse_segment  # noqa: E402
 from pyslirp.ppp.vj import VJCompressor, VJDecompressor  # noqa: E402
+from pyslirp.runtime.counter_registry import CounterRegistry  # noqa: E402
 from pyslirp.runtime.gateway import Gateway  # noqa: E402
 from pyslirp.runtime.lines import LineSession  # noqa: E402
 from pyslirp.runtime.network import LinkNetwork  # noqa: E402
@@ -112,10 +113,14 @@ class DataPath:
                                dns={"enabled": False}, ppp={"keepalive": {"interval": 0}})
         self.session = MemorySession(self._from_server)
         observer = observers if observers is not None else Observers()
+        registry = CounterRegistry()
         self.gateway = Gateway(
             self.session, link_options(config),
-            lambda up, wake: LinkNetwork(config, up, wake, line=self.session.name, observer=observer),
+            lambda up, wake: LinkNetwork(
+                config, up, wake, line=self.session.name, observer=observer, registry=registry
+            ),
             observers=observer,
+            registry=registry,
         )
         for tap in taps:
             self.gateway.attach_tap(tap)
@@ -222,7 +227,8 @@ async def run(direction: str, size: int, taps: Sequence[FrameTap] = ()) -> Resul
     conn = path.connect()
     while conn.state != tcp.ESTABLISHED:
         await asyncio.sleep(0.0005)
-    stats0 = path.gateway.stats()
+    registry = path.gateway.registry
+    frames0 = registry.totals("deframer")["frames_ok"], registry.totals("scheduler")["frames_sent"]
     cpu0, t0 = time.process_time(), time.perf_counter()
     if direction == "up":
         sent = 0
@@ -243,15 +249,10 @@ async def run(direction: str, size: int, taps: Sequence[FrameTap] = ()) -> Resul
             path.flush_client()
             await asyncio.sleep(0)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    stats1 = path.gateway.stats()
+    frames_in = registry.totals("deframer")["frames_ok"] - frames0[0]
+    frames_out = registry.totals("scheduler")["frames_sent"] - frames0[1]
+    processing = path.gateway.stats()["processing"]
     await path.close()
     server.close()
-
-    def delta(key: str, *path_: str) -> int:
-        a, b = stats0, stats1
-        for k in path_:
-            a, b = a[k], b[k]  # type: ignore[index]
-        return b[key] - a[key]  # type: ignore[index]
-
-    return Result(size, seconds, cpu, delta("frames_ok", "deframer"), delta("frames_sent", "scheduler"),
-                  stats1["processing"]["rx_frame"], stats1["processing"]["tx_datagram"])  # type: ignore[index]
+    return Result(size, seconds, cpu, frames_in, frames_out,
+                  processing["rx_frame"], processing["tx_datagram"])  # type: ignore[index]

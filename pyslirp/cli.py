@@ -1,4 +1,4 @@
-"""The ``pyslirp`` command: ``serve``, ``validate`` and ``--version``.
+"""The ``pyslirp`` command: ``serve``, ``validate``, ``status`` and ``--version``.
 
 Exit status: 0 on success, 2 for a configuration or usage error (never a traceback), 1 when the
 server stops on a runtime fault or the installation is broken (protocol cores partly compiled).
@@ -48,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a configuration and print it")
     validate.add_argument("--config", type=Path, help="YAML file (default: ./config.yaml, /etc/pyslirp/config.yaml)")
+
+    status = commands.add_parser("status", help="show a running gateway: link, services, connections")
+    status.add_argument("--config", type=Path, help="YAML file naming the metrics address (monitoring section)")
+    status.add_argument("--url", help="the /status URL (default: http://metrics_host:metrics_port/status)")
+    status.add_argument("--json", action="store_true", help="print the raw JSON document")
+    status.add_argument(
+        "--watch", nargs="?", type=float, const=2.0, metavar="SECONDS", help="redraw in place every SECONDS (2)"
+    )
     return parser
 
 
@@ -79,6 +87,11 @@ def _load(args: argparse.Namespace) -> PyslirpConfig:
     return config
 
 
+def status_main() -> int:
+    """The ``pyslirp-status`` console script: ``pyslirp status`` with the same options."""
+    return main(["status", *sys.argv[1:]])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -93,6 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+
+    if args.command == "status":
+        from pyslirp import status_report
+
+        monitoring = config.monitoring
+        url = args.url or f"http://{monitoring.metrics_host}:{monitoring.metrics_port}/status"
+        return status_report.run(url, as_json=args.json, watch=args.watch)
 
     if args.command == "validate":
         source = find_config_file(args.config)

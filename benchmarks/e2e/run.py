@@ -229,7 +229,8 @@ def frames_delta(phases: dict[str, dict[str, Any]], a: str, b: str) -> int | Non
         if not s:
             return None
         try:
-            return int(s["deframer"]["frames_ok"]) + int(s["scheduler"]["frames_sent"])
+            counters = s["counters"]
+            return int(counters["deframer"]["frames_ok"]) + int(counters["scheduler"]["frames_sent"])
         except (KeyError, TypeError, ValueError):
             return None
     fa, fb = frames(phases.get(a)), frames(phases.get(b))
@@ -459,7 +460,8 @@ def figures(outcomes: list[RunOutcome], p: Params) -> dict[str, dict[str, Any]]:
                 put(f"echo RTT {when} samples {L}", v, int(d["n"]) if ok else None)
                 for q in ("min", "p50", "p99"):  # min: the fastest trip, the rig's floor
                     put(f"echo RTT {when} {q} {L} ms", v, d.get(q) if ok else None)
-            processing = ((ph.get("up_end") or {}).get("stats") or {}).get("processing") or {}
+            stats = (ph.get("up_end") or {}).get("stats") or {}
+            processing = (stats.get("session") or {}).get("processing") or {}
             for kind, label in (("rx_frame", "frame received"), ("tx_datagram", "datagram a service sent")):
                 times = processing.get(kind) or {}
                 for q in ("p50", "p99"):

@@ -127,7 +127,7 @@ class Gateway:
             await self.session.pump(self._receive)
             log.info("%s: line hung up", self.session.name)
         finally:
-            self.log_stats()
+            log.info("%s: session ended: %s", self.session.name, json.dumps(self.stats(), sort_keys=True))
             self._cancel_timer()
             self.link.line_down(self._loop.time())
             self._handle_link_events()
@@ -139,25 +139,17 @@ class Gateway:
                 self.registry.detach(registration)
 
     def stats(self) -> dict[str, object]:
-        """Every counter of this session, by layer."""
+        """This session's state beyond its counters (those are in the registry): queues, per-frame
+        processing times, and the network's connections and buffers."""
         stats: dict[str, object] = {
             "line": self.session.name,
-            "line_reads": dict(getattr(self.session, "counters", {})),
-            "deframer": self.deframer.counters(),
-            "link": self.link.counters(),
-            "scheduler": {
-                **self.scheduler.counters,
-                **{f"queued_{p.name.lower()}": self.scheduler.queued(p) for p in Priority},
-            },
+            "queued": {p.name.lower(): self.scheduler.queued(p) for p in Priority},
             "processing": {"rx_frame": self.rx_times.stats(), "tx_datagram": self.tx_times.stats()},
         }
-        network_stats = getattr(self.network, "stats", None)  # a test's stand-in may have none
-        if network_stats is not None:
-            stats["network"] = network_stats()
+        network_state = getattr(self.network, "state", None)  # a test's stand-in may have none
+        if network_state is not None:
+            stats["network"] = network_state()
         return stats
-
-    def log_stats(self) -> None:
-        log.info("stats: %s", json.dumps(self.stats(), sort_keys=True))
 
     def attach_tap(self, tap: FrameTap) -> None:
         """Show ``tap`` every frame from now on, each way."""

@@ -138,15 +138,10 @@ class LinkNetwork:
             self.proxy.sweep_idle(now)
             self.relay.sweep_idle(now)
 
-    def stats(self) -> dict[str, object]:
-        """Counters and buffer occupancy, for the log and (later) metrics."""
+    def state(self) -> dict[str, object]:
+        """Connections and buffer occupancy (the counters are in the registry)."""
         connections = self.stack.connections.values()
         return {
-            "ip": dict(self.stack.counters),
-            "tcp": dict(self.stack.tcp_counters),
-            "proxy": dict(self.proxy.counters),
-            "dispatch": dict(self.counters),
-            "udp_relay": dict(self.relay.counters),
             "connections": len(self.stack.connections),
             "line_budget": self.stack.budget.stats() if self.stack.budget is not None else None,
             "tcp_send_buffered": sum(conn.send_buffered for conn in connections),

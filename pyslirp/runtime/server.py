@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import sys
+import time
 from typing import Callable
 
 from pyslirp.config import ConfigError, PyslirpConfig
 from pyslirp.ppp.link import LinkUp
+from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.gateway import Gateway
 from pyslirp.runtime.lines import Line, LineError, LineSession, open_line
+from pyslirp.runtime.metrics import ServiceStats
+from pyslirp.runtime.monitoring import Monitoring, MonitoringError
 from pyslirp.runtime.network import LinkNetwork
 from pyslirp.runtime.observers import LogObserver, Observers
 from pyslirp.runtime.settings import line_rate, link_options
+from pyslirp.runtime.status import ServiceProbe, status_document
 
 log = logging.getLogger("pyslirp")
 
@@ -30,23 +36,40 @@ class Server:
         self.config = config
         self.line = line
         self.options = link_options(config)
-        #: everything that watches the gateways (the log; metrics and the audit log subscribe too)
-        self.observers = Observers(LogObserver())
+        self.started = time.time()
+        #: every counter of every gateway, live and past: what SIGUSR1, /status and /metrics read
+        self.registry = CounterRegistry()
+        self.service_stats = ServiceStats()
+        #: everything that watches the gateways (the log, the metrics; the audit log later)
+        self.observers = Observers(LogObserver(), self.service_stats)
+        self.probe = ServiceProbe(config.services)
+        self.monitoring: Monitoring | None = None
         self.gateway: Gateway | None = None
 
+    # -- what the monitoring documents read (runtime.status.GatewayView) -------------------------
+
+    def line_description(self) -> str:
+        return self.line.describe().splitlines()[0]
+
+    def session(self) -> Gateway | None:
+        return self.gateway
+
+    @property
+    def metrics_serving(self) -> bool:
+        return self.monitoring is not None and self.monitoring.serving
+
     def log_stats(self) -> None:
-        """SIGUSR1: log every counter of the current session."""
-        if self.gateway is None:
-            log.info("stats: no line session")
-        else:
-            self.gateway.log_stats()
+        """SIGUSR1: log the status document (every counter included) on one line."""
+        log.info("stats: %s", json.dumps(status_document(self), sort_keys=True))
 
     def _gateway(self, session: LineSession) -> Gateway:
         def network(up: LinkUp, wake: Callable[[], None]) -> LinkNetwork:
-            return LinkNetwork(self.config, up, wake, line=session.name, observer=self.observers)
+            return LinkNetwork(
+                self.config, up, wake, line=session.name, observer=self.observers, registry=self.registry
+            )
 
         rate = line_rate(self.config, session.native_rate)
-        return Gateway(session, self.options, network, rate=rate, observers=self.observers)
+        return Gateway(session, self.options, network, rate=rate, observers=self.observers, registry=self.registry)
 
     async def start_forwards(self) -> list[asyncio.AbstractServer]:
         """Listen for each reverse forward (SLiRP's redir)."""
@@ -72,12 +95,19 @@ class Server:
         return pipe
 
     async def run(self) -> None:
-        forwards = await self.start_forwards()
+        if self.config.monitoring.enable_metrics:
+            self.monitoring = Monitoring(self, self.config.monitoring, self.service_stats)
+            await self.monitoring.start()
         try:
-            await self._serve_line()
+            forwards = await self.start_forwards()
+            try:
+                await self._serve_line()
+            finally:
+                for server in forwards:
+                    server.close()
         finally:
-            for server in forwards:
-                server.close()
+            if self.monitoring is not None:
+                self.monitoring.close()
 
     async def _serve_line(self) -> None:
         print(self.line.describe(), file=sys.stderr, flush=True)
@@ -132,7 +162,7 @@ async def _serve(config: PyslirpConfig) -> int:
     except asyncio.CancelledError:
         log.info("stopping")
         return EXIT_OK
-    except LineError as exc:
+    except (LineError, MonitoringError) as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     finally:

@@ -1,9 +1,10 @@
 """What a running gateway reports about itself: the ``/status`` and ``/health`` documents, and the
 periodic probe of the services behind it.
 
-``/status`` is the operator's overview (what ``pyslirp status`` prints): uptime, the line, the
-link's phase and what LCP and IPCP negotiated, the client's address, every open connection with
-its service, TCP state, age and bytes each way, the reverse forwards, and every counter.
+``/status`` is the operator's overview (what ``pyslirp status`` prints, and what SIGUSR1 logs on
+one line): uptime, the line, the link's phase and what LCP and IPCP negotiated, the client's
+address, every open connection with its service, TCP state, age and bytes each way, the reverse
+forwards, the session's queues and processing times, and every counter.
 
 ``/health`` says whether the gateway is doing its job: HTTP 200 only while the line is open and
 the link is up (IPCP opened), 503 otherwise with the reason; each component's state is listed
@@ -109,6 +110,7 @@ def status_document(server: GatewayView) -> dict[str, Any]:
             {"listen": f"{f.listen_host}:{f.listen_port}", "peer_port": f.peer_port} for f in server.config.forwards
         ],
         "services": _services(server),
+        "session": gateway.stats() if gateway is not None else None,
         "counters": server.registry.snapshot(),
     }
 

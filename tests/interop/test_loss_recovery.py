@@ -210,12 +210,12 @@ async def test_lossy_line_download_arrives_intact_with_sack(rig_image, rig_accel
     sack_down = [s for s in segments if s.direction == DOWN and s.sack_blocks]
     holes_up = [s for s in sack_up if not is_dsack(s)]
     holes_down = [s for s in sack_down if not is_dsack(s)]
-    tcp = stats["network"]["tcp"]
+    tcp = stats["counters"]["tcp"]
     summary = shim.summary()
     print(f"\n[{vj}] elapsed {elapsed:.1f} s, download {r.get('down_seconds')} s; "
           f"pcap {pcap} ({records} frames); {len(stalls)} stalls")
     print(f"shim up {summary[UP]}\nshim down {summary[DOWN]}")
-    print(f"our tcp {tcp}\nscheduler {stats['scheduler']}")
+    print(f"our tcp {tcp}\nscheduler {stats['counters']['scheduler']}")
     print(f"linux: retrans {r.get('linux_retrans')} sack_recovery {r.get('linux_sack_recovery')} "
           f"sack_reorder {r.get('linux_sack_reorder')} ofo_queue {r.get('linux_ofo_queue')}")
     print(f"SYN options {syns[0].options if syns else None}; "

@@ -242,7 +242,7 @@ sleep 600
                     while len(samples) <= MEASURE / SAMPLE_EVERY:  # at 0, 10, ... 60 s
                         await asyncio.sleep(max(0.0, len(samples) * SAMPLE_EVERY - (time.monotonic() - t0)))
                         stats = await server.stats()
-                        net = stats["network"]
+                        net = stats["session"]["network"]
                         samples.append({
                             "t": round(time.monotonic() - t0, 1),
                             "accepted": service.accepted,
@@ -250,11 +250,11 @@ sleep 600
                             "pyslirp_unread": unread(pyslirp_port, service.port),
                             "tcp_send_buffered": net["tcp_send_buffered"],
                             "proxy_pending": net["proxy_pending"],
-                            "queued_bulk": stats["scheduler"]["queued_bulk"],
+                            "queued_bulk": stats["session"]["queued"]["bulk"],
                             "line_down": shim.stats[DOWN].bytes_out,
                             "rss_kib": rss_kib(server._proc.pid),
                             "connections": net["connections"],
-                            "bulk_dropped": stats["scheduler"]["bulk_dropped"],
+                            "bulk_dropped": stats["counters"]["scheduler"]["bulk_dropped"],
                         })
                     final_stats = stats
                     await vm.kill()
@@ -262,7 +262,7 @@ sleep 600
     print()
     for s in samples:
         print(s)
-    print(f"tcp {final_stats['network']['tcp']}")
+    print(f"tcp {final_stats['counters']['tcp']}")
     first, last = samples[0], samples[-1]
     # the line carried what 115200 baud carries: 11.5 kB/s
     rate = (last["line_down"] - first["line_down"]) / (last["t"] - first["t"])

@@ -94,18 +94,19 @@ async def test_vj_resynchronises_after_a_lost_or_damaged_compressed_frame(
     sink.close()
     res.check()
     r = res.results
-    link = {k: v - base["link"].get(k, 0) for k, v in stats["link"].items()}
-    bad_fcs = stats["deframer"]["bad_fcs"] - base["deframer"]["bad_fcs"]
+    counters, base = stats["counters"], base["counters"]
+    link = {k: v - base["link"].get(k, 0) for k, v in counters["link"].items()}
+    bad_fcs = counters["deframer"]["bad_fcs"] - base["deframer"]["bad_fcs"]
     vj = {k: v for k, v in link.items() if k.startswith("vj_")}
     before = [int(x) for x in r["before"].split()]
     after = [int(x) for x in r["after"].split()]
     guest = dict(zip(("rx_errors", "rx_dropped", "tcp_in_csum_errors"),
                      (a - b for a, b in zip(after, before))))
-    tcp = stats["network"]["tcp"]
+    tcp = counters["tcp"]
     print(f"\n{action} {direction}: shim {shim.summary()[direction]}")
-    print(f"deframer {stats['deframer']}")
+    print(f"deframer {counters['deframer']}")
     print(f"vj {dict((k, v) for k, v in vj.items() if v)}")
-    print(f"tcp {tcp} scheduler {stats['scheduler']}")
+    print(f"tcp {tcp} scheduler {counters['scheduler']}")
     print(f"guest {guest}")
 
     # the transfers arrived intact

@@ -150,8 +150,8 @@ async def test_a_refused_flow_is_observed_with_its_reason_and_answered_from_its_
             await asyncio.sleep(0.001)
         flow, got = recorder.of("connection_refused")[-1]
         assert got == reason and flow.destination == (IPv4Address(destination), dport)
-    stats = path.gateway.stats()["network"]
-    assert stats["proxy"]["refused_no_service"] == 1 and stats["proxy"]["refused_no_route"] == 1
+    proxy = path.gateway.registry.totals("proxy")
+    assert proxy["refused_no_service"] == 1 and proxy["refused_no_route"] == 1
     await path.close()
     server.close()
 

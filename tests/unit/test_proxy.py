@@ -241,7 +241,7 @@ async def test_a_fast_service_is_held_back_by_a_client_that_does_not_read() -> N
     await asyncio.sleep(1.0)
     first = accepted
     await asyncio.sleep(1.0)
-    stats = client.network.stats()
+    stats = client.network.state()
     # The service's writes are blocked: nothing more was accepted, and what pyslirp holds is bounded.
     assert accepted == first
     assert accepted < 16 << 20  # the client's window + our buffers + the kernel's socket buffers
