@@ -113,7 +113,7 @@ class DataPath:
                                dns={"enabled": False}, ppp={"keepalive": {"interval": 0}})
         self.session = MemorySession(self._from_server)
         observer = observers if observers is not None else Observers()
-        registry = CounterRegistry()
+        self.registry = registry = CounterRegistry()
         self.gateway = Gateway(
             self.session, link_options(config),
             lambda up, wake: LinkNetwork(

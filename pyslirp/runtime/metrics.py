@@ -3,11 +3,15 @@
 Nothing here runs per packet. Every declared counter of every component comes from the
 :class:`~pyslirp.runtime.counter_registry.CounterRegistry` as
 ``pyslirp_<component>_<counter>_total`` with its ``reason`` (and, for included sets, ``protocol``
-or ``direction``) label; byte counts end in ``_bytes_total``. Beside them:
+or ``direction``) label; byte counts end in ``_bytes_total`` (``bytes_in`` is exported as
+``in_bytes_total``). Beside them:
 
 * ``pyslirp_line_open``, ``pyslirp_link_up``, ``pyslirp_link_phase{phase}`` (a state set) and
   ``pyslirp_link_info{...}`` (what LCP and IPCP negotiated), ``pyslirp_lcp_echo_rtt_seconds``;
-* per service, from :class:`ServiceStats` (an observer) and the live connections:
+* from :class:`EventStats` (an observer), over every line session: ``pyslirp_link_ups_total``,
+  ``pyslirp_link_downs_total``, ``pyslirp_link_problems_total{problem}`` (keepalive failures,
+  loopback, rejected protocols);
+* per service, from :class:`EventStats` and the live connections:
   ``pyslirp_service_connections_active``, ``..._opened_total``, ``..._refused_total{reason}``,
   ``..._closed_total{outcome}``, ``pyslirp_service_bytes_total{direction}``,
   ``pyslirp_service_up`` (the latest probe);
@@ -22,10 +26,11 @@ declared sets; never a client port or a connection id.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -38,26 +43,48 @@ from prometheus_client.core import (
 from prometheus_client.registry import CollectorRegistry
 
 from pyslirp import __version__
-from pyslirp.ppp.link import Phase
-from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver
+from pyslirp.counters import CounterSpec
+from pyslirp.ppp.link import LinkDown, LinkUp, Phase
+from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver, LinkProblem
 from pyslirp.runtime.status import GatewayView
 from pyslirp.runtime.timing import BUCKETS, STEPS_PER_OCTAVE, ProcessingTimes
 
 #: upper bounds of the connection RTT histogram, seconds (a serial line's RTTs run 10 ms to seconds)
 RTT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+#: the problem label's values: the kinds of LinkProblem event
+LINK_PROBLEMS = tuple(_snake_case(kind.__name__) for kind in get_args(LinkProblem))
 NO_SERVICE = "none"  # the service label of a flow refused before it had one
 
 
-class ServiceStats(GatewayObserver):
-    """Per-service connection counts and bytes of closed connections, kept as events arrive."""
+class EventStats(GatewayObserver):
+    """What the observers hear, counted as it arrives: the link's ups, downs and problems, and per
+    service the connections and the bytes of closed ones."""
 
     def __init__(self) -> None:
+        self.link_ups = 0
+        self.link_downs = 0
+        self.link_problems: Counter[str] = Counter()  # by event kind, e.g. "keepalive_failed"
         self.opened: Counter[str] = Counter()
         self.refused: Counter[tuple[str, str]] = Counter()
         self.closed: Counter[tuple[str, str]] = Counter()
         self.bytes: Counter[tuple[str, str]] = Counter()  # (service, "to_service"|"to_client")
         self.rtt_counts = [0] * (len(RTT_BUCKETS) + 1)
         self.rtt_sum = 0.0
+
+    def link_up(self, line: str, event: LinkUp) -> None:
+        self.link_ups += 1
+
+    def link_down(self, line: str, event: LinkDown) -> None:
+        self.link_downs += 1
+
+    def link_problem(self, line: str, event: LinkProblem) -> None:
+        self.link_problems[_snake_case(type(event).__name__)] += 1
 
     def connection_opened(self, flow: Flow) -> None:
         self.opened[flow.service] += 1
@@ -78,13 +105,14 @@ class ServiceStats(GatewayObserver):
 class GatewayCollector:
     """Everything above, read from ``server`` at each scrape."""
 
-    def __init__(self, server: GatewayView, services: ServiceStats) -> None:
+    def __init__(self, server: GatewayView, services: EventStats) -> None:
         self.server = server
         self.services = services
 
     def collect(self) -> Iterator[Metric]:
         yield from self._counters()
         yield from self._line_and_link()
+        yield from self._link_events()
         yield from self._service_metrics()
         yield from self._histograms()
         uptime = GaugeMetricFamily("pyslirp_uptime_seconds", "seconds since pyslirp started")
@@ -97,9 +125,7 @@ class GatewayCollector:
     def _counters(self) -> Iterator[Metric]:
         families: dict[str, CounterMetricFamily] = {}
         for counter_set, spec, labels, value in self.server.registry.samples():
-            name = f"pyslirp_{counter_set.component}_{spec.name}"
-            if spec.unit == "bytes" and not name.endswith("_bytes"):
-                name += "_bytes"
+            name = metric_name(counter_set.component, spec)
             family = families.get(name)
             if family is None:
                 family = families[name] = CounterMetricFamily(name, spec.help, labels=sorted(labels))
@@ -116,20 +142,33 @@ class GatewayCollector:
         phase = StateSetMetricFamily("pyslirp_link_phase", "the PPP link's phase (RFC 1661 §3.2)")
         phase.add_metric([], {p.value: p.value == negotiated["phase"] for p in Phase})
         yield from (line_open, link_up, phase)
+        # Both families are always described, with a sample only while there is something to say.
         lcp, ipcp = negotiated.get("lcp"), negotiated.get("ipcp")
+        info = InfoMetricFamily("pyslirp_link", "what LCP and IPCP negotiated on the link that is up")
         if lcp is not None and ipcp is not None:
-            info = InfoMetricFamily("pyslirp_link", "what LCP and IPCP negotiated on the link that is up")
             info.add_metric([], {
                 "mru": str(lcp["mru"]), "peer_mru": str(lcp["peer_mru"]), "accm": lcp["accm"],
                 "peer_accm": lcp["peer_accm"], "pfc": str(lcp["pfc"]).lower(), "acfc": str(lcp["acfc"]).lower(),
                 "auth": lcp["auth"], "local_ip": ipcp["local_ip"], "peer_ip": ipcp["peer_ip"],
                 "vj": str(ipcp["vj_tx"] and ipcp["vj_rx"]).lower(),
             })
-            yield info
+        rtt = GaugeMetricFamily("pyslirp_lcp_echo_rtt_seconds", "round trip of the latest LCP keepalive echo")
         if lcp is not None and lcp["echo_rtt"] is not None:
-            rtt = GaugeMetricFamily("pyslirp_lcp_echo_rtt_seconds", "round trip of the latest LCP keepalive echo")
             rtt.add_metric([], lcp["echo_rtt"])
-            yield rtt
+        yield from (info, rtt)
+
+    def _link_events(self) -> Iterator[Metric]:
+        stats = self.services
+        ups = CounterMetricFamily("pyslirp_link_ups", "times the link came up (IPCP opened)")
+        ups.add_metric([], stats.link_ups)
+        downs = CounterMetricFamily("pyslirp_link_downs", "times the link went down (LCP finished)")
+        downs.add_metric([], stats.link_downs)
+        problems = CounterMetricFamily(
+            "pyslirp_link_problems", "keepalive failures, loopback and rejected protocols", labels=["problem"]
+        )
+        for problem in LINK_PROBLEMS:
+            problems.add_metric([problem], stats.link_problems[problem])
+        yield from (ups, downs, problems)
 
     def _service_metrics(self) -> Iterator[Metric]:
         stats = self.services
@@ -172,17 +211,24 @@ class GatewayCollector:
     def _histograms(self) -> Iterator[Metric]:
         stats = self.services
         rtt = HistogramMetricFamily("pyslirp_tcp_connection_rtt_seconds", "smoothed RTT of each closed connection")
-        rtt.add_metric(_cumulative(RTT_BUCKETS, stats.rtt_counts), stats.rtt_sum)
+        rtt.add_metric([], _cumulative(RTT_BUCKETS, stats.rtt_counts), stats.rtt_sum)
         yield rtt
         gateway = self.server.session()
+        frames = HistogramMetricFamily(
+            "pyslirp_frame_processing_seconds", "time from a frame's arrival to its answer being queued, this line session"
+        )
         if gateway is not None:
-            frames = HistogramMetricFamily(
-                "pyslirp_frame_processing_seconds",
-                "time from a frame's arrival to its answer being queued, this line session",
-            )
             buckets, total = _octave_buckets(gateway.rx_times)
-            frames.add_metric(buckets, total)
-            yield frames
+            frames.add_metric([], buckets, total)
+        yield frames
+
+
+def metric_name(component: str, spec: CounterSpec) -> str:
+    """The exported name of a declared counter, without ``_total``: byte counts end in ``_bytes``."""
+    name = spec.name
+    if spec.unit == "bytes" and not name.endswith("_bytes"):
+        name = name.removeprefix("bytes_") + "_bytes"
+    return f"pyslirp_{component}_{name}"
 
 
 def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:

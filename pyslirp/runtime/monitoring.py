@@ -17,7 +17,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from pyslirp.config import MonitoringConfig
 from pyslirp.runtime.http_endpoints import EndpointServer, Handler, Response, json_response
-from pyslirp.runtime.metrics import GatewayCollector, ServiceStats, metrics_registry
+from pyslirp.runtime.metrics import GatewayCollector, EventStats, metrics_registry
 from pyslirp.runtime.status import GatewayView, health_document, status_document
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class MonitoringError(Exception):
 class Monitoring:
     """Owns the endpoint servers and the probe task of one running server."""
 
-    def __init__(self, server: GatewayView, settings: MonitoringConfig, services: ServiceStats) -> None:
+    def __init__(self, server: GatewayView, settings: MonitoringConfig, services: EventStats) -> None:
         self.server = server
         self.settings = settings
         self.prometheus = metrics_registry(GatewayCollector(server, services))

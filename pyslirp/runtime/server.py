@@ -15,7 +15,7 @@ from pyslirp.ppp.link import LinkUp
 from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.gateway import Gateway
 from pyslirp.runtime.lines import Line, LineError, LineSession, open_line
-from pyslirp.runtime.metrics import ServiceStats
+from pyslirp.runtime.metrics import EventStats
 from pyslirp.runtime.monitoring import Monitoring, MonitoringError
 from pyslirp.runtime.network import LinkNetwork
 from pyslirp.runtime.observers import LogObserver, Observers
@@ -39,9 +39,9 @@ class Server:
         self.started = time.time()
         #: every counter of every gateway, live and past: what SIGUSR1, /status and /metrics read
         self.registry = CounterRegistry()
-        self.service_stats = ServiceStats()
+        self.event_stats = EventStats()
         #: everything that watches the gateways (the log, the metrics; the audit log later)
-        self.observers = Observers(LogObserver(), self.service_stats)
+        self.observers = Observers(LogObserver(), self.event_stats)
         self.probe = ServiceProbe(config.services)
         self.monitoring: Monitoring | None = None
         self.gateway: Gateway | None = None
@@ -96,7 +96,7 @@ class Server:
 
     async def run(self) -> None:
         if self.config.monitoring.enable_metrics:
-            self.monitoring = Monitoring(self, self.config.monitoring, self.service_stats)
+            self.monitoring = Monitoring(self, self.config.monitoring, self.event_stats)
             await self.monitoring.start()
         try:
             forwards = await self.start_forwards()
