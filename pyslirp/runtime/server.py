@@ -12,6 +12,7 @@ from typing import Callable
 
 from pyslirp.config import ConfigError, PyslirpConfig
 from pyslirp.ppp.link import LinkUp
+from pyslirp.runtime.audit import AUDIT_COUNTERS, AuditLog, AuditLogError
 from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.gateway import Gateway
 from pyslirp.runtime.lines import Line, LineError, LineSession, open_line
@@ -40,8 +41,13 @@ class Server:
         #: every counter of every gateway, live and past: what SIGUSR1, /status and /metrics read
         self.registry = CounterRegistry()
         self.event_stats = EventStats()
-        #: everything that watches the gateways (the log, the metrics; the audit log later)
+        #: everything that watches the gateways: the log, the metrics and the audit log
         self.observers = Observers(LogObserver(), self.event_stats)
+        self.audit: AuditLog | None = None
+        if config.security.audit_log is not None:
+            self.audit = AuditLog(config.security.audit_log, time.time)  # AuditLogError: a config error
+            self.registry.attach(AUDIT_COUNTERS, self.audit.counters)
+            self.observers.subscribe(self.audit)
         self.probe = ServiceProbe(config.services)
         self.monitoring: Monitoring | None = None
         self.gateway: Gateway | None = None
@@ -108,6 +114,13 @@ class Server:
         finally:
             if self.monitoring is not None:
                 self.monitoring.close()
+            if self.audit is not None:
+                self.audit.close()
+
+    def reopen_logs(self) -> None:
+        """SIGHUP: reopen the audit log (after logrotate moved it)."""
+        if self.audit is not None:
+            self.audit.reopen()
 
     async def _serve_line(self) -> None:
         print(self.line.describe(), file=sys.stderr, flush=True)
@@ -151,12 +164,18 @@ async def _serve(config: PyslirpConfig) -> int:
     except LineError as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    server = Server(config, line)
+    try:
+        server = Server(config, line)
+    except AuditLogError as exc:
+        line.close()
+        print(f"pyslirp: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     task = asyncio.ensure_future(server.run())
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, task.cancel)
     loop.add_signal_handler(signal.SIGUSR1, server.log_stats)
+    loop.add_signal_handler(signal.SIGHUP, server.reopen_logs)
     try:
         await task
     except asyncio.CancelledError:
