@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
 from test_ppp_link import Pppd  # noqa: E402
@@ -35,6 +35,7 @@ from pyslirp.runtime.gateway import Gateway  # noqa: E402
 from pyslirp.runtime.lines import LineSession  # noqa: E402
 from pyslirp.runtime.network import LinkNetwork  # noqa: E402
 from pyslirp.runtime.observers import FrameTap, Observers  # noqa: E402
+from pyslirp.runtime.security import security_checks  # noqa: E402
 from pyslirp.runtime.settings import link_options  # noqa: E402
 
 LOCAL = IPv4Address("10.0.0.1")
@@ -108,16 +109,18 @@ class DataPath:
         self._kick = asyncio.Event()
 
     async def start(self, service_port: int, observers: Observers | None = None,
-                    taps: Sequence[FrameTap] = ()) -> None:
+                    taps: Sequence[FrameTap] = (), **sections: Any) -> None:
+        """Dial in; ``sections`` are further configuration sections (``security={...}``)."""
         config = PyslirpConfig(services={SERVICE_PORT: {"host": "127.0.0.1", "port": service_port}},
-                               dns={"enabled": False}, ppp={"keepalive": {"interval": 0}})
+                               dns={"enabled": False}, ppp={"keepalive": {"interval": 0}}, **sections)
+        checks = security_checks(config)
         self.session = MemorySession(self._from_server)
         observer = observers if observers is not None else Observers()
         self.registry = registry = CounterRegistry()
         self.gateway = Gateway(
             self.session, link_options(config),
             lambda up, wake: LinkNetwork(
-                config, up, wake, line=self.session.name, observer=observer, registry=registry
+                config, up, wake, line=self.session.name, observer=observer, registry=registry, checks=checks
             ),
             observers=observer,
             registry=registry,

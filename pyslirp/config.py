@@ -139,6 +139,13 @@ class PPPConfig(_Section):
         return list(self.dns) if self.dns is not None else [self.local_ip]
 
 
+class RateLimit(_Section):
+    """A token bucket of new connections: ``burst`` at once, then ``connections_per_second``."""
+
+    connections_per_second: float = Field(10.0, gt=0)
+    burst: int = Field(20, ge=1)
+
+
 class ServiceConfig(_Section):
     """A local service the client reaches at local_ip:<key>."""
 
@@ -150,6 +157,7 @@ class ServiceConfig(_Section):
     max_connections: int = Field(64, ge=1)
     idle_timeout: float = Field(7200.0, gt=0, description="seconds without data before the connection is closed")
     connect_timeout: float = Field(10.0, gt=0)
+    rate_limit: RateLimit | None = Field(None, description="this service's own limit on new connections")
 
 
 
@@ -199,10 +207,8 @@ class SocksConfig(_Section):
 
 
 
-class RateLimitConfig(_Section):
+class RateLimitConfig(RateLimit):
     enabled: bool = False
-    connections_per_second: float = Field(10.0, gt=0)
-    burst: int = Field(20, ge=1)
 
 
 class BruteForceConfig(_Section):

@@ -6,8 +6,9 @@ decision runs in a fixed order:
 1. **route** — the destination: a flow to our own address goes to the service mapped on its
    port (refused ``no_service`` if none, ``service_disabled`` if switched off); a flow to any
    other address is refused ``no_route`` (outbound routing is not configured);
-2. **checks** — each :class:`AdmissionCheck` in order (today the service's ``max_connections``,
-   ``service_full``); the first refusal wins.
+2. **checks** — each :class:`AdmissionCheck` in order: the service's ``max_connections``
+   (``service_full``), then the ``security`` section's (:mod:`pyslirp.runtime.security`); the
+   first refusal wins.
 
 A refusal is cheap: no socket, no task; the caller counts it by reason (:data:`REFUSED`),
 publishes it to the observers and answers the client (RST). What is admitted is accounted here
@@ -30,7 +31,8 @@ from pyslirp.runtime.observers import Flow
 REFUSED = CounterSpec(
     "refused",
     "new connections refused before a host socket was opened, by reason",
-    reasons=("no_service", "service_disabled", "no_route", "service_full"),
+    reasons=("no_service", "service_disabled", "no_route", "service_full", "port_blocked", "port_not_allowed",
+             "rate_limit"),
 )
 
 
@@ -49,7 +51,7 @@ Decision = Admitted | Refused
 
 
 class AdmissionCheck(Protocol):
-    def check(self, flow: Flow, admitted: Admitted) -> str | None:
+    def check(self, flow: Flow, admitted: Admitted, now: float) -> str | None:
         """The reason to refuse ``flow``, or None to let it pass to the next check."""
 
 
@@ -59,7 +61,7 @@ class ServiceCapacity:
     def __init__(self, active: Mapping[int, int]) -> None:
         self._active = active
 
-    def check(self, flow: Flow, admitted: Admitted) -> str | None:
+    def check(self, flow: Flow, admitted: Admitted, now: float) -> str | None:
         if self._active.get(admitted.port, 0) >= admitted.service.max_connections:
             return "service_full"
         return None
@@ -77,12 +79,12 @@ class Admission:
         self.active: Counter[int] = Counter()
         self.checks: tuple[AdmissionCheck, ...] = (ServiceCapacity(self.active), *checks)
 
-    def admit(self, flow: Flow) -> Decision:
+    def admit(self, flow: Flow, now: float) -> Decision:
         decision = self._route(flow)
         if isinstance(decision, Refused):
             return decision
         for check in self.checks:
-            reason = check.check(flow, decision)
+            reason = check.check(flow, decision, now)
             if reason is not None:
                 return Refused(reason)
         self.active[decision.port] += 1

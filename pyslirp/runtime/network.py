@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from typing import Callable
 
 from pyslirp.config import PyslirpConfig
@@ -17,6 +18,7 @@ from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.net.line_budget import BUDGET_COUNTERS
 from pyslirp.net.stack import STACK_COUNTERS, ConnectionEvent, ConnectionRequest, Stack, UDPDatagram
 from pyslirp.ppp.link import LinkUp
+from pyslirp.runtime.admission import AdmissionCheck
 from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.observers import GatewayObserver
 from pyslirp.runtime.pipe import Pipe
@@ -61,6 +63,7 @@ class LinkNetwork:
         line: str = "",
         observer: GatewayObserver | None = None,
         registry: CounterRegistry | None = None,
+        checks: Sequence[AdmissionCheck] = (),
     ) -> None:
         loop = asyncio.get_running_loop()
         self.now = loop.time
@@ -70,7 +73,9 @@ class LinkNetwork:
             up.local_ip, up.peer_ip, mtu=up.peer_mru, tcp_config=tcp_config(config, up.peer_mru),
             max_connections=tcp.max_connections, udp_ports=self.relay.ports, wake=wake, line_budget=tcp.line_budget,
         )
-        self.proxy = ServiceProxy(config.services, self.stack, self.now, line=line, observer=observer)
+        self.proxy = ServiceProxy(
+            config.services, self.stack, self.now, line=line, observer=observer, checks=checks
+        )
         self.counters: Counter[str] = Counter()
         self.registry = registry if registry is not None else CounterRegistry()
         self._registrations = [

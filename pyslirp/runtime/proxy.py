@@ -26,6 +26,7 @@ import functools
 import logging
 import socket
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from typing import Callable
@@ -34,7 +35,7 @@ from pyslirp.config import ServiceConfig
 from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.net import tcp
 from pyslirp.net.stack import ConnectionEvent, ConnectionRequest, Stack
-from pyslirp.runtime.admission import REFUSED, Admission, Admitted, Refused
+from pyslirp.runtime.admission import REFUSED, Admission, AdmissionCheck, Admitted, Refused
 from pyslirp.runtime.connector import ConnectFailed, Connector, ServiceConnector
 from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver
 from pyslirp.runtime.pipe import Pipe
@@ -75,6 +76,7 @@ class ServiceProxy:
         *,
         line: str = "",
         observer: GatewayObserver | None = None,
+        checks: Sequence[AdmissionCheck] = (),
     ) -> None:
         self.stack = stack
         self.now = now
@@ -82,7 +84,7 @@ class ServiceProxy:
         self.observer = observer if observer is not None else GatewayObserver()
         self.local_ip = IPv4Address(stack.local)
         self.peer_ip = IPv4Address(stack.peer)
-        self.admission = Admission(services, self.local_ip)
+        self.admission = Admission(services, self.local_ip, checks)
         self.connectors: dict[int, Connector] = {
             port: ServiceConnector(service) for port, service in services.items() if service.protocol == "tcp"
         }
@@ -106,7 +108,7 @@ class ServiceProxy:
         flow = Flow(
             self.line, "tcp", (self.peer_ip, conn.remote_port), (IPv4Address(request.address), request.port)
         )
-        decision = self.admission.admit(flow)
+        decision = self.admission.admit(flow, self.now())
         if isinstance(decision, Refused):
             self.counters[REFUSED.key(decision.reason)] += 1
             self.observer.connection_refused(flow, decision.reason)

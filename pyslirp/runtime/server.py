@@ -20,6 +20,7 @@ from pyslirp.runtime.metrics import EventStats
 from pyslirp.runtime.monitoring import Monitoring, MonitoringError
 from pyslirp.runtime.network import LinkNetwork
 from pyslirp.runtime.observers import LogObserver, Observers
+from pyslirp.runtime.security import security_checks
 from pyslirp.runtime.settings import line_rate, link_options
 from pyslirp.runtime.status import ServiceProbe, status_document
 
@@ -49,6 +50,8 @@ class Server:
             self.registry.attach(AUDIT_COUNTERS, self.audit.counters)
             self.observers.subscribe(self.audit)
         self.probe = ServiceProbe(config.services)
+        #: the security section's admission checks, shared by every link (pyslirp.runtime.security)
+        self.checks = security_checks(config)
         self.monitoring: Monitoring | None = None
         self.gateway: Gateway | None = None
 
@@ -71,7 +74,8 @@ class Server:
     def _gateway(self, session: LineSession) -> Gateway:
         def network(up: LinkUp, wake: Callable[[], None]) -> LinkNetwork:
             return LinkNetwork(
-                self.config, up, wake, line=session.name, observer=self.observers, registry=self.registry
+                self.config, up, wake, line=session.name, observer=self.observers, registry=self.registry,
+                checks=self.checks,
             )
 
         rate = line_rate(self.config, session.native_rate)

@@ -1,0 +1,88 @@
+"""The ``security`` section's checks in the admission pipeline, each a small object built from the
+configuration once per process, so that its state (a rate limiter's tokens) outlives a link: a
+client cannot reset a limit by dialling again.
+
+In the order :func:`security_checks` gives them, after the route and the service's capacity:
+
+1. :class:`PortPolicy` — ``blocked_ports``, then ``allowed_ports`` (null: every enabled service);
+   refusals ``port_blocked`` and ``port_not_allowed``;
+2. :class:`ConnectionRate` — token buckets of new connections (``rate_limiting``): one for the
+   whole gateway, and one per service that sets its own ``rate_limit``; refusal ``rate_limit``.
+
+A check that is not configured is not in the list: a feature off costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from pyslirp.config import PyslirpConfig, RateLimit
+from pyslirp.runtime.admission import AdmissionCheck, Admitted
+from pyslirp.runtime.observers import Flow
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``; each admitted connection takes one."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.updated: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self.updated is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class PortPolicy:
+    """``security.blocked_ports`` and ``security.allowed_ports`` on the service's port."""
+
+    def __init__(self, blocked: Collection[int], allowed: Collection[int] | None) -> None:
+        self.blocked = frozenset(blocked)
+        self.allowed = frozenset(allowed) if allowed is not None else None
+
+    def check(self, flow: Flow, admitted: Admitted, now: float) -> str | None:
+        if admitted.port in self.blocked:
+            return "port_blocked"
+        if self.allowed is not None and admitted.port not in self.allowed:
+            return "port_not_allowed"
+        return None
+
+
+class ConnectionRate:
+    """New connections a second, for the gateway as a whole and per service."""
+
+    def __init__(self, overall: RateLimit | None, per_service: dict[int, RateLimit]) -> None:
+        self.overall = TokenBucket(overall.connections_per_second, overall.burst) if overall is not None else None
+        self.per_service = {
+            port: TokenBucket(limit.connections_per_second, limit.burst) for port, limit in per_service.items()
+        }
+
+    def check(self, flow: Flow, admitted: Admitted, now: float) -> str | None:
+        bucket = self.per_service.get(admitted.port)
+        if bucket is not None and not bucket.take(now):
+            return "rate_limit"
+        if self.overall is not None and not self.overall.take(now):
+            return "rate_limit"
+        return None
+
+
+def security_checks(config: PyslirpConfig) -> list[AdmissionCheck]:
+    """The configured checks, in pipeline order."""
+    security = config.security
+    checks: list[AdmissionCheck] = []
+    if security.blocked_ports or security.allowed_ports is not None:
+        checks.append(PortPolicy(security.blocked_ports, security.allowed_ports))
+    overall = security.rate_limiting if security.rate_limiting.enabled else None
+    per_service = {
+        port: service.rate_limit for port, service in config.services.items() if service.rate_limit is not None
+    }
+    if overall is not None or per_service:
+        checks.append(ConnectionRate(overall, per_service))
+    return checks
