@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from contextvars import ContextVar
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
@@ -158,6 +158,9 @@ class ServiceConfig(_Section):
     idle_timeout: float = Field(7200.0, gt=0, description="seconds without data before the connection is closed")
     connect_timeout: float = Field(10.0, gt=0)
     rate_limit: RateLimit | None = Field(None, description="this service's own limit on new connections")
+    auth_service: bool | None = Field(
+        None, description="logins happen here (brute-force detection watches it); default: port 22 only"
+    )
 
 
 
@@ -212,10 +215,15 @@ class RateLimitConfig(RateLimit):
 
 
 class BruteForceConfig(_Section):
+    """Blocks a client that keeps failing to log in to an authentication service."""
+
     enabled: bool = False
-    max_failures: int = Field(5, ge=1)
+    max_failures: int = Field(5, ge=1, description="failures within window that block")
     window: float = Field(60.0, gt=0)
-    block_time: float = Field(300.0, gt=0)
+    block_time: float = Field(300.0, gt=0, description="the first block; each repeat doubles it")
+    short_connection: float = Field(
+        10.0, gt=0, description="a connection to an authentication service shorter than this is a failed login"
+    )
 
 
 class SecurityConfig(_Section):
@@ -223,6 +231,7 @@ class SecurityConfig(_Section):
     blocked_ports: list[Port] = Field(default_factory=list)
     rate_limiting: RateLimitConfig = Field(default_factory=RateLimitConfig)
     brute_force: BruteForceConfig = Field(default_factory=BruteForceConfig)
+    allowlist: list[IPv4Network] = Field(default_factory=list, description="client networks never blocked")
     audit_log: Path | None = None
 
 

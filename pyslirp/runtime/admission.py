@@ -32,7 +32,7 @@ REFUSED = CounterSpec(
     "refused",
     "new connections refused before a host socket was opened, by reason",
     reasons=("no_service", "service_disabled", "no_route", "service_full", "port_blocked", "port_not_allowed",
-             "rate_limit"),
+             "rate_limit", "brute_force"),
 )
 
 

@@ -7,7 +7,9 @@ In the order :func:`security_checks` gives them, after the route and the service
 1. :class:`PortPolicy` — ``blocked_ports``, then ``allowed_ports`` (null: every enabled service);
    refusals ``port_blocked`` and ``port_not_allowed``;
 2. :class:`ConnectionRate` — token buckets of new connections (``rate_limiting``): one for the
-   whole gateway, and one per service that sets its own ``rate_limit``; refusal ``rate_limit``.
+   whole gateway, and one per service that sets its own ``rate_limit``; refusal ``rate_limit``;
+3. the brute-force guard (:mod:`pyslirp.runtime.brute_force`), which the server adds last because
+   it also listens to the observers; refusal ``brute_force``.
 
 A check that is not configured is not in the list: a feature off costs nothing.
 """

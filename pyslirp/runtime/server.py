@@ -13,6 +13,7 @@ from typing import Callable
 from pyslirp.config import ConfigError, PyslirpConfig
 from pyslirp.ppp.link import LinkUp
 from pyslirp.runtime.audit import AUDIT_COUNTERS, AuditLog, AuditLogError
+from pyslirp.runtime.brute_force import BruteForceGuard
 from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.gateway import Gateway
 from pyslirp.runtime.lines import Line, LineError, LineSession, open_line
@@ -49,9 +50,19 @@ class Server:
             self.audit = AuditLog(config.security.audit_log, time.time)  # AuditLogError: a config error
             self.registry.attach(AUDIT_COUNTERS, self.audit.counters)
             self.observers.subscribe(self.audit)
-        self.probe = ServiceProbe(config.services)
         #: the security section's admission checks, shared by every link (pyslirp.runtime.security)
         self.checks = security_checks(config)
+        if config.security.brute_force.enabled:
+            guard = BruteForceGuard.from_config(
+                config.security.brute_force, config.services, config.security.allowlist,
+                clock=lambda: asyncio.get_running_loop().time(),
+                schedule=lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback),
+                record=self.audit.record if self.audit is not None else lambda event, **fields: None,
+            )
+            self.checks.append(guard)
+            self.observers.subscribe(guard)
+        self.probe = ServiceProbe(config.services)
+
         self.monitoring: Monitoring | None = None
         self.gateway: Gateway | None = None
 

@@ -1,5 +1,5 @@
-"""The security section's admission checks: the port policy and the connection rate limits, on
-their own (sans-IO, a clock given) and in a dialled gateway, where a refusal is an RST that is
+"""The security section's admission checks: the port policy, the connection rate limits and the
+brute-force guard, on their own (sans-IO, a clock given) and in a dialled gateway, where a refusal is an RST that is
 counted, observed and audited."""
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from pyslirp.config import PyslirpConfig, ServiceConfig  # noqa: E402
 from pyslirp.net import tcp  # noqa: E402
 from pyslirp.runtime.admission import Admission, Admitted, Refused  # noqa: E402
 from pyslirp.runtime.audit import AuditLog  # noqa: E402
-from pyslirp.runtime.observers import Flow, Observers  # noqa: E402
+from pyslirp.runtime.brute_force import BruteForceGuard  # noqa: E402
+from pyslirp.runtime.observers import ConnectionSummary, Flow, Observers  # noqa: E402
+from pyslirp.runtime.server import Server  # noqa: E402
 from pyslirp.runtime.security import ConnectionRate, PortPolicy, TokenBucket, security_checks  # noqa: E402
 
 LOCAL = IPv4Address("10.0.0.1")
@@ -142,3 +144,100 @@ def test_a_wrong_security_value_names_its_field(section: dict, message: str) -> 
 def test_per_service_rate_limit_is_validated() -> None:
     with pytest.raises(ValueError, match="burst"):
         ServiceConfig(port=22, rate_limit={"burst": 0})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ssh_flow(client: str = "10.0.0.2", port: int = 22) -> Flow:
+    return Flow("test", "tcp", (IPv4Address(client), 40000), (LOCAL, port), "ssh")
+
+
+def short(seconds: float = 1.0) -> ConnectionSummary:
+    return ConnectionSummary("closed", 100, 100, seconds, 0.05)
+
+
+def guard_for(clock: Clock, records: list, **settings: object) -> tuple[BruteForceGuard, Admission]:
+    config = PyslirpConfig(
+        services={22: {"port": 2222}, 80: {"port": 8080}, 2200: {"port": 22000, "auth_service": True}},
+        security={"brute_force": {"enabled": True, "max_failures": 3, "window": 60, "block_time": 100, **settings},
+                  "allowlist": ["10.0.0.128/25"]},
+    )
+    guard = BruteForceGuard.from_config(
+        config.security.brute_force, config.services, config.security.allowlist, clock,
+        record=lambda event, **fields: records.append((event, fields)),
+    )
+    return guard, Admission(config.services, LOCAL, [guard])
+
+
+def test_short_connections_to_an_auth_service_block_the_client_from_auth_services_only() -> None:
+    clock, records = Clock(), []
+    guard, admission = guard_for(clock, records)
+    assert guard.auth_ports == {22, 2200}
+    for _ in range(2):
+        guard.connection_closed(ssh_flow(), short())
+    guard.connection_closed(ssh_flow(), short(seconds=30))  # a real session is no failure
+    guard.connection_closed(Flow("test", "tcp", (PEER, 1), (LOCAL, 80), "web"), short())  # not an auth service
+    assert isinstance(admission.admit(ssh_flow(), clock.now), Admitted)
+    guard.connection_closed(ssh_flow(), short())  # the third within the window
+    assert admission.admit(ssh_flow(), 1.0) == Refused("brute_force")
+    assert admission.admit(ssh_flow(port=2200), 1.0) == Refused("brute_force")
+    assert isinstance(admission.admit(Flow("test", "tcp", (PEER, 1), (LOCAL, 80)), 1.0), Admitted)
+    assert isinstance(admission.admit(ssh_flow(client="10.0.0.3"), 1.0), Admitted)  # another client
+    assert records == [("blocked", {"src": "10.0.0.2", "service": "ssh", "reason": "brute_force",
+                                    "duration_s": 100.0})]
+    assert guard.next_expiry() == 100.0
+
+
+def test_a_block_expires_and_a_repeat_lasts_twice_as_long() -> None:
+    clock, records = Clock(), []
+    guard, admission = guard_for(clock, records)
+    for _ in range(3):
+        guard.connection_closed(ssh_flow(), short())
+    guard.expire(99.0)
+    assert admission.admit(ssh_flow(), 99.0) == Refused("brute_force")
+    guard.expire(100.0)
+    assert records[-1] == ("unblocked", {"src": "10.0.0.2", "reason": "brute_force"})
+    assert isinstance(admission.admit(ssh_flow(), 100.0), Admitted)
+    clock.now = 200.0
+    for _ in range(3):
+        guard.connection_closed(ssh_flow(), short())
+    assert records[-1][1]["duration_s"] == 200.0
+    # An admission check after the end of a block ends it too (no timer needed).
+    assert isinstance(admission.admit(ssh_flow(), 400.0), Admitted)
+    assert records[-1][0] == "unblocked"
+
+
+def test_failures_outside_the_window_do_not_add_up() -> None:
+    clock, records = Clock(), []
+    guard, admission = guard_for(clock, records)
+    for t in (0.0, 40.0, 80.0, 120.0):  # never three within 60 s
+        clock.now = t
+        guard.connection_closed(ssh_flow(), short())
+    assert not records and isinstance(admission.admit(ssh_flow(), 121.0), Admitted)
+
+
+def test_an_allowlisted_client_is_never_blocked() -> None:
+    clock, records = Clock(), []
+    guard, admission = guard_for(clock, records)
+    for _ in range(10):
+        guard.connection_closed(ssh_flow(client="10.0.0.200"), short())
+    assert not records and isinstance(admission.admit(ssh_flow(client="10.0.0.200"), 1.0), Admitted)
+
+
+def test_the_server_adds_the_guard_last_and_wires_it_to_the_audit_log(tmp_path: Path) -> None:
+    config = PyslirpConfig(
+        services={22: {"port": 2222}},
+        security={"brute_force": {"enabled": True}, "rate_limiting": {"enabled": True},
+                  "audit_log": str(tmp_path / "audit.jsonl")},
+    )
+    server = Server(config, line=None)  # type: ignore[arg-type]
+    rate, guard = server.checks
+    assert isinstance(rate, ConnectionRate) and isinstance(guard, BruteForceGuard)
+    assert guard.record == server.audit.record
+    server.audit.close()

@@ -1,0 +1,139 @@
+"""Brute-force detection on the authentication services (``security.brute_force``).
+
+A connection to an authentication service (``auth_service: true``; by default the service on
+port 22) that ends within ``short_connection`` seconds is counted as a failed login of its client
+address. ``max_failures`` of them within ``window`` seconds block that address from every
+authentication service for ``block_time``, doubled at each repeat (at most a day). While blocked,
+new connections to those services are refused ``brute_force`` by the admission pipeline; other
+services are not affected. A client address in ``security.allowlist`` is never blocked. Blocks
+and their end are audited (``blocked``/``unblocked``) and logged.
+
+The guard keeps no timer of its own: ``schedule(delay, callback)`` (the event loop's
+``call_later``) is asked to call :meth:`BruteForceGuard.expire` when a block is due, and an
+admission check after that time ends it too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from pyslirp.config import BruteForceConfig, ServiceConfig
+from pyslirp.runtime.admission import Admitted
+from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver
+
+log = logging.getLogger("pyslirp.security")
+
+MAX_BLOCK = 86400.0
+
+
+def is_auth_service(port: int, service: ServiceConfig) -> bool:
+    """``auth_service`` as configured, else whether it is SSH's port on either side."""
+    if service.auth_service is not None:
+        return service.auth_service
+    return port == 22 or service.port == 22
+
+
+@dataclass
+class _Block:
+    until: float
+    count: int  # blocks of this address so far: the next one lasts twice as long
+
+
+class BruteForceGuard(GatewayObserver):
+    """An observer of closed connections and an admission check (refusal ``brute_force``)."""
+
+    def __init__(
+        self,
+        settings: BruteForceConfig,
+        auth_ports: Collection[int],
+        allowlist: Collection[IPv4Network],
+        clock: Callable[[], float],
+        *,
+        record: Callable[..., None] = lambda event, **fields: None,
+        schedule: Callable[[float, Callable[[], None]], object] = lambda delay, callback: None,
+    ) -> None:
+        self.settings = settings
+        self.auth_ports = frozenset(auth_ports)
+        self.allowlist = tuple(allowlist)
+        self.clock = clock  # the time the observer methods use (the check is given its own)
+        self.record = record  # the audit log's record(event, **fields)
+        self.schedule = schedule
+        self._failures: dict[IPv4Address, deque[float]] = {}
+        self._blocks: dict[IPv4Address, _Block] = {}
+        self._history: dict[IPv4Address, int] = {}
+
+    @classmethod
+    def from_config(
+        cls,
+        settings: BruteForceConfig,
+        services: Mapping[int, ServiceConfig],
+        allowlist: Collection[IPv4Network],
+        clock: Callable[[], float],
+        **hooks: Callable[..., object],
+    ) -> BruteForceGuard:
+        ports = [port for port, service in services.items() if is_auth_service(port, service)]
+        return cls(settings, ports, allowlist, clock, **hooks)
+
+    # -- the admission check ----------------------------------------------------------------------
+
+    def check(self, flow: Flow, admitted: Admitted, now: float) -> str | None:
+        if admitted.port not in self.auth_ports:
+            return None
+        block = self._blocks.get(flow.client[0])
+        if block is None:
+            return None
+        if now >= block.until:
+            self.expire(now)
+            return None
+        return "brute_force"
+
+    # -- what the observers hear ----------------------------------------------------------------
+
+    def connection_closed(self, flow: Flow, summary: ConnectionSummary) -> None:
+        if flow.reverse or flow.destination[1] not in self.auth_ports:
+            return
+        if summary.duration < self.settings.short_connection:
+            self.failed_login(flow.client[0], flow.service, self.clock())
+
+    def failed_login(self, address: IPv4Address, service: str, now: float) -> None:
+        """One failed login of ``address``; blocks it when there were too many within the window."""
+        if address in self._blocks or any(address in network for network in self.allowlist):
+            return
+        failures = self._failures.setdefault(address, deque())
+        failures.append(now)
+        while failures and failures[0] <= now - self.settings.window:
+            failures.popleft()
+        if len(failures) >= self.settings.max_failures:
+            del self._failures[address]
+            self._block(address, service, now)
+
+    def _block(self, address: IPv4Address, service: str, now: float) -> None:
+        count = self._history.get(address, 0) + 1
+        self._history[address] = count
+        duration = min(self.settings.block_time * 2 ** (count - 1), MAX_BLOCK)
+        self._blocks[address] = _Block(now + duration, count)
+        log.warning("blocked %s from the authentication services for %.0f s: %d short connections to %s "
+                    "within %.0f s", address, duration, self.settings.max_failures, service, self.settings.window)
+        self.record("blocked", src=str(address), service=service, reason="brute_force", duration_s=duration)
+        self.schedule(duration, lambda: self.expire(self.clock()))
+
+    # -- expiry ---------------------------------------------------------------------------------
+
+    def next_expiry(self) -> float | None:
+        return min((block.until for block in self._blocks.values()), default=None)
+
+    def expire(self, now: float) -> None:
+        """End every block that is due."""
+        for address, block in list(self._blocks.items()):
+            if now >= block.until:
+                del self._blocks[address]
+                log.info("unblocked %s", address)
+                self.record("unblocked", src=str(address), reason="brute_force")
+
+    def blocked(self) -> dict[str, float]:
+        """Blocked addresses and when each block ends."""
+        return {str(address): block.until for address, block in self._blocks.items()}
