@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from pyslirp import __version__
 from pyslirp.config import ConfigError, PyslirpConfig, find_config_file, load_config
+from pyslirp.config_warnings import config_warnings
 
 EXIT_CONFIG = 2
 
@@ -117,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         source = find_config_file(args.config)
         print(f"configuration OK ({source if source else 'defaults'})")
+        for warning in config_warnings(config):
+            print(f"warning: {warning}", file=sys.stderr)
         shown = config.model_dump(mode="json", exclude={"ppp": {"auth": {"users"}}, "socks": {"password"}})
         import yaml
 
@@ -130,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "compiled): reinstall pyslirp so that they are built together", file=sys.stderr)
         return 1
     _setup_logging(config)
+    for warning in config_warnings(config):
+        logging.getLogger("pyslirp").warning("configuration: %s", warning)
     from pyslirp.runtime.server import run_server
 
     return run_server(config)

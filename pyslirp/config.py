@@ -162,6 +162,12 @@ class ServiceConfig(_Section):
         None, description="logins happen here (brute-force detection watches it); default: port 22 only"
     )
 
+    def is_auth_service(self, port: int) -> bool:
+        """``auth_service`` as configured, else whether it is SSH's port (ours, ``port``, or the host's)."""
+        if self.auth_service is not None:
+            return self.auth_service
+        return port == 22 or self.port == 22
+
 
 
 class ForwardConfig(_Section):

@@ -30,13 +30,6 @@ log = logging.getLogger("pyslirp.security")
 MAX_BLOCK = 86400.0
 
 
-def is_auth_service(port: int, service: ServiceConfig) -> bool:
-    """``auth_service`` as configured, else whether it is SSH's port on either side."""
-    if service.auth_service is not None:
-        return service.auth_service
-    return port == 22 or service.port == 22
-
-
 @dataclass
 class _Block:
     until: float
@@ -75,7 +68,7 @@ class BruteForceGuard(GatewayObserver):
         clock: Callable[[], float],
         **hooks: Callable[..., object],
     ) -> BruteForceGuard:
-        ports = [port for port, service in services.items() if is_auth_service(port, service)]
+        ports = [port for port, service in services.items() if service.is_auth_service(port)]
         return cls(settings, ports, allowlist, clock, **hooks)
 
     # -- the admission check ----------------------------------------------------------------------

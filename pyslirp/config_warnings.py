@@ -1,0 +1,66 @@
+"""What a valid configuration can still get wrong: exposures beyond loopback and security settings
+that contradict the services. ``pyslirp serve`` logs each once at start and ``pyslirp validate``
+prints them; neither refuses the configuration, since each can be meant.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network, ip_address
+
+from pyslirp.config import PyslirpConfig
+
+EVERYONE = IPv4Network("0.0.0.0/0")
+
+
+def _on_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+def config_warnings(config: PyslirpConfig) -> list[str]:
+    """One sentence per problem, naming the field."""
+    warnings: list[str] = []
+    tcp_services = {port: s for port, s in config.services.items() if s.enabled and s.protocol == "tcp"}
+    for port, service in sorted(config.services.items()):
+        if service.enabled and not _on_loopback(service.host):
+            warnings.append(
+                f"services.{port}.host is {service.host}, not loopback: the client reaches that machine through it"
+            )
+    for index, forward in enumerate(config.forwards):
+        if not _on_loopback(forward.listen_host):
+            warnings.append(
+                f"forwards.{index}.listen_host is {forward.listen_host}: anyone who reaches it on port "
+                f"{forward.listen_port} connects into the client"
+            )
+    monitoring = config.monitoring
+    if monitoring.enable_metrics and not _on_loopback(monitoring.metrics_host):
+        warnings.append(
+            f"monitoring.metrics_host is {monitoring.metrics_host}: anyone who reaches ports "
+            f"{monitoring.metrics_port} and {monitoring.health_port} sees the client's address and traffic"
+        )
+    security = config.security
+    blocked = set(security.blocked_ports)
+    if security.allowed_ports is not None:
+        allowed = set(security.allowed_ports)
+        if tcp_services and not allowed & set(tcp_services):
+            warnings.append("security.allowed_ports allows none of the enabled services: every connection is refused")
+        for port in sorted(allowed - set(config.services)):
+            warnings.append(f"security.allowed_ports lists {port}, which no service maps")
+        for port in sorted(allowed & blocked):
+            warnings.append(f"security.allowed_ports and security.blocked_ports both list {port}: it is blocked")
+    if tcp_services and set(tcp_services) <= blocked:
+        warnings.append("security.blocked_ports blocks every enabled service: every connection is refused")
+    brute_force = security.brute_force
+    if brute_force.enabled:
+        if not any(service.is_auth_service(port) for port, service in tcp_services.items()):
+            warnings.append(
+                "security.brute_force is enabled but no service is an authentication service "
+                "(set auth_service: true on one): it never blocks"
+            )
+        if any(network == EVERYONE for network in security.allowlist):
+            warnings.append("security.allowlist holds 0.0.0.0/0: brute-force blocking never applies")
+    return warnings
