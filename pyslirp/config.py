@@ -155,6 +155,7 @@ class ServiceConfig(_Section):
     protocol: Literal["tcp", "udp"] = "tcp"
     enabled: bool = True
     max_connections: int = Field(64, ge=1)
+    max_pending: int = Field(16, ge=1, description="connects to the service in progress at once")
     idle_timeout: float = Field(7200.0, gt=0, description="seconds without data before the connection is closed")
     connect_timeout: float = Field(10.0, gt=0)
     rate_limit: RateLimit | None = Field(None, description="this service's own limit on new connections")
@@ -235,6 +236,7 @@ class BruteForceConfig(_Section):
 class SecurityConfig(_Section):
     allowed_ports: list[Port] | None = Field(None, description="ports the client may open; default: the services")
     blocked_ports: list[Port] = Field(default_factory=list)
+    max_pending: int = Field(64, ge=1, description="connects to services in progress at once, in all")
     rate_limiting: RateLimitConfig = Field(default_factory=RateLimitConfig)
     brute_force: BruteForceConfig = Field(default_factory=BruteForceConfig)
     allowlist: list[IPv4Network] = Field(default_factory=list, description="client networks never blocked")

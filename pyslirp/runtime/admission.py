@@ -7,8 +7,10 @@ decision runs in a fixed order:
    port (refused ``no_service`` if none, ``service_disabled`` if switched off); a flow to any
    other address is refused ``no_route`` (outbound routing is not configured);
 2. **checks** — each :class:`AdmissionCheck` in order: the service's ``max_connections``
-   (``service_full``), then the ``security`` section's (:mod:`pyslirp.runtime.security`); the
-   first refusal wins.
+   (``service_full``), the connects still in progress, per service (``max_pending``) and in all
+   (``security.max_pending``), refused ``pending_cap`` — a SYN flood from the client must not
+   become a connect flood on the host — then the ``security`` section's
+   (:mod:`pyslirp.runtime.security`); the first refusal wins.
 
 A refusal is cheap: no socket, no task; the caller counts it by reason (:data:`REFUSED`),
 publishes it to the observers and answers the client (RST). What is admitted is accounted here
@@ -32,7 +34,7 @@ REFUSED = CounterSpec(
     "refused",
     "new connections refused before a host socket was opened, by reason",
     reasons=("no_service", "service_disabled", "no_route", "service_full", "port_blocked", "port_not_allowed",
-             "rate_limit", "brute_force"),
+             "rate_limit", "brute_force", "pending_cap"),
 )
 
 
@@ -67,17 +69,40 @@ class ServiceCapacity:
         return None
 
 
+class PendingConnects:
+    """Connects to services still in progress: at most ``max_pending`` per service and ``total``."""
+
+    def __init__(self, pending: Mapping[int, int], total: int) -> None:
+        self._pending = pending
+        self.total = total
+
+    def check(self, flow: Flow, admitted: Admitted, now: float) -> str | None:
+        if self._pending.get(admitted.port, 0) >= admitted.service.max_pending:
+            return "pending_cap"
+        if sum(self._pending.values()) >= self.total:
+            return "pending_cap"
+        return None
+
+
 class Admission:
     """Routes and checks the client's new TCP flows (see the module docstring for the order)."""
 
     def __init__(
-        self, services: Mapping[int, ServiceConfig], local_ip: IPv4Address, checks: Sequence[AdmissionCheck] = ()
+        self,
+        services: Mapping[int, ServiceConfig],
+        local_ip: IPv4Address,
+        checks: Sequence[AdmissionCheck] = (),
+        max_pending: int = 64,
     ) -> None:
         self.services = services
         self.local_ip = local_ip
         #: our port -> admitted flows still open
         self.active: Counter[int] = Counter()
-        self.checks: tuple[AdmissionCheck, ...] = (ServiceCapacity(self.active), *checks)
+        #: our port -> admitted flows whose service has not accepted yet
+        self.pending: Counter[int] = Counter()
+        self.checks: tuple[AdmissionCheck, ...] = (
+            ServiceCapacity(self.active), PendingConnects(self.pending, max_pending), *checks
+        )
 
     def admit(self, flow: Flow, now: float) -> Decision:
         decision = self._route(flow)
@@ -88,13 +113,18 @@ class Admission:
             if reason is not None:
                 return Refused(reason)
         self.active[decision.port] += 1
+        self.pending[decision.port] += 1
         return decision
 
-    def closed(self, admitted: Admitted) -> None:
-        """A flow ``admit`` let through has ended."""
-        self.active[admitted.port] -= 1
-        if self.active[admitted.port] <= 0:
-            del self.active[admitted.port]
+    def connected(self, admitted: Admitted) -> None:
+        """The service accepted a flow ``admit`` let through."""
+        _decrement(self.pending, admitted.port)
+
+    def closed(self, admitted: Admitted, connected: bool) -> None:
+        """A flow ``admit`` let through has ended (``connected``: after its service accepted)."""
+        _decrement(self.active, admitted.port)
+        if not connected:
+            _decrement(self.pending, admitted.port)
 
     def _route(self, flow: Flow) -> Decision:
         address, port = flow.destination
@@ -106,3 +136,9 @@ class Admission:
         if not service.enabled:
             return Refused("service_disabled")
         return Admitted(service, port)
+
+
+def _decrement(counts: Counter[int], port: int) -> None:
+    counts[port] -= 1
+    if counts[port] <= 0:
+        del counts[port]

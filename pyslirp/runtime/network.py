@@ -74,7 +74,8 @@ class LinkNetwork:
             max_connections=tcp.max_connections, udp_ports=self.relay.ports, wake=wake, line_budget=tcp.line_budget,
         )
         self.proxy = ServiceProxy(
-            config.services, self.stack, self.now, line=line, observer=observer, checks=checks
+            config.services, self.stack, self.now, line=line, observer=observer, checks=checks,
+            max_pending=config.security.max_pending,
         )
         self.counters: Counter[str] = Counter()
         self.registry = registry if registry is not None else CounterRegistry()

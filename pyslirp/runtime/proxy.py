@@ -77,6 +77,7 @@ class ServiceProxy:
         line: str = "",
         observer: GatewayObserver | None = None,
         checks: Sequence[AdmissionCheck] = (),
+        max_pending: int = 64,
     ) -> None:
         self.stack = stack
         self.now = now
@@ -84,7 +85,7 @@ class ServiceProxy:
         self.observer = observer if observer is not None else GatewayObserver()
         self.local_ip = IPv4Address(stack.local)
         self.peer_ip = IPv4Address(stack.peer)
-        self.admission = Admission(services, self.local_ip, checks)
+        self.admission = Admission(services, self.local_ip, checks, max_pending)
         self.connectors: dict[int, Connector] = {
             port: ServiceConnector(service) for port, service in services.items() if service.protocol == "tcp"
         }
@@ -137,6 +138,8 @@ class ServiceProxy:
         pipe.conn.accept(self.now())
         tracked = self._tracked[pipe]
         tracked.opened = True
+        if tracked.admitted is not None:
+            self.admission.connected(tracked.admitted)
         self.observer.connection_opened(tracked.flow)
 
     def _attached(self, pipe: Pipe, sock: socket.socket, task: asyncio.Task[object]) -> None:
@@ -195,7 +198,7 @@ class ServiceProxy:
         pipe.closed = True
         self.pipes.pop(pipe.conn, None)
         if tracked.admitted is not None:
-            self.admission.closed(tracked.admitted)
+            self.admission.closed(tracked.admitted, connected=tracked.opened)
         if tracked.opened:
             summary = ConnectionSummary(
                 outcome, pipe.to_host, pipe.to_client, self.now() - tracked.started, pipe.conn.srtt

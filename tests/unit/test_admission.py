@@ -35,7 +35,7 @@ def test_route_then_capacity_in_that_order() -> None:
     first = admission.admit(flow(22), 0.0)
     assert first == Admitted(services[22], 22)
     assert admission.admit(flow(22), 0.0) == Refused("service_full")
-    admission.closed(first)
+    admission.closed(first, connected=True)
     assert admission.admit(flow(22), 0.0) == Admitted(services[22], 22)
     assert {"no_service", "service_disabled", "no_route", "service_full"} <= set(REFUSED.reasons)
 
@@ -76,3 +76,23 @@ async def test_an_unreachable_service_fails_with_a_reason() -> None:
     with pytest.raises(ConnectFailed) as failed:
         await connector.connect()
     assert "refused" in failed.value.reason.lower()
+
+
+def test_connects_in_progress_are_capped_per_service_and_in_all() -> None:
+    services = {22: ServiceConfig(port=22, max_pending=2), 80: ServiceConfig(port=80, max_pending=2)}
+    admission = Admission(services, LOCAL, max_pending=3)
+    first, second = admission.admit(flow(22), 0.0), admission.admit(flow(22), 0.0)
+    assert admission.admit(flow(22), 0.0) == Refused("pending_cap")  # the service's cap
+    third = admission.admit(flow(80), 0.0)
+    assert admission.admit(flow(80), 0.0) == Refused("pending_cap")  # the gateway's cap
+    admission.connected(first)  # accepted: no longer pending, still open
+    assert dict(admission.pending) == {22: 1, 80: 1} and dict(admission.active) == {22: 2, 80: 1}
+    fourth = admission.admit(flow(80), 0.0)
+    assert isinstance(fourth, Admitted)
+    admission.closed(second, connected=False)  # failed before the service accepted
+    admission.closed(first, connected=True)
+    assert dict(admission.pending) == {80: 2} and dict(admission.active) == {80: 2}
+    for decision in (third, fourth):
+        assert isinstance(decision, Admitted)
+        admission.closed(decision, connected=False)
+    assert not admission.pending and not admission.active

@@ -78,6 +78,8 @@ def test_the_gateway_rate_limit_allows_burst_plus_rate_times_elapsed() -> None:
         decision = admission.admit(flow(22 if i % 2 else 80), i * 0.025)
         if isinstance(decision, Admitted):
             admitted += 1
+            admission.connected(decision)  # sequential, short connections
+            admission.closed(decision, connected=True)
         else:
             assert decision == Refused("rate_limit")
     elapsed = 199 * 0.025
@@ -92,6 +94,7 @@ def test_a_service_with_its_own_limit_is_limited_alone() -> None:
     admission = admission_for(config)
     assert [type(admission.admit(flow(22), 0.0)) for _ in range(3)] == [Admitted, Admitted, Refused]
     assert all(isinstance(admission.admit(flow(80), 0.0), Admitted) for _ in range(10))
+    admission.pending.clear()  # those connected
     assert isinstance(admission.admit(flow(22), 1.0), Admitted)
 
 
