@@ -35,7 +35,7 @@ from pyslirp.runtime.gateway import Gateway  # noqa: E402
 from pyslirp.runtime.lines import LineSession  # noqa: E402
 from pyslirp.runtime.network import LinkNetwork  # noqa: E402
 from pyslirp.runtime.observers import FrameTap, Observers  # noqa: E402
-from pyslirp.runtime.security import security_checks  # noqa: E402
+from pyslirp.runtime.security import security_pipeline  # noqa: E402
 from pyslirp.runtime.settings import link_options  # noqa: E402
 
 LOCAL = IPv4Address("10.0.0.1")
@@ -113,14 +113,19 @@ class DataPath:
         """Dial in; ``sections`` are further configuration sections (``security={...}``)."""
         config = PyslirpConfig(services={SERVICE_PORT: {"host": "127.0.0.1", "port": service_port}},
                                dns={"enabled": False}, ppp={"keepalive": {"interval": 0}}, **sections)
-        checks = security_checks(config)
+        loop = asyncio.get_running_loop()
+        security = security_pipeline(config, clock=loop.time, schedule=loop.call_later)
+
         self.session = MemorySession(self._from_server)
         observer = observers if observers is not None else Observers()
+        if security.guard is not None:
+            observer.subscribe(security.guard)
         self.registry = registry = CounterRegistry()
         self.gateway = Gateway(
             self.session, link_options(config),
             lambda up, wake: LinkNetwork(
-                config, up, wake, line=self.session.name, observer=observer, registry=registry, checks=checks
+                config, up, wake, line=self.session.name, observer=observer, registry=registry,
+                checks=security.checks, extension=security.extension,
             ),
             observers=observer,
             registry=registry,

@@ -34,7 +34,7 @@ REFUSED = CounterSpec(
     "refused",
     "new connections refused before a host socket was opened, by reason",
     reasons=("no_service", "service_disabled", "no_route", "service_full", "port_blocked", "port_not_allowed",
-             "rate_limit", "brute_force", "pending_cap"),
+             "rate_limit", "brute_force", "pending_cap", "denied_by_extension", "admission_error"),
 )
 
 
@@ -42,6 +42,11 @@ REFUSED = CounterSpec(
 class Admitted:
     service: ServiceConfig
     port: int  # our port the service is mapped on
+
+    @property
+    def label(self) -> str:
+        """The service's name in flows, logs and metrics: its ``name``, or ``port N``."""
+        return self.service.name or f"port {self.port}"
 
 
 @dataclass(frozen=True, slots=True)

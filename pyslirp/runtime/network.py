@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Callable
 
+from pyslirp.admission_extension import Extension
 from pyslirp.config import PyslirpConfig
 from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.net.line_budget import BUDGET_COUNTERS
@@ -64,6 +65,7 @@ class LinkNetwork:
         observer: GatewayObserver | None = None,
         registry: CounterRegistry | None = None,
         checks: Sequence[AdmissionCheck] = (),
+        extension: Extension | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.now = loop.time
@@ -75,7 +77,7 @@ class LinkNetwork:
         )
         self.proxy = ServiceProxy(
             config.services, self.stack, self.now, line=line, observer=observer, checks=checks,
-            max_pending=config.security.max_pending,
+            max_pending=config.security.max_pending, extension=extension,
         )
         self.counters: Counter[str] = Counter()
         self.registry = registry if registry is not None else CounterRegistry()

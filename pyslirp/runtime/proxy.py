@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from typing import Callable
 
+from pyslirp.admission_extension import Extension
 from pyslirp.config import ServiceConfig
 from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.net import tcp
@@ -39,6 +40,7 @@ from pyslirp.runtime.admission import REFUSED, Admission, AdmissionCheck, Admitt
 from pyslirp.runtime.connector import ConnectFailed, Connector, ServiceConnector
 from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver
 from pyslirp.runtime.pipe import Pipe
+from pyslirp.runtime.security import flow_info
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ class ServiceProxy:
         observer: GatewayObserver | None = None,
         checks: Sequence[AdmissionCheck] = (),
         max_pending: int = 64,
+        extension: Extension | None = None,
     ) -> None:
         self.stack = stack
         self.now = now
@@ -86,6 +89,8 @@ class ServiceProxy:
         self.local_ip = IPv4Address(stack.local)
         self.peer_ip = IPv4Address(stack.peer)
         self.admission = Admission(services, self.local_ip, checks, max_pending)
+        #: the operator's async check (security.admission), awaited before the connect
+        self.extension = extension
         self.connectors: dict[int, Connector] = {
             port: ServiceConnector(service) for port, service in services.items() if service.protocol == "tcp"
         }
@@ -116,11 +121,16 @@ class ServiceProxy:
             conn.refuse(self.now())
             return
         service = decision.service
-        flow = replace(flow, service=service.name or f"port {decision.port}")
+        flow = replace(flow, service=decision.label)
         pipe = Pipe(self, conn, f"{flow.service} <- :{conn.remote_port}")
         self.pipes[conn] = pipe
         self._tracked[pipe] = _Tracked(flow, decision, self.now())
         connector = self.connectors[decision.port]
+        if self.extension is not None:
+            task = asyncio.create_task(self._decide_then_connect(pipe, connector, self.extension))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         sock = connector.connect_now()
         if sock is not None:
             self._accepted(pipe)
@@ -153,6 +163,16 @@ class ServiceProxy:
             sock.close()
             log.info("%s: service socket failed: %s", pipe.label, exc)
             pipe.fail("service_reset")
+
+    async def _decide_then_connect(self, pipe: Pipe, connector: Connector, extension: Extension) -> None:
+        reason = await extension.decide_async(flow_info(self._tracked[pipe].flow))
+        if reason is None:
+            await self._connect(pipe, connector)
+            return
+        self.counters[REFUSED.key(reason)] += 1
+        if pipe.conn.state == tcp.LISTEN:
+            pipe.conn.refuse(self.now())
+        self._end(pipe, reason)
 
     async def _connect(self, pipe: Pipe, connector: Connector) -> None:
         try:

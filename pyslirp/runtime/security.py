@@ -2,14 +2,17 @@
 configuration once per process, so that its state (a rate limiter's tokens) outlives a link: a
 client cannot reset a limit by dialling again.
 
-In the order :func:`security_checks` gives them, after the route and the service's capacity:
+In the order :func:`security_pipeline` gives them, after the route and the service's capacity:
 
 1. :class:`PortPolicy` — ``blocked_ports``, then ``allowed_ports`` (null: every enabled service);
    refusals ``port_blocked`` and ``port_not_allowed``;
 2. :class:`ConnectionRate` — token buckets of new connections (``rate_limiting``): one for the
    whole gateway, and one per service that sets its own ``rate_limit``; refusal ``rate_limit``;
-3. the brute-force guard (:mod:`pyslirp.runtime.brute_force`), which the server adds last because
-   it also listens to the observers; refusal ``brute_force``.
+3. the brute-force guard (:mod:`pyslirp.runtime.brute_force`), which also listens to the
+   observers; refusal ``brute_force``;
+4. the operator's own check (``security.admission``, :mod:`pyslirp.admission_extension`), last:
+   :class:`ExtensionCheck` when it is a plain function; an ``async`` one is awaited by the proxy
+   before it connects. Refusals ``denied_by_extension`` and ``admission_error``.
 
 A check that is not configured is not in the list: a feature off costs nothing.
 """
@@ -18,8 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from pyslirp.admission_extension import Extension, FlowInfo, load_check
 from pyslirp.config import PyslirpConfig, RateLimit
 from pyslirp.runtime.admission import AdmissionCheck, Admitted
+from pyslirp.runtime.brute_force import BruteForceGuard
 from pyslirp.runtime.observers import Flow
 
 
@@ -75,16 +83,60 @@ class ConnectionRate:
         return None
 
 
-def security_checks(config: PyslirpConfig) -> list[AdmissionCheck]:
-    """The configured checks, in pipeline order."""
+def flow_info(flow: Flow) -> FlowInfo:
+    """What the operator's check is shown of a flow."""
+    (src, _), (dst, dport) = flow.client, flow.destination
+    return FlowInfo(src, dst, dport, flow.protocol, flow.service)
+
+
+class ExtensionCheck:
+    """A synchronous ``security.admission`` callable as a check."""
+
+    def __init__(self, extension: Extension) -> None:
+        self.extension = extension
+
+    def check(self, flow: Flow, admitted: Admitted, now: float) -> str | None:
+        return self.extension.decide(flow_info(replace(flow, service=admitted.label)))
+
+
+@dataclass
+class SecurityPipeline:
+    """The configured checks in pipeline order, the brute-force guard among them (it also listens
+    to the observers), and the operator's check when it is ``async`` (the proxy awaits it)."""
+
+    checks: list[AdmissionCheck]
+    guard: BruteForceGuard | None = None
+    extension: Extension | None = None
+
+
+def security_pipeline(
+    config: PyslirpConfig,
+    *,
+    clock: Callable[[], float],
+    schedule: Callable[[float, Callable[[], None]], object],
+    record: Callable[..., None] = lambda event, **fields: None,
+) -> SecurityPipeline:
+    """Build the pipeline once per process; ``clock`` and ``schedule`` are the event loop's,
+    ``record`` the audit log's. Raises ExtensionError when ``security.admission`` cannot load."""
     security = config.security
-    checks: list[AdmissionCheck] = []
+    pipeline = SecurityPipeline([])
     if security.blocked_ports or security.allowed_ports is not None:
-        checks.append(PortPolicy(security.blocked_ports, security.allowed_ports))
+        pipeline.checks.append(PortPolicy(security.blocked_ports, security.allowed_ports))
     overall = security.rate_limiting if security.rate_limiting.enabled else None
     per_service = {
         port: service.rate_limit for port, service in config.services.items() if service.rate_limit is not None
     }
     if overall is not None or per_service:
-        checks.append(ConnectionRate(overall, per_service))
-    return checks
+        pipeline.checks.append(ConnectionRate(overall, per_service))
+    if security.brute_force.enabled:
+        pipeline.guard = BruteForceGuard.from_config(
+            security.brute_force, config.services, security.allowlist, clock, record=record, schedule=schedule
+        )
+        pipeline.checks.append(pipeline.guard)
+    if security.admission is not None:
+        extension = Extension(load_check(security.admission))
+        if extension.is_async:
+            pipeline.extension = extension
+        else:
+            pipeline.checks.append(ExtensionCheck(extension))
+    return pipeline

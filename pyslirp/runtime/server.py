@@ -10,10 +10,10 @@ import sys
 import time
 from typing import Callable
 
+from pyslirp.admission_extension import ExtensionError
 from pyslirp.config import ConfigError, PyslirpConfig
 from pyslirp.ppp.link import LinkUp
 from pyslirp.runtime.audit import AUDIT_COUNTERS, AuditLog, AuditLogError
-from pyslirp.runtime.brute_force import BruteForceGuard
 from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.gateway import Gateway
 from pyslirp.runtime.lines import Line, LineError, LineSession, open_line
@@ -21,7 +21,7 @@ from pyslirp.runtime.metrics import EventStats
 from pyslirp.runtime.monitoring import Monitoring, MonitoringError
 from pyslirp.runtime.network import LinkNetwork
 from pyslirp.runtime.observers import LogObserver, Observers
-from pyslirp.runtime.security import security_checks
+from pyslirp.runtime.security import security_pipeline
 from pyslirp.runtime.settings import line_rate, link_options
 from pyslirp.runtime.status import ServiceProbe, status_document
 
@@ -51,16 +51,14 @@ class Server:
             self.registry.attach(AUDIT_COUNTERS, self.audit.counters)
             self.observers.subscribe(self.audit)
         #: the security section's admission checks, shared by every link (pyslirp.runtime.security)
-        self.checks = security_checks(config)
-        if config.security.brute_force.enabled:
-            guard = BruteForceGuard.from_config(
-                config.security.brute_force, config.services, config.security.allowlist,
-                clock=lambda: asyncio.get_running_loop().time(),
-                schedule=lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback),
-                record=self.audit.record if self.audit is not None else lambda event, **fields: None,
-            )
-            self.checks.append(guard)
-            self.observers.subscribe(guard)
+        self.security = security_pipeline(
+            config,
+            clock=lambda: asyncio.get_running_loop().time(),
+            schedule=lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback),
+            record=self.audit.record if self.audit is not None else lambda event, **fields: None,
+        )  # ExtensionError: a configuration error
+        if self.security.guard is not None:
+            self.observers.subscribe(self.security.guard)
         self.probe = ServiceProbe(config.services)
 
         self.monitoring: Monitoring | None = None
@@ -86,7 +84,7 @@ class Server:
         def network(up: LinkUp, wake: Callable[[], None]) -> LinkNetwork:
             return LinkNetwork(
                 self.config, up, wake, line=session.name, observer=self.observers, registry=self.registry,
-                checks=self.checks,
+                checks=self.security.checks, extension=self.security.extension,
             )
 
         rate = line_rate(self.config, session.native_rate)
@@ -181,7 +179,7 @@ async def _serve(config: PyslirpConfig) -> int:
         return EXIT_CONFIG
     try:
         server = Server(config, line)
-    except AuditLogError as exc:
+    except (AuditLogError, ExtensionError) as exc:
         line.close()
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG

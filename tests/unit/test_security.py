@@ -22,7 +22,7 @@ from pyslirp.runtime.audit import AuditLog  # noqa: E402
 from pyslirp.runtime.brute_force import BruteForceGuard  # noqa: E402
 from pyslirp.runtime.observers import ConnectionSummary, Flow, Observers  # noqa: E402
 from pyslirp.runtime.server import Server  # noqa: E402
-from pyslirp.runtime.security import ConnectionRate, PortPolicy, TokenBucket, security_checks  # noqa: E402
+from pyslirp.runtime.security import ConnectionRate, PortPolicy, TokenBucket, security_pipeline  # noqa: E402
 
 LOCAL = IPv4Address("10.0.0.1")
 PEER = IPv4Address("10.0.0.2")
@@ -30,6 +30,10 @@ PEER = IPv4Address("10.0.0.2")
 
 def flow(port: int) -> Flow:
     return Flow("test", "tcp", (PEER, 40000), (LOCAL, port))
+
+
+def security_checks(config: PyslirpConfig) -> list:
+    return security_pipeline(config, clock=lambda: 0.0, schedule=lambda delay, callback: None).checks
 
 
 def admission_for(config: PyslirpConfig) -> Admission:
@@ -240,7 +244,7 @@ def test_the_server_adds_the_guard_last_and_wires_it_to_the_audit_log(tmp_path: 
                   "audit_log": str(tmp_path / "audit.jsonl")},
     )
     server = Server(config, line=None)  # type: ignore[arg-type]
-    rate, guard = server.checks
+    rate, guard = server.security.checks
     assert isinstance(rate, ConnectionRate) and isinstance(guard, BruteForceGuard)
-    assert guard.record == server.audit.record
+    assert guard is server.security.guard and guard.record == server.audit.record
     server.audit.close()
