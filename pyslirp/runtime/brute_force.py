@@ -2,7 +2,7 @@
 
 A connection to an authentication service (``auth_service: true``; by default the service on
 port 22) that ends within ``short_connection`` seconds is counted as a failed login of its client
-address. ``max_failures`` of them within ``window`` seconds block that address from every
+address, when it has ended (a service that closes first leaves our end in TIME-WAIT for 2 s). ``max_failures`` of them within ``window`` seconds block that address from every
 authentication service for ``block_time``, doubled at each repeat (at most a day). While blocked,
 new connections to those services are refused ``brute_force`` by the admission pipeline; other
 services are not affected. A client address in ``security.allowlist`` is never blocked. Blocks
