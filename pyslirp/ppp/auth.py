@@ -101,6 +101,8 @@ class AuthServer:
         self._deadline: float | None = None
         self._outbox: list[bytes] = []
         self._outcomes: list[AuthOutcome] = []
+        #: while set, every login is refused with this message (a blocked line), whatever it says
+        self.refusal: str | None = None
 
     def __repr__(self) -> str:  # no credentials in reprs
         return f"<{type(self).__name__} {self.phase.value}>"
@@ -203,9 +205,13 @@ class PAPServer(AuthServer):
             self.counters["unexpected_request"] += 1
             return
         user = printable(raw_user)
+        self._deadline = None
+        if self.refusal is not None:
+            self._answer(PAP_AUTH_NAK, ident, self.refusal.encode("utf-8"))
+            self._fail(user, "blocked")
+            return
         secret = self._lookup(raw_user)
         ok = secret is not None and hmac.compare_digest(secret.encode("utf-8"), password)
-        self._deadline = None
         if ok:
             self._answer(PAP_AUTH_ACK, ident, b"Login ok")
             self._succeed(user, rechallenge=False)
@@ -291,9 +297,9 @@ class CHAPServer(AuthServer):
             self.counters["stale_response"] += 1
             return
         user = printable(raw_name)
-        secret = self._lookup(raw_name)
+        secret = self._lookup(raw_name) if self.refusal is None else None
         ok = False
-        reason = "unknown user"
+        reason = "unknown user" if self.refusal is None else "blocked"
         if secret is not None:
             expected = hashlib.md5(bytes((ident,)) + secret.encode("utf-8") + self._challenge).digest()
             ok = hmac.compare_digest(expected, value)
@@ -308,7 +314,8 @@ class CHAPServer(AuthServer):
             self._succeed(user, self._rechallenge)
             self._deadline = now + self.rechallenge_interval if self.rechallenge_interval else None
         else:
-            self._answer = build_packet(CHAP_FAILURE, ident, b"Access denied")
+            message = self.refusal.encode("utf-8") if self.refusal is not None else b"Access denied"
+            self._answer = build_packet(CHAP_FAILURE, ident, message)
             self._outbox.append(self._answer)
             self._fail(user, reason, self._rechallenge)
 

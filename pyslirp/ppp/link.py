@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.ppp.auth import AUTH_COUNTERS, AuthOptions, AuthOutcome, AuthServer, make_auth_server
@@ -250,6 +250,9 @@ class PPPLink:
         self._vj_tx: Any = None
         self._vj_rx: Any = None
         self._auth: AuthServer | None = None
+        #: asked as each authentication begins: the message to refuse every login with (a line
+        #: blocked for too many failures; the peer's pppd prints it), or None to authenticate
+        self.login_refusal: Callable[[], str | None] = lambda: None
         self._lcp = self._new_lcp()
         self._ipcp = self._new_ipcp()
 
@@ -617,6 +620,7 @@ class PPPLink:
                 self.phase = Phase.AUTHENTICATE
                 self._retire_auth()  # LCP renegotiated: authenticate again, keep the counts
                 self._auth = make_auth_server(lcp.auth_method, self.options.auth, self.options.fsm, self._rng)
+                self._auth.refusal = self.login_refusal()
                 self._auth.start(now)
             elif self.options.lcp.auth_methods:
                 self.phase = Phase.AUTHENTICATE

@@ -1,4 +1,9 @@
-"""Brute-force detection on the authentication services (``security.brute_force``).
+"""Brute-force detection (``security.brute_force``): on the line's PPP logins and on the
+authentication services behind it.
+
+``max_failures`` failed PAP/CHAP logins on a line within ``window`` seconds block the line: every
+login on it is refused for ``block_time`` (doubled at each repeat), with a message the client's
+pppd prints ("Remote message: ..."), whatever the credentials.
 
 A connection to an authentication service (``auth_service: true``; by default the service on
 port 22) that ends within ``short_connection`` seconds is counted as a failed login of its client
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from pyslirp.config import BruteForceConfig, ServiceConfig
+from pyslirp.ppp.link import AuthFailed
 from pyslirp.runtime.admission import Admitted
 from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver
 
@@ -55,9 +61,10 @@ class BruteForceGuard(GatewayObserver):
         self.clock = clock  # the time the observer methods use (the check is given its own)
         self.record = record  # the audit log's record(event, **fields)
         self.schedule = schedule
-        self._failures: dict[IPv4Address, deque[float]] = {}
-        self._blocks: dict[IPv4Address, _Block] = {}
-        self._history: dict[IPv4Address, int] = {}
+        # Keyed by the client's address (the services) or the line's name (PPP logins).
+        self._failures: dict[IPv4Address | str, deque[float]] = {}
+        self._blocks: dict[IPv4Address | str, _Block] = {}
+        self._history: dict[IPv4Address | str, int] = {}
 
     @classmethod
     def from_config(
@@ -92,27 +99,46 @@ class BruteForceGuard(GatewayObserver):
         if summary.duration < self.settings.short_connection:
             self.failed_login(flow.client[0], flow.service, self.clock())
 
-    def failed_login(self, address: IPv4Address, service: str, now: float) -> None:
-        """One failed login of ``address``; blocks it when there were too many within the window."""
-        if address in self._blocks or any(address in network for network in self.allowlist):
+    def auth_failed(self, line: str, event: AuthFailed) -> None:
+        if event.reason != "blocked":  # refusals while blocked do not extend the block
+            self.failed_login(line, "PPP login", self.clock())
+
+    def failed_login(self, key: IPv4Address | str, service: str, now: float) -> None:
+        """One failed login of a client address or on a line; blocks it when there were too many
+        within the window."""
+        if key in self._blocks or (isinstance(key, IPv4Address) and any(key in net for net in self.allowlist)):
             return
-        failures = self._failures.setdefault(address, deque())
+        failures = self._failures.setdefault(key, deque())
         failures.append(now)
         while failures and failures[0] <= now - self.settings.window:
             failures.popleft()
         if len(failures) >= self.settings.max_failures:
-            del self._failures[address]
-            self._block(address, service, now)
+            del self._failures[key]
+            self._block(key, service, now)
 
-    def _block(self, address: IPv4Address, service: str, now: float) -> None:
-        count = self._history.get(address, 0) + 1
-        self._history[address] = count
+    def _block(self, key: IPv4Address | str, service: str, now: float) -> None:
+        count = self._history.get(key, 0) + 1
+        self._history[key] = count
         duration = min(self.settings.block_time * 2 ** (count - 1), MAX_BLOCK)
-        self._blocks[address] = _Block(now + duration, count)
-        log.warning("blocked %s from the authentication services for %.0f s: %d short connections to %s "
-                    "within %.0f s", address, duration, self.settings.max_failures, service, self.settings.window)
-        self.record("blocked", src=str(address), service=service, reason="brute_force", duration_s=duration)
+        self._blocks[key] = _Block(now + duration, count)
+        settings = self.settings
+        if isinstance(key, str):
+            log.warning("blocked logins on %s for %.0f s: %d failed within %.0f s",
+                        key, duration, settings.max_failures, settings.window)
+            self.record("blocked", line=key, reason="brute_force", duration_s=duration)
+        else:
+            log.warning("blocked %s from the authentication services for %.0f s: %d short connections to %s "
+                        "within %.0f s", key, duration, settings.max_failures, service, settings.window)
+            self.record("blocked", src=str(key), service=service, reason="brute_force", duration_s=duration)
         self.schedule(duration, lambda: self.expire(self.clock()))
+
+    def login_refusal(self, line: str) -> str | None:
+        """The message every PPP login on ``line`` is refused with while it is blocked."""
+        block = self._blocks.get(line)
+        now = self.clock()
+        if block is None or now >= block.until:
+            return None
+        return f"blocked after too many failed logins; try again in {block.until - now:.0f} s"
 
     # -- expiry ---------------------------------------------------------------------------------
 
@@ -121,12 +147,13 @@ class BruteForceGuard(GatewayObserver):
 
     def expire(self, now: float) -> None:
         """End every block that is due."""
-        for address, block in list(self._blocks.items()):
+        for key, block in list(self._blocks.items()):
             if now >= block.until:
-                del self._blocks[address]
-                log.info("unblocked %s", address)
-                self.record("unblocked", src=str(address), reason="brute_force")
+                del self._blocks[key]
+                log.info("unblocked %s", key)
+                where = {"line": key} if isinstance(key, str) else {"src": str(key)}
+                self.record("unblocked", **where, reason="brute_force")
 
     def blocked(self) -> dict[str, float]:
-        """Blocked addresses and when each block ends."""
-        return {str(address): block.until for address, block in self._blocks.items()}
+        """Blocked addresses and lines, and when each block ends."""
+        return {str(key): block.until for key, block in self._blocks.items()}

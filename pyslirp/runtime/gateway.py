@@ -84,6 +84,7 @@ class Gateway:
         rate: int | None = None,
         observers: Observers | None = None,
         registry: CounterRegistry | None = None,
+        login_refusal: Callable[[str], str | None] = lambda line: None,
     ) -> None:
         self.session = session
         self.options = options
@@ -98,6 +99,7 @@ class Gateway:
         self.deframer = Deframer(accm=options.lcp.accm, max_frame=deframer_max_frame(options.lcp.mru))
         self._loop = asyncio.get_running_loop()
         self.link = PPPLink(options, rng=random.SystemRandom())
+        self.link.login_refusal = lambda: login_refusal(session.name)
         #: the network of the link that is up (the stack with the proxy on it), else None
         self.network: Network | None = None
         self._taps: tuple[FrameTap, ...] = ()

@@ -88,7 +88,11 @@ class Server:
             )
 
         rate = line_rate(self.config, session.native_rate)
-        return Gateway(session, self.options, network, rate=rate, observers=self.observers, registry=self.registry)
+        guard = self.security.guard
+        return Gateway(
+            session, self.options, network, rate=rate, observers=self.observers, registry=self.registry,
+            login_refusal=guard.login_refusal if guard is not None else lambda line: None,
+        )
 
     async def start_forwards(self) -> list[asyncio.AbstractServer]:
         """Listen for each reverse forward (SLiRP's redir)."""

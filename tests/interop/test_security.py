@@ -185,3 +185,42 @@ async def test_short_connections_to_an_auth_service_block_the_client_until_the_b
         assert server.find(r"blocked 10\.0\.0\.2 from the authentication services for 5 s")
     assert r["other_service"] == "1"  # only the authentication services are blocked
     assert r["after_block"] == "1"
+
+
+CHAP_BLOCK_SCRIPT = f"""
+for i in 1 2 3; do {PPPD} user alice; done
+echo 'alice * wonderland *' > /etc/ppp/chap-secrets
+{PPPD} user alice debug logfile /tmp/blocked.log; result blocked_exit $?
+result refusal "$(grep -o 'CHAP authentication failed: .*' /tmp/blocked.log | head -n 1)"
+sleep 9
+{PPPD} user alice &
+wait_ppp 40 && result up_after_block 1 || result up_after_block 0
+"""
+
+
+async def test_repeated_chap_failures_refuse_the_link_until_the_block_ends(rig_image, rig_accel,
+                                                                          tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    config = {
+        "ppp": {"auth": {"method": "chap", "users": {"alice": "wonderland"}}},
+        "security": {"brute_force": {"enabled": True, "max_failures": 3, "window": 60, "block_time": 8},
+                     "audit_log": str(audit)},
+    }
+    async with PyslirpProcess(config, debug=False) as server:
+        res = await rig.run_vm_async(rig_image, CHAP_BLOCK_SCRIPT, line_port=server.port, timeout=300,
+                                     accel=rig_accel, files={"/etc/ppp/chap-secrets": b"alice * rabbit *\n"},
+                                     name="chap-block")
+        res.check()
+        r = res.results
+        # Blocked: the right secret is refused, and pppd shows why.
+        assert r["blocked_exit"] in ("19", "16")
+        assert r["refusal"].startswith("CHAP authentication failed: blocked after too many failed logins")
+        assert r["up_after_block"] == "1"  # the block ended
+        await server.wait_log(r"blocked logins on .* for 8 s: 3 failed within 60 s")
+    events = [(rec["event"], rec.get("reason")) for rec in audit_records(audit)]
+    before_block = events[: events.index(("blocked", "brute_force"))]
+    assert [reason for event, reason in before_block if event == "auth_failed"][-2:] == ["wrong response"] * 2
+    assert sum(event == "auth_failed" for event, _ in before_block) == 3, events
+    assert ("auth_failed", "blocked") in events
+    assert events.count(("blocked", "brute_force")) == 1 and ("auth_ok", None) in events
+    assert "wonderland" not in audit.read_text() and "rabbit" not in audit.read_text()

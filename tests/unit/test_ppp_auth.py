@@ -229,3 +229,22 @@ def test_secrets_never_in_logs_reprs_or_outcomes(caplog: pytest.LogCaptureFixtur
     for secret in SECRETS:
         assert secret not in text
         assert secret.encode().hex() not in text
+
+
+def test_a_refusal_fails_even_the_right_credentials_and_tells_the_peer_why() -> None:
+    pap = PAPServer(CREDS)
+    pap.refusal = "blocked for a while"
+    pap.start(0)
+    pap.receive(pap_request(7, b"alice", b"pa55-w0rd"), 1)
+    (nak,) = pap.take_packets()
+    assert nak[0] == 3 and nak[5:] == b"blocked for a while"  # Authenticate-Nak with the message
+    assert pap.take_outcomes() == [AuthOutcome(False, "alice", "pap", "blocked")]
+
+    server = chap()
+    server.refusal = "blocked for a while"
+    server.start(0)
+    ident, challenge, _ = parse_challenge(server.take_packets()[0])
+    server.receive(chap_response(ident, challenge, b"pa55-w0rd", b"alice"), 1)
+    (failure,) = server.take_packets()
+    assert failure[0] == 4 and failure[4:] == b"blocked for a while"  # Failure with the message
+    assert server.take_outcomes() == [AuthOutcome(False, "alice", "chap", "blocked")]

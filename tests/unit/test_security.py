@@ -17,6 +17,7 @@ import datapath  # noqa: E402
 
 from pyslirp.config import PyslirpConfig, ServiceConfig  # noqa: E402
 from pyslirp.net import tcp  # noqa: E402
+from pyslirp.ppp.link import AuthFailed  # noqa: E402
 from pyslirp.runtime.admission import Admission, Admitted, Refused  # noqa: E402
 from pyslirp.runtime.audit import AuditLog  # noqa: E402
 from pyslirp.runtime.brute_force import BruteForceGuard  # noqa: E402
@@ -248,3 +249,21 @@ def test_the_server_adds_the_guard_last_and_wires_it_to_the_audit_log(tmp_path: 
     assert isinstance(rate, ConnectionRate) and isinstance(guard, BruteForceGuard)
     assert guard is server.security.guard and guard.record == server.audit.record
     server.audit.close()
+
+
+def test_failed_logins_on_a_line_refuse_every_login_there_until_the_block_ends() -> None:
+    clock, records = Clock(), []
+    guard, _ = guard_for(clock, records)
+    for _ in range(2):
+        guard.auth_failed("ttyS0", AuthFailed("alice", "chap", "wrong response"))
+    assert guard.login_refusal("ttyS0") is None
+    guard.auth_failed("ttyS0", AuthFailed("alice", "chap", "wrong response"))
+    clock.now = 40.0
+    assert guard.login_refusal("ttyS0") == "blocked after too many failed logins; try again in 60 s"
+    assert guard.login_refusal("ttyS1") is None  # another line
+    guard.auth_failed("ttyS0", AuthFailed("alice", "chap", "blocked"))  # refused while blocked: no count
+    assert records == [("blocked", {"line": "ttyS0", "reason": "brute_force", "duration_s": 100.0})]
+    clock.now = 100.0
+    assert guard.login_refusal("ttyS0") is None
+    guard.expire(clock.now)
+    assert records[-1] == ("unblocked", {"line": "ttyS0", "reason": "brute_force"})
