@@ -92,7 +92,9 @@ def test_protocol_cores_are_compiled() -> None:
     from pyslirp.protocol_cores import protocol_cores, running_from_source
 
     assert protocol_cores() == [
-        "pyslirp.net.ipv4", "pyslirp.net.line_budget", "pyslirp.net.stack", "pyslirp.net.tcp", "pyslirp.net.tcp_segment",
+        "pyslirp.net.ipv4", "pyslirp.net.line_budget", "pyslirp.net.stack", "pyslirp.net.tcp",
+        "pyslirp.net.tcp_congestion", "pyslirp.net.tcp_options", "pyslirp.net.tcp_receive", "pyslirp.net.tcp_rtt",
+        "pyslirp.net.tcp_scoreboard", "pyslirp.net.tcp_segment", "pyslirp.net.tcp_send", "pyslirp.net.tcp_types",
         "pyslirp.ppp.vj",
     ]
     assert running_from_source() == []
