@@ -22,3 +22,5 @@ cdef class CongestionControl:
 @cython.final
 cdef class NewReno(CongestionControl):
     cdef public long long acked_in_avoidance
+
+    cpdef long long iw_octets(self, long long mss)

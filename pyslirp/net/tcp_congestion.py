@@ -71,10 +71,16 @@ class NewReno(CongestionControl):
         #: octets acknowledged toward the next congestion-avoidance increment
         self.acked_in_avoidance = 0
 
-    def on_established(self, mss: int, syn_retransmitted: bool, snd_una: int) -> None:
+    def iw_octets(self, mss: int) -> int:
+        """The initial window in octets (RFC 6928: min(IW*MSS, max(2*MSS, IW*1460)), which for
+        the default IW of 10 is the RFC's 14600); the restart window is the same (RFC 5681
+        §4.1)."""
         iw = self.initial_window
-        # RFC 6928 IW; RFC 5681 §3.1: one segment if the SYN or SYN-ACK was retransmitted.
-        self.cwnd = mss if syn_retransmitted else min(iw * mss, max(2 * mss, iw * 1460))
+        return min(iw * mss, max(2 * mss, iw * 1460))
+
+    def on_established(self, mss: int, syn_retransmitted: bool, snd_una: int) -> None:
+        # RFC 5681 §3.1: one segment if the SYN or SYN-ACK was retransmitted.
+        self.cwnd = mss if syn_retransmitted else self.iw_octets(mss)
         self.recover = snd_una               # RFC 6582 §3.2 step 1: recover = ISS
 
     def on_ack(self, acked: int, snd_una: int, mss: int) -> None:
@@ -120,7 +126,7 @@ class NewReno(CongestionControl):
         self.recover = snd_nxt
 
     def on_idle_restart(self, mss: int) -> None:
-        # RFC 5681 §4.1 restart window after an idle period.
-        rw = min(self.initial_window * mss, max(2 * mss, 14600))
+        # RFC 5681 §4.1 restart window after an idle period: RW = min(IW, cwnd).
+        rw = self.iw_octets(mss)
         if self.cwnd > rw:
             self.cwnd = rw
