@@ -82,7 +82,7 @@ def test_fallback_to_pure_twins_when_not_built() -> None:
 #: the tests of the protocol cores, run again against their source
 PROTOCOL_CORE_TESTS = (
     "test_tcp_state.py", "test_tcp_flow.py", "test_tcp_sim.py", "test_tcp_segment.py", "test_tcp_on_change.py",
-    "test_tcp_rtt.py", "test_tcp_congestion.py", "test_tcp_scoreboard.py",
+    "test_tcp_rtt.py", "test_tcp_congestion.py", "test_tcp_scoreboard.py", "test_tcp_send_receive.py",
     "test_line_budget.py",
     "test_gateway.py", "test_proxy.py", "test_vj.py", "test_ppp_link.py",
 )
