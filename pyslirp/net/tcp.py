@@ -132,17 +132,17 @@ class TCPConnection:
         """Active open (RFC 9293 §3.10.1): send a SYN, enter SYN-SENT."""
         if self.state != CLOSED or not self.scoreboard.empty() or self.sender.snd_nxt != self.iss:
             raise TCPUsageError("connect() on a connection that is not fresh")
-        self.state = SYN_SENT
-        self.sender.snd_nxt = self.iss + 1
-        self._send_syn(now)
-        self._rto_at = now + self.rtt.rto_base
-        self._changed()
+        self._open(SYN_SENT, now)
 
     def accept(self, now: float) -> None:
         """The service accepted: answer the held SYN with a SYN-ACK (LISTEN -> SYN-RECEIVED)."""
         if self.state != LISTEN:
             raise TCPUsageError(f"accept() in state {self.state.name}")
-        self.state = SYN_RECEIVED
+        self._open(SYN_RECEIVED, now)
+
+    def _open(self, state: object, now: float) -> None:
+        """Enter ``state`` (SYN-SENT or SYN-RECEIVED) by sending our SYN, which takes ISS."""
+        self.state = state
         self.sender.snd_nxt = self.iss + 1
         self._send_syn(now)
         self._rto_at = now + self.rtt.rto_base
