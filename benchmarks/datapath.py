@@ -27,7 +27,7 @@ from test_ppp_link import Pppd  # noqa: E402
 
 from pyslirp._core.hdlc import Deframer, encode_frame  # noqa: E402
 from pyslirp.config import PyslirpConfig  # noqa: E402
-from pyslirp.net import ipv4, tcp  # noqa: E402
+from pyslirp.net import ipv4, tcp, tcp_types  # noqa: E402
 from pyslirp.net.tcp_segment import parse_segment  # noqa: E402
 from pyslirp.ppp.vj import VJCompressor, VJDecompressor  # noqa: E402
 from pyslirp.runtime.counter_registry import CounterRegistry  # noqa: E402
@@ -184,14 +184,14 @@ class DataPath:
                 deadline = conn.next_deadline()
                 if deadline is not None and deadline <= now:
                     conn.handle_timer(now)
-                if conn.state == tcp.CLOSED:
+                if conn.state == tcp_types.CLOSED:
                     del self.conns[port]
             self.flush_client()
 
     def connect(self) -> tcp.TCPConnection:
         port = next(self._ports)
         conn = tcp.TCPConnection(PEER.packed, port, LOCAL.packed, SERVICE_PORT,
-                                 iss=port * 7919, config=tcp.TCPConfig(mss=1460), now=self.loop.time())
+                                 iss=port * 7919, config=tcp_types.TCPConfig(mss=1460), now=self.loop.time())
         self.conns[port] = conn
         conn.connect(self.loop.time())
         self.flush_client()
@@ -233,7 +233,7 @@ async def run(direction: str, size: int, taps: Sequence[FrameTap] = ()) -> Resul
     path = DataPath()
     await path.start(server.sockets[0].getsockname()[1], taps=taps)
     conn = path.connect()
-    while conn.state != tcp.ESTABLISHED:
+    while conn.state != tcp_types.ESTABLISHED:
         await asyncio.sleep(0.0005)
     registry = path.gateway.registry
     frames0 = registry.totals("deframer")["frames_ok"], registry.totals("scheduler")["frames_sent"]

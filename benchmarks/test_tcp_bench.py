@@ -10,8 +10,9 @@ import pathlib
 import random
 import sys
 
-from pyslirp.net.tcp import TCPConfig, TCPConnection
+from pyslirp.net.tcp import TCPConnection
 from pyslirp.net.tcp_segment import ACK, SYN, TCPSegment, build_segment, parse_segment
+from pyslirp.net.tcp_types import TCPConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent.parent / "tests" / "unit"))
 from simlink import BulkSender, LinkConfig, Simulator, Sink, make_pair  # noqa: E402

@@ -1,7 +1,8 @@
 """Protocol cores that run compiled: sans-IO modules whose own ``.py`` Cython compiles in
-pure-Python mode, with the types in a ``.pxd`` beside it (DESIGN.md "Speed"). The rule is that
-file: setup.py compiles every ``pyslirp/<package>/<module>.py`` that has a ``.pxd`` beside it,
-and the uncompiled ``.py`` is the module's twin in the tests."""
+pure-Python mode, with the types in a ``.pxd`` beside it (docs/ARCHITECTURE.md, "Compiled
+protocol cores"). The rule is that file: setup.py compiles every
+``pyslirp/<package>/<module>.py`` that has a ``.pxd`` beside it, and the uncompiled ``.py`` is
+the module's twin in the tests."""
 
 from __future__ import annotations
 

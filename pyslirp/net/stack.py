@@ -25,12 +25,12 @@ from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.net import icmp, ipv4, udp
 from pyslirp.net.ipv4 import IPv4Error
 from pyslirp.net.line_budget import LineBudget
-from pyslirp.net.tcp import (
+from pyslirp.net.tcp import TCPConnection
+from pyslirp.net.tcp_types import (
+    TIME_WAIT,
     Closed,
     TCPConfig,
-    TCPConnection,
     TCPEvent,
-    TIME_WAIT,
     is_connection_request,
     isn,
     reset_for_segment,

@@ -16,3 +16,6 @@ cdef void _count(object counters, str reason)
 cdef bint _parse_options(TCPSegment seg, bytes opts)
 @cython.locals(n=Py_ssize_t, hl=Py_ssize_t, seg=TCPSegment)
 cpdef TCPSegment parse_segment(object data, object src=*, object dst=*, object counters=*)
+cpdef bytes encode_segment(long long src_port, long long dst_port, long long seq, long long ack,
+                           long long flags, long long window, bytes options, object payload,
+                           long long pseudo_sum)

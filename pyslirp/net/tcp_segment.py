@@ -5,7 +5,7 @@ window scale and timestamps RFC 7323, SACK-permitted and SACK RFC 2018).
 reason in the ``counters`` mapping it is given and ``None`` is returned. It verifies the
 checksum when it is given the IPv4 source and destination (the stack does; tests may skip
 it). ``build_segment`` is the general serializer (tests, RSTs for unknown connections); the
-connection's own hot path in ``tcp.py`` packs its headers directly with the same structs.
+connection's own hot path uses ``encode_segment``, which takes the header fields as they are.
 
 Drop reasons counted here: ``truncated`` (shorter than 20 octets), ``bad_header_length``
 (data offset < 5 or beyond the segment), ``bad_checksum``, ``bad_options`` (an option whose
@@ -16,14 +16,14 @@ length is < 2 or runs past the header, or a known option with the wrong length: 
 from __future__ import annotations
 
 import struct
-from typing import MutableMapping, Optional
+from typing import MutableMapping, Optional, Union
 
 from pyslirp._core.checksum import internet_checksum, pseudo_header_sum
 
 __all__ = [
     "FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR",
-    "TCPSegment", "parse_segment", "build_segment", "build_options", "checksum_ok",
-    "HEADER", "PROTO_TCP",
+    "TCPSegment", "parse_segment", "build_segment", "build_options", "checksum_ok", "encode_segment",
+    "HEADER", "PROTO_TCP", "PARSE_ERRORS",
 ]
 
 PROTO_TCP = 6
@@ -46,6 +46,9 @@ OPT_WS = 3
 OPT_SACK_PERM = 4
 OPT_SACK = 5
 OPT_TS = 8
+
+#: Why ``parse_segment`` drops a segment: the keys it counts (declared in tcp_types.TCP_COUNTERS).
+PARSE_ERRORS = ("truncated", "bad_header_length", "bad_checksum", "bad_options")
 
 #: sport, dport, seq, ack, data offset<<4, flags, window, checksum, urgent pointer.
 HEADER = struct.Struct("!HHIIBBHHH")
@@ -231,6 +234,21 @@ def build_options(mss: Optional[int] = None, wscale: Optional[int] = None,
     if len(out) > 40:
         raise ValueError(f"TCP options need {len(out)} octets, more than 40")
     return bytes(out)
+
+
+def encode_segment(src_port: int, dst_port: int, seq: int, ack: int, flags: int, window: int,
+                   options: bytes, payload: Union[bytes, bytearray], pseudo_sum: int) -> bytes:
+    """The bytes of a segment with its checksum (``seq`` and ``ack`` 32-bit): the hot path's
+    serializer. ``pseudo_sum`` is the pseudo-header sum without the TCP length
+    (``pseudo_header_sum(src, dst, PROTO_TCP, 0)``)."""
+    hl = 20 + len(options)
+    buf = bytearray(HEADER.pack(src_port, dst_port, seq, ack, hl << 2, flags, window, 0, 0))
+    if options:
+        buf += options
+    if payload:
+        buf += payload
+    _U16.pack_into(buf, 16, internet_checksum(buf, pseudo_sum + hl + len(payload)))
+    return bytes(buf)
 
 
 def build_segment(seg: TCPSegment, src: Optional[bytes] = None,

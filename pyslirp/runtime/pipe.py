@@ -22,7 +22,7 @@ import socket
 import struct
 from typing import Callable, MutableMapping, Protocol
 
-from pyslirp.net import tcp
+from pyslirp.net import tcp, tcp_types
 
 log = logging.getLogger(__name__)
 
@@ -135,25 +135,25 @@ class Pipe(asyncio.Protocol):
 
     def on_event(self, event: object) -> None:
         """An event of the client's connection."""
-        if isinstance(event, tcp.DataReceived):
+        if isinstance(event, tcp_types.DataReceived):
             if event.push or event.available >= PUMP_BATCH:
                 self.pump_to_host()
             elif self._pump_timer is None:
                 self._pump_timer = asyncio.get_running_loop().call_later(PUMP_DELAY, self.pump_to_host)
-        elif isinstance(event, tcp.PeerFinished):
+        elif isinstance(event, tcp_types.PeerFinished):
             self.pump_to_host()
-        elif isinstance(event, tcp.SendSpace):
+        elif isinstance(event, tcp_types.SendSpace):
             self._push_pending()
-        elif isinstance(event, tcp.Established):
+        elif isinstance(event, tcp_types.Established):
             if self.transport is not None and self._host_paused and not self.pending:
                 self._host_paused = False
                 self.transport.resume_reading()
-        elif isinstance(event, (tcp.Reset, tcp.Aborted)):
-            outcome = "client_reset" if isinstance(event, tcp.Reset) else "client_aborted"
+        elif isinstance(event, (tcp_types.Reset, tcp_types.Aborted)):
+            outcome = "client_reset" if isinstance(event, tcp_types.Reset) else "client_aborted"
             self.owner.counters[outcome] += 1
             self._reset_host()
             self._done(outcome)
-        elif isinstance(event, tcp.Closed):
+        elif isinstance(event, tcp_types.Closed):
             self._close_host()
             self._done("closed")
 

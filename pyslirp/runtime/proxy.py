@@ -34,7 +34,7 @@ from typing import Callable
 from pyslirp.admission_extension import Extension
 from pyslirp.config import ServiceConfig
 from pyslirp.counters import CounterSet, CounterSpec
-from pyslirp.net import tcp
+from pyslirp.net import tcp, tcp_types
 from pyslirp.net.stack import ConnectionEvent, ConnectionRequest, Stack
 from pyslirp.runtime.admission import REFUSED, Admission, AdmissionCheck, Admitted, Refused
 from pyslirp.runtime.connector import ConnectFailed, Connector, ServiceConnector
@@ -104,7 +104,7 @@ class ServiceProxy:
             pipe = self.pipes.get(event.conn)
             if pipe is not None:
                 pipe.on_event(event.event)
-            elif isinstance(event.event, (tcp.Reset, tcp.Aborted)):
+            elif isinstance(event.event, (tcp_types.Reset, tcp_types.Aborted)):
                 self.counters["pending_connection_reset"] += 1
         elif isinstance(event, ConnectionRequest):
             self._request(event)
@@ -180,11 +180,11 @@ class ServiceProxy:
         except ConnectFailed as exc:
             log.info("%s: service %s unavailable: %s", pipe.label, connector.describe(), exc.reason)
             self.counters["service_unavailable"] += 1
-            if pipe.conn.state == tcp.LISTEN:
+            if pipe.conn.state == tcp_types.LISTEN:
                 pipe.conn.refuse(self.now())
             self._end(pipe, "service_unavailable")
             return
-        if pipe.conn.state != tcp.LISTEN:  # the client gave up meanwhile
+        if pipe.conn.state != tcp_types.LISTEN:  # the client gave up meanwhile
             sock.close()
             self._end(pipe, "client_aborted")
             return
@@ -221,7 +221,7 @@ class ServiceProxy:
             self.admission.closed(tracked.admitted, connected=tracked.opened)
         if tracked.opened:
             summary = ConnectionSummary(
-                outcome, pipe.to_host, pipe.to_client, self.now() - tracked.started, pipe.conn.srtt
+                outcome, pipe.to_host, pipe.to_client, self.now() - tracked.started, pipe.conn.rtt.smoothed()
             )
             self.observer.connection_closed(tracked.flow, summary)
         else:

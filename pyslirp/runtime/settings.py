@@ -20,7 +20,7 @@ from typing import Any
 
 from pyslirp.config import PyslirpConfig
 from pyslirp.net.stack import IP_TCP_HEADERS
-from pyslirp.net.tcp import TCPConfig
+from pyslirp.net.tcp_types import TCPConfig
 from pyslirp.ppp.auth import AuthOptions
 from pyslirp.ppp.fsm import FSMConfig
 from pyslirp.ppp.ipcp import IPCPOptions

@@ -23,8 +23,9 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from pyslirp.net.tcp import TCPConfig, TCPConnection, is_connection_request
+from pyslirp.net.tcp import TCPConnection
 from pyslirp.net.tcp_segment import parse_segment
+from pyslirp.net.tcp_types import TCPConfig, is_connection_request
 
 
 @dataclass

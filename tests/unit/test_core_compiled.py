@@ -82,6 +82,7 @@ def test_fallback_to_pure_twins_when_not_built() -> None:
 #: the tests of the protocol cores, run again against their source
 PROTOCOL_CORE_TESTS = (
     "test_tcp_state.py", "test_tcp_flow.py", "test_tcp_sim.py", "test_tcp_segment.py", "test_tcp_on_change.py",
+    "test_tcp_rtt.py", "test_tcp_congestion.py", "test_tcp_scoreboard.py", "test_tcp_send_receive.py",
     "test_line_budget.py",
     "test_gateway.py", "test_proxy.py", "test_vj.py", "test_ppp_link.py",
 )
@@ -92,7 +93,9 @@ def test_protocol_cores_are_compiled() -> None:
     from pyslirp.protocol_cores import protocol_cores, running_from_source
 
     assert protocol_cores() == [
-        "pyslirp.net.ipv4", "pyslirp.net.line_budget", "pyslirp.net.stack", "pyslirp.net.tcp", "pyslirp.net.tcp_segment",
+        "pyslirp.net.ipv4", "pyslirp.net.line_budget", "pyslirp.net.stack", "pyslirp.net.tcp",
+        "pyslirp.net.tcp_congestion", "pyslirp.net.tcp_options", "pyslirp.net.tcp_receive", "pyslirp.net.tcp_rtt",
+        "pyslirp.net.tcp_scoreboard", "pyslirp.net.tcp_segment", "pyslirp.net.tcp_send", "pyslirp.net.tcp_types",
         "pyslirp.ppp.vj",
     ]
     assert running_from_source() == []

@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import datapath  # noqa: E402
 
-from pyslirp.net import ipv4, tcp  # noqa: E402
+from pyslirp.net import ipv4, tcp_types  # noqa: E402
 from pyslirp.net.tcp_segment import SYN, TCPSegment, build_segment  # noqa: E402
 from pyslirp.ppp.link import LinkDown, LinkUp  # noqa: E402
 from pyslirp.runtime.observers import Direction, Flow, GatewayObserver, Observers  # noqa: E402
@@ -102,7 +102,7 @@ async def test_observers_and_taps_follow_the_link_and_its_connections() -> None:
     assert {d for d, f in frames.frames if protocol_of(f) == LCP} == {Direction.RECEIVED, Direction.SENT}
 
     conn = path.connect()
-    while conn.state != tcp.ESTABLISHED:
+    while conn.state != tcp_types.ESTABLISHED:
         await asyncio.sleep(0.001)
     conn.send(b"hello", loop.time())
     path.flush_client()

@@ -11,10 +11,11 @@ import socket
 from ipaddress import IPv4Address
 
 from pyslirp.config import PyslirpConfig
-from pyslirp.net import ipv4, tcp, udp
+from pyslirp.net import ipv4, tcp, tcp_types, udp
 from pyslirp.net.tcp_segment import parse_segment
 from pyslirp.ppp.link import LinkUp
 from pyslirp.net.stack import STACK_COUNTERS
+from pyslirp.net.tcp_types import TCP_COUNTERS
 from pyslirp.runtime.network import DISPATCH_COUNTERS, LinkNetwork
 from pyslirp.runtime.pipe import SOCKET_RECEIVE_BUFFER
 from pyslirp.runtime.proxy import PROXY_COUNTERS
@@ -27,6 +28,7 @@ def assert_counters_declared(network: LinkNetwork) -> None:
     """Every key the traffic of a test counted is declared (pyslirp.counters)."""
     for declared, counts in (
         (STACK_COUNTERS, network.stack.counters),
+        (TCP_COUNTERS, network.stack.tcp_counters),
         (PROXY_COUNTERS, network.proxy.counters),
         (RELAY_COUNTERS, network.relay.counters),
         (DISPATCH_COUNTERS, network.counters),
@@ -63,7 +65,7 @@ class Client:
     def connect(self, port: int) -> tcp.TCPConnection:
         local_port = next(self._ports)
         conn = tcp.TCPConnection(PEER.packed, local_port, LOCAL.packed, port, iss=1000 * local_port,
-                                 config=tcp.TCPConfig(), now=self.loop.time())
+                                 config=tcp_types.TCPConfig(), now=self.loop.time())
         conn.connect(self.loop.time())
         self.conns[local_port] = conn
         self.events[local_port] = []
@@ -154,7 +156,7 @@ async def test_echo_and_half_close_from_the_client() -> None:
     server, port = await serve(echo_then_reply)
     client = Client({7: port})
     conn = client.connect(7)
-    await client.until(lambda: conn.state == tcp.ESTABLISHED)
+    await client.until(lambda: conn.state == tcp_types.ESTABLISHED)
     conn.send(b"hello", client.loop.time())
     conn.shutdown_write(client.loop.time())
     client.touch()
@@ -209,7 +211,7 @@ async def test_refused_unmapped_and_reset_services() -> None:
     reset = client.connect(90)
     await client.until(lambda: all("Closed" in client.kinds(c) for c in (unmapped, refused, reset)))
     for conn in (unmapped, refused):
-        assert client.events[conn.local_port][0] == tcp.Reset("SYN_SENT")  # connection refused
+        assert client.events[conn.local_port][0] == tcp_types.Reset("SYN_SENT")  # connection refused
     assert "Established" in client.kinds(reset) and "Reset" in client.kinds(reset)
     assert reset.read(-1, client.loop.time()) == b"partial"
     proxy = client.network.proxy.counters
@@ -237,7 +239,7 @@ async def test_a_fast_service_is_held_back_by_a_client_that_does_not_read() -> N
     server, port = await serve(firehose)
     client = Client({80: port}, receive_buffer=64 * 1024, send_buffer=64 * 1024)
     conn = client.connect(80)
-    await client.until(lambda: conn.state == tcp.ESTABLISHED)
+    await client.until(lambda: conn.state == tcp_types.ESTABLISHED)
     await asyncio.sleep(1.0)
     first = accepted
     await asyncio.sleep(1.0)
@@ -283,16 +285,16 @@ async def test_max_connections_per_service_and_idle_timeout() -> None:
     server, port = await serve(hold)
     client = Client({22: {"host": "127.0.0.1", "port": port, "max_connections": 1, "idle_timeout": 0.5}})
     first = client.connect(22)
-    await client.until(lambda: first.state == tcp.ESTABLISHED)
+    await client.until(lambda: first.state == tcp_types.ESTABLISHED)
     second = client.connect(22)  # over the service's limit: refused while the first is open
     await client.until(lambda: "Closed" in client.kinds(second))
-    assert client.events[second.local_port][0] == tcp.Reset("SYN_SENT")
+    assert client.events[second.local_port][0] == tcp_types.Reset("SYN_SENT")
     assert client.network.proxy.counters["refused_service_full"] == 1
     # The first one says nothing: past idle_timeout it is reset on both sides.
     await client.until(lambda: "Reset" in client.kinds(first), timeout=15)
     assert client.network.proxy.counters["idle_closed"] == 1
     third = client.connect(22)  # the slot is free again
-    await client.until(lambda: third.state == tcp.ESTABLISHED)
+    await client.until(lambda: third.state == tcp_types.ESTABLISHED)
     client.close()
     server.close()
 
@@ -352,16 +354,16 @@ async def test_a_loopback_service_is_connected_in_the_flush_that_read_the_syn() 
             header = ipv4.parse(packet)
             conn.receive_segment(parse_segment(packet[header.header_length :], header.src, header.dst), now)
 
-    early = tcp.TCPConnection(PEER.packed, 40001, LOCAL.packed, 7, iss=1, config=tcp.TCPConfig(), now=now)
+    early = tcp.TCPConnection(PEER.packed, 40001, LOCAL.packed, 7, iss=1, config=tcp_types.TCPConfig(), now=now)
     early.connect(now)
     exchange(early)
-    assert early.state == tcp.ESTABLISHED  # no await: the service was connected within the flush
+    assert early.state == tcp_types.ESTABLISHED  # no await: the service was connected within the flush
     early.send(b"sent before the socket joined the loop", now)
     early.shutdown_write(now)
     exchange(early)
     assert await asyncio.wait_for(outcomes.get(), 5) == b"sent before the socket joined the loop"
 
-    gone = tcp.TCPConnection(PEER.packed, 40002, LOCAL.packed, 7, iss=1, config=tcp.TCPConfig(), now=now)
+    gone = tcp.TCPConnection(PEER.packed, 40002, LOCAL.packed, 7, iss=1, config=tcp_types.TCPConfig(), now=now)
     gone.connect(now)
     exchange(gone)
     gone.abort(now)

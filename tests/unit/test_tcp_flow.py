@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from simlink import Wire  # noqa: E402
 
-from pyslirp.net.tcp import Aborted, Closed, SendSpace, TCPConfig, TCPConnection  # noqa: E402
+from pyslirp.net.tcp import TCPConnection  # noqa: E402
 from pyslirp.net.tcp_segment import ACK, FIN, RST, SYN, URG, TCPSegment  # noqa: E402
+from pyslirp.net.tcp_types import Aborted, Closed, SendSpace, TCPConfig  # noqa: E402
 
 ISS = 1000
 PISS = 5000
@@ -46,12 +47,12 @@ def test_window_scale_shift_from_buffer():
     # RFC 7323 §2.3: the smallest shift with rcv_buf >> shift <= 65535.
     for buf, shift in ((65535, 0), (65536, 1), (256 * 1024, 3), (1 << 20, 5), (1 << 30, 14)):
         w, c, p, q = connect(TCPConfig(rcv_buf=buf))
-        assert c.rcv_wscale == shift
+        assert c.receiver.rcv_wscale == shift
 
 
 def test_window_scaling_math():
     w, c, p, q = connect()
-    assert c.snd_wnd == 1000 << 7                           # peer's shift applied
+    assert c.sender.snd_wnd == 1000 << 7                           # peer's shift applied
     (a,) = w.feed(w.seg(ACK, p, q, 1000, b"x" * 2 * MSS), 0.1)   # 2 segments: ACK now
     unread = 2 * MSS
     assert a.window * 8 + unread <= 256 * 1024               # never beyond the buffer
@@ -61,14 +62,14 @@ def test_window_scaling_math():
 
 def test_peer_window_scale_clamped_to_14():
     w, c, p, q = connect(wscale=15)
-    assert c.snd_wscale == 14                                # RFC 7323 §2.3
+    assert c.options.snd_wscale == 14                                # RFC 7323 §2.3
 
 
 def test_no_window_scaling_unless_both_offer():
     w, c, p, q = connect(wscale=None)
-    assert c.snd_wscale == 0 and c.rcv_wscale == 0
+    assert c.options.snd_wscale == 0 and c.receiver.rcv_wscale == 0
     (a,) = w.feed(w.seg(ACK, p, q, 1000, b"x" * 2 * MSS), 0.1)
-    assert a.window == 65535 and c.snd_wnd == 1000
+    assert a.window == 65535 and c.sender.snd_wnd == 1000
 
 
 def test_receive_buffer_flow_control_and_window_update():
@@ -95,12 +96,12 @@ def test_reading_after_the_handshake_sends_no_window_update():
     """The SYN-ACK's window is unscaled (64 KB of a 256 KB buffer); a read that could widen it
     sends nothing by itself: the peer is not held back, and the next ACK carries the window."""
     w, c, p, q = connect()
-    assert c.rcv_adv - c.rcv_nxt == 65535
+    assert c.receiver.rcv_adv - c.receiver.rcv_nxt == 65535
     w.feed(w.seg(ACK, p, q, 1000, b"x"), 0.1)              # 1 byte: the ACK is delayed
     assert c.read(-1, 0.1) == b"x" and w.out() == []
     c.send(b"y", 0.11)
     (d,) = w.out()
-    assert d.ack == p + 1 and d.window << c.rcv_wscale > 65535
+    assert d.ack == p + 1 and d.window << c.receiver.rcv_wscale > 65535
     assert "window_update" not in c.counters()
 
 
@@ -117,12 +118,12 @@ def test_zero_window_probe_from_peer_gets_ack():
        st.booleans())
 def test_right_edge_never_moves_left_and_buffer_bounded(ops, buf, ws):
     w, c, p, q = connect(TCPConfig(rcv_buf=buf), wscale=7 if ws else None)
-    shift = c.rcv_wscale
+    shift = c.receiver.rcv_wscale
     edge = None
     t = 0.1
     for op, n in ops:
         t += 0.01
-        nxt = c.rcv_nxt
+        nxt = c.receiver.rcv_nxt
         if op == "data":
             segs = w.feed(w.seg(ACK, nxt, q, 1000, b"d" * min(n, MSS)), t)
         elif op == "ooo":
@@ -147,7 +148,7 @@ def test_zero_window_persist_probe_and_backoff():
     w, c, p, q = connect(window=0)
     assert c.send(b"z" * 100, 1.0) == 100
     assert w.out() == []
-    rto = c.srtt + max(4 * c.rttvar, 0.2)                    # 0.01 + 0.2
+    rto = c.rtt.srtt + max(4 * c.rtt.rttvar, 0.2)                    # 0.01 + 0.2
     assert c.next_deadline() == pytest.approx(1.0 + rto)
     c.handle_timer(1.0 + rto)
     (probe,) = w.out()
@@ -229,13 +230,13 @@ def test_sack_recovery_retransmits_only_the_hole():
     assert [(s.seq, len(s.payload)) for s in segs] == [(q, MSS)]
     ctr = c.counters()
     assert ctr["fast_recovery"] == 1 and ctr["retrans_sack"] == 1
-    assert c.ssthresh == c.cwnd == 10 * MSS // 2
+    assert c.congestion.ssthresh == c.congestion.cwnd == 10 * MSS // 2
     # More SACKs: nothing else is retransmitted (segments 4..9 are in flight).
     segs = w.feed(w.seg(ACK, p, q, 1000, sack_blocks=((q + MSS, q + 9 * MSS),)), 1.32)
     assert all(s.seq >= q + 10 * MSS for s in segs)
     # The retransmission arrives: cumulative ACK of everything ends recovery.
     w.feed(w.seg(ACK, p, q + 10 * MSS, 1000), 1.6)
-    assert c.info()["ca_state"] == "open" and c.cwnd == 5 * MSS
+    assert c.info()["ca_state"] == "open" and c.congestion.cwnd == 5 * MSS
     assert c.counters()["retrans_sack"] == 1
 
 
@@ -281,14 +282,14 @@ def test_newreno_fast_retransmit_and_partial_ack():
     assert [s.seq for s in new] == [q + 10 * MSS, q + 11 * MSS]
     (rx,) = w.feed(w.seg(ACK, p, q, 1000), 1.32)
     assert rx.seq == q and len(rx.payload) == MSS
-    assert c.ssthresh == 6 * MSS and c.counters()["retrans_fast"] == 1
+    assert c.congestion.ssthresh == 6 * MSS and c.counters()["retrans_fast"] == 1
     # Partial ACK (RFC 6582 §3.2 step 5): up to segment 2, which is resent at once.
     segs = w.feed(w.seg(ACK, p, q + 2 * MSS, 1000), 1.6)
     assert segs[0].seq == q + 2 * MSS
     assert c.counters()["retrans_fast"] == 2
     # Full ACK: recovery over, cwnd = ssthresh.
     w.feed(w.seg(ACK, p, q + 12 * MSS, 1000), 1.9)
-    assert c.info()["ca_state"] == "open" and c.cwnd == c.ssthresh
+    assert c.info()["ca_state"] == "open" and c.congestion.cwnd == c.congestion.ssthresh
 
 
 # --------------------------------------------------------------------------- Nagle
@@ -348,20 +349,20 @@ def test_ack_piggybacks_on_data():
     c.send(b"reply", 1.01)
     (d,) = w.out()
     assert d.payload == b"reply" and d.ack == p + 10
-    assert c.next_deadline() == pytest.approx(1.01 + c._cur_rto())   # only the RTO
+    assert c.next_deadline() == pytest.approx(1.01 + c.rtt.rto())   # only the RTO
 
 
 # --------------------------------------------------------------------------- RTO
 
 def test_rtt_estimation_rfc6298():
     w, c, p, q = connect(t_ack=0.1)                 # first sample R = 0.1
-    assert c.srtt == pytest.approx(0.1) and c.rttvar == pytest.approx(0.05)
+    assert c.rtt.srtt == pytest.approx(0.1) and c.rtt.rttvar == pytest.approx(0.05)
     c.send(b"x" * 10, 1.0)
     w.out()
     w.feed(w.seg(ACK, p, q + 10, 1000), 1.3)        # R' = 0.3
     rttvar = 0.75 * 0.05 + 0.25 * abs(0.1 - 0.3)
     srtt = 0.875 * 0.1 + 0.125 * 0.3
-    assert c.rttvar == pytest.approx(rttvar) and c.srtt == pytest.approx(srtt)
+    assert c.rtt.rttvar == pytest.approx(rttvar) and c.rtt.srtt == pytest.approx(srtt)
     assert c.info()["rto"] == pytest.approx(srtt + max(4 * rttvar, 0.2))
 
 
@@ -380,7 +381,7 @@ def test_rto_backoff_and_give_up():
         (r,) = w.out()
         assert r.seq == q and r.payload == b"x" * 10
     assert fired == pytest.approx([rto, 2 * rto, 4 * rto, 8 * rto])   # RFC 6298 §5.5
-    assert c.counters()["retrans_rto"] == 4 and c.cwnd == c.eff_mss   # RFC 5681 LW
+    assert c.counters()["retrans_rto"] == 4 and c.congestion.cwnd == c.options.eff_mss   # RFC 5681 LW
     c.handle_timer(c.next_deadline())
     (r,) = w.out()
     assert r.flags & RST
@@ -404,9 +405,9 @@ def test_karn_no_sample_from_retransmitted_segment():
     w.out()
     c.handle_timer(c.next_deadline())
     w.out()
-    srtt = c.srtt
+    srtt = c.rtt.srtt
     w.feed(w.seg(ACK, p, q + 10, 1000), 5.0)
-    assert c.srtt == srtt
+    assert c.rtt.srtt == srtt
 
 
 def test_rto_does_not_resend_what_is_in_flight():
@@ -454,7 +455,7 @@ def test_timestamps_negotiated_rttm_and_paws():
     (sa,) = w.out()
     assert sa.ts_val is not None and sa.ts_ecr == 100
     w.feed(w.seg(ACK, PISS + 1, ISS + 1, 1000, ts_val=101, ts_ecr=sa.ts_val), 10.05)
-    assert c.eff_mss == MSS - 12                              # RFC 9293 §3.7.1
+    assert c.options.eff_mss == MSS - 12                              # RFC 9293 §3.7.1
     c.send(b"x" * 10, 11.0)
     (d,) = w.out()
     assert d.ts_ecr == 101
@@ -462,7 +463,7 @@ def test_timestamps_negotiated_rttm_and_paws():
     c.handle_timer(c.next_deadline())
     w.out()
     w.feed(w.seg(ACK, PISS + 1, ISS + 11, 1000, ts_val=102, ts_ecr=d.ts_val), 11.25)
-    assert c.srtt < 0.2 and c.srtt > 0.03
+    assert c.rtt.srtt < 0.2 and c.rtt.srtt > 0.03
     # PAWS (RFC 7323 §5.3): an older TSval is dropped with an ACK.
     (a,) = w.feed(w.seg(ACK, PISS + 1, ISS + 11, 1000, b"old", ts_val=50, ts_ecr=0), 12.0)
     assert c.readable == 0 and c.counters()["paws_rejected"] == 1 and a.flags == ACK
@@ -506,8 +507,8 @@ _near = st.integers(-70000, 70000)
                 min_size=1, max_size=25))
 def test_random_segments_never_raise(state, segs):
     w, c = _conn_in(state)
-    p = c.rcv_nxt
-    q = c.snd_una
+    p = c.receiver.rcv_nxt
+    q = c.sender.snd_una
     t = 1.0
     for flags, ds, da, wnd, payload, sack, ts in segs:
         t += 0.05

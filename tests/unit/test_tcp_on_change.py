@@ -8,8 +8,9 @@ from ipaddress import IPv4Address
 
 from pyslirp.net import ipv4
 from pyslirp.net.stack import ConnectionEvent, ConnectionRequest, Stack
-from pyslirp.net.tcp import DataReceived, Established, TCPConnection
+from pyslirp.net.tcp import TCPConnection
 from pyslirp.net.tcp_segment import ACK, PSH, SYN, TCPSegment, build_segment, parse_segment
+from pyslirp.net.tcp_types import DataReceived, Established
 
 LOCAL = IPv4Address("10.0.0.1")
 PEER = IPv4Address("10.0.0.2")
@@ -58,7 +59,7 @@ def test_stack_collects_what_send_produced_without_being_told() -> None:
 def test_stack_collects_a_window_update_and_a_close() -> None:
     stack, conn, wakes = accepted_connection()
     payload = bytes(2000)
-    stack.receive(datagram(TCPSegment(40000, 80, 5001, conn.snd_nxt, ACK | PSH, 65535, payload)), 0.02)
+    stack.receive(datagram(TCPSegment(40000, 80, 5001, conn.sender.snd_nxt, ACK | PSH, 65535, payload)), 0.02)
     assert any(isinstance(e, ConnectionEvent) and isinstance(e.event, DataReceived) for e in stack.events())
     segments(stack)
     wakes.clear()

@@ -23,7 +23,7 @@ from simlink import (  # noqa: E402
     BulkSender, LinkConfig, Simulator, Sink, TCPEndpoint, make_pair,
 )
 
-from pyslirp.net.tcp import TCPConfig  # noqa: E402
+from pyslirp.net.tcp_types import TCPConfig  # noqa: E402
 
 
 def _retransmitted(ep: TCPEndpoint) -> int:
@@ -85,7 +85,7 @@ def test_10mb_over_1pct_loss_newreno():
     print(f"\n10 MB, 1% loss, NewReno: {sim.now:.0f} s simulated; retransmitted {rtx}, "
           f"dropped {dropped}; fast recoveries {a.counters.get('fast_recovery', 0)}, "
           f"RTOs {a.counters.get('rto', 0)}")
-    assert not a.conn._sack_ok and a.counters["retrans_fast"] > 0
+    assert not a.conn.options.sack_ok and a.counters["retrans_fast"] > 0
     assert "retrans_sack" not in a.counters
     assert rtx <= 2 * dropped
 
@@ -114,7 +114,7 @@ def test_sequence_numbers_wrap_during_transfer():
 def test_timestamps_over_lossy_link():
     cfg = TCPConfig(timestamps=True)
     sim, a, b, *_ = _transfer(1_000_000, _lossy(0.05), _lossy(0.05), cfg, cfg, seed=6)
-    assert a.conn._ts_ok and b.conn._ts_ok
+    assert a.conn.options.ts_ok and b.conn.options.ts_ok
 
 
 def test_small_mss_and_buffers():

@@ -15,11 +15,12 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from simlink import Wire  # noqa: E402
 
-from pyslirp.net.tcp import (  # noqa: E402
-    Aborted, Closed, DataReceived, Established, PeerFinished, Reset, TCPConfig,
-    TCPConnection, TCPState, TCPUsageError, is_connection_request, isn, reset_for_segment,
-)
+from pyslirp.net.tcp import TCPConnection  # noqa: E402
 from pyslirp.net.tcp_segment import ACK, FIN, PSH, RST, SYN, parse_segment  # noqa: E402
+from pyslirp.net.tcp_types import (  # noqa: E402
+    Aborted, Closed, DataReceived, Established, PeerFinished, Reset, TCPConfig, TCPState,
+    TCPUsageError, is_connection_request, isn, reset_for_segment,
+)
 
 ISS = 1000
 PISS = 5000
@@ -114,14 +115,14 @@ def test_passive_open_deferred_accept():
     assert c.state == TCPState.SYN_RECEIVED
     assert w.feed(w.seg(ACK, PISS + 1, ISS + 1, WND), 3.6) == []
     assert c.state == TCPState.ESTABLISHED and w.take_events() == [Established()]
-    assert c.snd_wnd == WND << 7
+    assert c.sender.snd_wnd == WND << 7
 
 
 def test_synack_options_only_those_offered():
     w, c, (sa,) = passive(wscale=None, sack_permitted=False, mss=None)
     assert sa.wscale is None and not sa.sack_permitted and sa.ts_val is None
     w.feed(w.seg(ACK, PISS + 1, ISS + 1, 60000), 0.1)
-    assert c.snd_wnd == 60000 and c.eff_mss == 536          # RFC 9293 §3.7.1 default
+    assert c.sender.snd_wnd == 60000 and c.options.eff_mss == 536          # RFC 9293 §3.7.1 default
     c.send(b"x" * 3000, 0.2)
     assert [len(s.payload) for s in w.out()] == [536] * 5     # Nagle holds the 320 tail
     (t,) = w.feed(w.seg(ACK, PISS + 1, ISS + 1 + 5 * 536, 60000), 0.3)
@@ -181,8 +182,8 @@ def test_active_open():
     (a,) = w.feed(w.seg(SYN | ACK, PISS, ISS + 1, 2000, mss=1400, wscale=2), 0.3)
     assert a.flags == ACK and a.seq == ISS + 1 and a.ack == PISS + 1
     assert c.state == TCPState.ESTABLISHED and w.take_events() == [Established()]
-    assert c.snd_wnd == 2000                      # the SYN-ACK's window is not scaled
-    assert c.eff_mss == 1400 and c.srtt == pytest.approx(0.3)
+    assert c.sender.snd_wnd == 2000                      # the SYN-ACK's window is not scaled
+    assert c.options.eff_mss == 1400 and c.rtt.srtt == pytest.approx(0.3)
 
 
 def test_active_open_refused():
