@@ -18,6 +18,7 @@ from pyslirp.config import PyslirpConfig
 from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.net.line_budget import BUDGET_COUNTERS
 from pyslirp.net.stack import STACK_COUNTERS, ConnectionEvent, ConnectionRequest, Stack, UDPDatagram
+from pyslirp.net.tcp_types import TCP_COUNTERS
 from pyslirp.ppp.link import LinkUp
 from pyslirp.runtime.admission import AdmissionCheck
 from pyslirp.runtime.counter_registry import CounterRegistry
@@ -83,6 +84,7 @@ class LinkNetwork:
         self.registry = registry if registry is not None else CounterRegistry()
         self._registrations = [
             self.registry.attach(STACK_COUNTERS, self.stack.counters),
+            self.registry.attach(TCP_COUNTERS, self.stack.tcp_counters),
             self.registry.attach(PROXY_COUNTERS, self.proxy.counters),
             self.registry.attach(RELAY_COUNTERS, self.relay.counters),
             self.registry.attach(DISPATCH_COUNTERS, self.counters),

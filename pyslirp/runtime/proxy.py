@@ -170,7 +170,7 @@ class ServiceProxy:
             await self._connect(pipe, connector)
             return
         self.counters[REFUSED.key(reason)] += 1
-        if pipe.conn.state == tcp.LISTEN:
+        if pipe.conn.state == tcp_types.LISTEN:
             pipe.conn.refuse(self.now())
         self._end(pipe, reason)
 
