@@ -240,6 +240,9 @@ class SecurityConfig(_Section):
     rate_limiting: RateLimitConfig = Field(default_factory=RateLimitConfig)
     brute_force: BruteForceConfig = Field(default_factory=BruteForceConfig)
     allowlist: list[IPv4Network] = Field(default_factory=list, description="client networks never blocked")
+    allowed_sources: list[IPv4Network] = Field(
+        default_factory=list, description="networks the client routes: sources accepted besides its own address"
+    )
     admission: str | None = Field(
         None, description="'package.module:callable': the operator's own check, run after the built-in ones"
     )

@@ -17,8 +17,8 @@ import itertools
 import os
 from collections import Counter
 from dataclasses import dataclass
-from ipaddress import IPv4Address
-from typing import Callable, Union
+from ipaddress import IPv4Address, IPv4Network
+from typing import Callable, Sequence, Union
 
 from pyslirp._core.reassembly import FragmentReassembler
 from pyslirp.counters import CounterSet, CounterSpec
@@ -43,7 +43,7 @@ IP_TCP_HEADERS = 40
 
 IP_DROP = CounterSpec(
     "ip_drop", "datagrams from the client dropped, by reason",
-    reasons=(*ipv4.PARSE_ERRORS, "no_route", "protocol_unreachable"),
+    reasons=(*ipv4.PARSE_ERRORS, "no_route", "protocol_unreachable", "spoofed_source"),
 )
 ICMP_DROP = CounterSpec("icmp_drop", "ICMP echo requests dropped, by reason", reasons=icmp.PARSE_ERRORS)
 UDP_DROP = CounterSpec(
@@ -120,9 +120,12 @@ class Stack:
         udp_ports: frozenset[int] = frozenset(),
         wake: Callable[[], None] = lambda: None,
         line_budget: bool = False,
+        allowed_sources: Sequence[IPv4Network] = (),
     ) -> None:
         self.local = local_ip.packed
         self.peer = peer_ip.packed
+        #: networks the client routes (a LAN behind it): sources accepted besides its own address
+        self.allowed_sources = tuple((int(net.network_address), int(net.netmask)) for net in allowed_sources)
         self.mtu = mtu
         self.tcp_config = tcp_config or TCPConfig(mss=mtu - IP_TCP_HEADERS)
         self.max_connections = max_connections
@@ -156,6 +159,9 @@ class Stack:
         except IPv4Error as exc:
             self.counters[IP_DROP.key(exc.reason)] += 1
             return
+        if header.src != self.peer and not self._source_allowed(header.src):
+            self.counters["ip_drop_spoofed_source"] += 1  # anti-spoofing (RFC 2827 ingress filtering)
+            return
         self.counters["ip_in"] += 1
         if header.is_fragment:
             whole = self._fragments.add(packet[: header.header_length], packet[header.header_length : header.total_length], now)
@@ -175,6 +181,10 @@ class Stack:
         else:
             self.counters["ip_drop_protocol_unreachable"] += 1
             self._send_unreachable(icmp.PROTOCOL_UNREACHABLE, header, packet)
+
+    def _source_allowed(self, source: bytes) -> bool:
+        address = int.from_bytes(source, "big")
+        return any(address & mask == network for network, mask in self.allowed_sources)
 
     def _icmp(self, header: ipv4.IPv4Header, payload: bytes) -> None:
         if not payload or payload[0] != icmp.ECHO_REQUEST:

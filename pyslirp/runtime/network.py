@@ -75,6 +75,7 @@ class LinkNetwork:
         self.stack = Stack(
             up.local_ip, up.peer_ip, mtu=up.peer_mru, tcp_config=tcp_config(config, up.peer_mru),
             max_connections=tcp.max_connections, udp_ports=self.relay.ports, wake=wake, line_budget=tcp.line_budget,
+            allowed_sources=config.security.allowed_sources,
         )
         self.proxy = ServiceProxy(
             config.services, self.stack, self.now, line=line, observer=observer, checks=checks,

@@ -224,3 +224,23 @@ async def test_repeated_chap_failures_refuse_the_link_until_the_block_ends(rig_i
     assert ("auth_failed", "blocked") in events
     assert events.count(("blocked", "brute_force")) == 1 and ("auth_ok", None) in events
     assert "wonderland" not in audit.read_text() and "rabbit" not in audit.read_text()
+
+
+SPOOF_SCRIPT = f"""
+{PPPD} &
+wait_ppp 40 || {{ result up 0; exit 1; }}
+result up 1
+ip addr add 10.0.0.77/32 dev ppp0
+ping -c 3 -W 1 -I 10.0.0.77 10.0.0.1 > /dev/null 2>&1; result spoofed_ping $?
+ping -c 1 -W 3 10.0.0.1 > /dev/null 2>&1; result ping $?
+"""
+
+
+async def test_a_spoofed_source_address_is_dropped_and_counted(rig_image, rig_accel) -> None:
+    async with PyslirpProcess({}, debug=False) as server:
+        res = await rig.run_vm_async(rig_image, SPOOF_SCRIPT, line="virtio", line_port=server.port, timeout=120,
+                                     accel=rig_accel, name="spoof")
+        res.check()
+        stats = await server.stats()
+    assert res.results["spoofed_ping"] != "0" and res.results["ping"] == "0"
+    assert stats["counters"]["stack"]["ip_drop_spoofed_source"] == 3

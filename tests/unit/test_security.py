@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import datapath  # noqa: E402
 
+from pyslirp._core.checksum import internet_checksum  # noqa: E402
 from pyslirp.config import PyslirpConfig, ServiceConfig  # noqa: E402
+from pyslirp.net import ipv4  # noqa: E402
+from pyslirp.net.stack import Stack  # noqa: E402
 from pyslirp.net import tcp  # noqa: E402
 from pyslirp.ppp.link import AuthFailed  # noqa: E402
 from pyslirp.runtime.admission import Admission, Admitted, Refused  # noqa: E402
@@ -267,3 +270,18 @@ def test_failed_logins_on_a_line_refuse_every_login_there_until_the_block_ends()
     assert guard.login_refusal("ttyS0") is None
     guard.expire(clock.now)
     assert records[-1] == ("unblocked", {"line": "ttyS0", "reason": "brute_force"})
+
+
+def echo_request(source: str) -> bytes:
+    body = b"\x08\x00\x00\x00\x00\x01\x00\x01ping"
+    message = body[:2] + internet_checksum(body).to_bytes(2, "big") + body[4:]
+    return ipv4.build(IPv4Address(source).packed, LOCAL.packed, ipv4.PROTO_ICMP, message, 1)
+
+
+def test_a_spoofed_source_is_dropped_and_counted_unless_its_network_is_allowed() -> None:
+    stack = Stack(LOCAL, PEER, 1500, allowed_sources=[IPv4Network("192.168.7.0/24")])
+    for source in ("10.0.0.2", "10.0.0.77", "192.168.7.9", "192.168.8.9"):
+        stack.receive(echo_request(source), 0.0)
+    replies = [ipv4.parse(packet).dst for packet, _ in stack.take_output()]
+    assert replies == [PEER.packed, IPv4Address("192.168.7.9").packed]
+    assert stack.counters["ip_drop_spoofed_source"] == 2 and stack.counters["ip_in"] == 2
