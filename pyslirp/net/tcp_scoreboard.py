@@ -212,18 +212,29 @@ class Scoreboard:
         """Without SACK (RFC 5681 §3.2 / RFC 6582): a duplicate ACK means a segment left the
         network. True when DupThresh of them have arrived."""
         self.dupacks += 1
-        cap = outstanding - mss
-        rs = self.reno_sacked + mss
-        self.reno_sacked = rs if rs < cap else (cap if cap > 0 else 0)
+        self.reno_sacked += mss
+        self.limit_reno_sacked(outstanding, mss)
         return self.dupacks >= self.dup_thresh
 
-    def on_partial_ack(self, acked: int, mss: int) -> bool:
+    def on_partial_ack(self, acked: int, outstanding: int, mss: int) -> bool:
         """Without SACK, an ACK short of the recovery point (RFC 6582 §3.2 step 5): deflate
         the emulated duplicate ACKs by what was acknowledged beyond one SMSS, and the next hole
         is lost too. True if it was newly marked."""
         rs = self.reno_sacked - (acked - mss if acked > mss else 0)
         self.reno_sacked = rs if rs > 0 else 0
-        return self.mark_head_lost()
+        marked = self.mark_head_lost()
+        self.limit_reno_sacked(outstanding, mss)
+        return marked
+
+    def limit_reno_sacked(self, outstanding: int, mss: int) -> None:
+        """Duplicate ACKs that a duplicating network made, not a loss, must not count more
+        octets as delivered than can be: at least the holes (the lost octets, one SMSS at
+        least) stay in flight (Linux's tcp_limit_reno_sacked)."""
+        holes = self.lost_bytes if self.lost_bytes > mss else mss
+        if holes > outstanding:
+            holes = outstanding
+        if self.reno_sacked + holes > outstanding:
+            self.reno_sacked = outstanding - holes
 
     def reset_dupacks(self) -> None:
         self.dupacks = 0

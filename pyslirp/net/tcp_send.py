@@ -202,11 +202,12 @@ class Sender:
         elif is_dup and sb.count_dup_ack(self.snd_nxt - snd_una, mss) \
                 and ca == CA_OPEN and snd_una >= cc.recover:
             sb.mark_head_lost()                 # RFC 6582 §3.2 step 2: ACK covers "recover"
+            sb.limit_reno_sacked(self.snd_nxt - snd_una, mss)
 
         if acked > 0:
             if ca == CA_OPEN or snd_una >= cc.recover:
                 sb.reset_dupacks()
-            elif not opts.sack_ok and sb.on_partial_ack(acked, mss):
+            elif not opts.sack_ok and sb.on_partial_ack(acked, self.snd_nxt - snd_una, mss):
                 self.force_rtx = True           # RFC 6582 §3.2 step 5: resend the next hole
             cc.on_ack(acked, snd_una, mss)
 

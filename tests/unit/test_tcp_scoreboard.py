@@ -363,6 +363,23 @@ def test_emulated_sacked_octets_stay_below_the_outstanding_data():
     assert sb.in_flight(3 * SMSS) == SMSS
 
 
+def test_duplicated_segments_never_count_more_delivered_than_the_holes_allow():
+    # A network that duplicates data makes duplicate ACKs without a loss: after a partial ACK
+    # the emulated octets must still leave the lost head in flight (pipe >= 0).
+    sb, _ = board()
+    for _ in range(12):
+        sb.count_dup_ack(10 * SMSS, SMSS)
+    assert sb.reno_sacked == 9 * SMSS
+    sb.mark_head_lost()
+    sb.limit_reno_sacked(10 * SMSS, SMSS)
+    assert sb.in_flight(10 * SMSS) >= 0
+    sb.begin_ack()
+    sb.on_cumulative_ack(UNA + 2 * SMSS, 1.3, 0.05)
+    sb.on_partial_ack(2 * SMSS, 8 * SMSS, SMSS)
+    assert sb.in_flight(8 * SMSS) >= 0
+    consistent(sb, UNA + 2 * SMSS, UNA + 10 * SMSS)
+
+
 def test_partial_ack_deflates_and_marks_the_next_hole():
     # RFC 6582 §3.2 step 5: the next unacknowledged segment is lost too.
     sb, _ = board()
@@ -373,7 +390,7 @@ def test_partial_ack_deflates_and_marks_the_next_hole():
     sb.on_retransmit(sb.next_lost(nxt), 1.0, False)
     sb.begin_ack()
     sb.on_cumulative_ack(UNA + 2 * SMSS, 1.3, 0.05)   # two segments: a partial ACK
-    assert sb.on_partial_ack(2 * SMSS, SMSS) is True
+    assert sb.on_partial_ack(2 * SMSS, 8 * SMSS, SMSS) is True
     assert sb.reno_sacked == 4 * SMSS - SMSS          # less what went beyond one SMSS
     head = sb.first()
     assert head.seq == UNA + 2 * SMSS and head.lost
