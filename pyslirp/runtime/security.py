@@ -41,9 +41,10 @@ class TokenBucket:
         self.updated: float | None = None
 
     def take(self, now: float) -> bool:
-        if self.updated is not None:
-            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
+        if self.updated is None or now > self.updated:
+            if self.updated is not None:
+                self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return True

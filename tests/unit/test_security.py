@@ -54,6 +54,7 @@ def test_a_token_bucket_gives_its_burst_then_its_rate() -> None:
     assert not bucket.take(0.05)  # half a token
     assert bucket.take(0.1)
     assert bucket.take(10.0) and bucket.take(10.0) and bucket.take(10.0) and not bucket.take(10.0)  # capped
+    assert not bucket.take(9.0)  # a clock that steps back refills nothing
 
 
 def test_nothing_configured_is_no_check_at_all() -> None:
