@@ -177,6 +177,10 @@ class ForwardConfig(_Section):
     listen_host: str = "127.0.0.1"
     listen_port: Port
     peer_port: Port
+    allowed_remotes: list[IPv4Network] = Field(
+        default_factory=lambda: [IPv4Network("127.0.0.0/8")],
+        description="host client networks the forward accepts; others are closed at once",
+    )
 
 
 

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import time
+from collections import Counter
 from typing import Callable
 
 from pyslirp.admission_extension import ExtensionError
@@ -15,6 +16,7 @@ from pyslirp.config import ConfigError, PyslirpConfig
 from pyslirp.ppp.link import LinkUp
 from pyslirp.runtime.audit import AUDIT_COUNTERS, AuditLog, AuditLogError
 from pyslirp.runtime.counter_registry import CounterRegistry
+from pyslirp.runtime.forwards import FORWARD_COUNTERS, ForwardError, start_forwards
 from pyslirp.runtime.gateway import Gateway
 from pyslirp.runtime.lines import Line, LineError, LineSession, open_line
 from pyslirp.runtime.metrics import EventStats
@@ -50,12 +52,14 @@ class Server:
             self.audit = AuditLog(config.security.audit_log, time.time)  # AuditLogError: a config error
             self.registry.attach(AUDIT_COUNTERS, self.audit.counters)
             self.observers.subscribe(self.audit)
+        self.forward_counters: Counter[str] = Counter()
+        self.registry.attach(FORWARD_COUNTERS, self.forward_counters)
         #: the security section's admission checks, shared by every link (pyslirp.runtime.security)
         self.security = security_pipeline(
             config,
             clock=lambda: asyncio.get_running_loop().time(),
             schedule=lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback),
-            record=self.audit.record if self.audit is not None else lambda event, **fields: None,
+            record=self._record,
         )  # ExtensionError: a configuration error
         if self.security.guard is not None:
             self.observers.subscribe(self.security.guard)
@@ -94,35 +98,17 @@ class Server:
             login_refusal=guard.login_refusal if guard is not None else lambda line: None,
         )
 
-    async def start_forwards(self) -> list[asyncio.AbstractServer]:
-        """Listen for each reverse forward (SLiRP's redir)."""
-        loop = asyncio.get_running_loop()
-        servers = []
-        for forward in self.config.forwards:
-            def factory(forward=forward) -> asyncio.Protocol:
-                return self._reverse_pipe(forward.peer_port, f"{forward.listen_host}:{forward.listen_port}")
-            try:
-                servers.append(await loop.create_server(factory, forward.listen_host, forward.listen_port))
-            except OSError as exc:
-                raise LineError(
-                    f"forwards: cannot listen on {forward.listen_host}:{forward.listen_port}: {exc.strerror or exc}"
-                ) from None
-            log.info("forwarding %s:%d to the client's port %d", forward.listen_host, forward.listen_port, forward.peer_port)
-        return servers
-
-    def _reverse_pipe(self, peer_port: int, label: str) -> asyncio.Protocol:
-        pipe = self.gateway.open_reverse(peer_port, f"{label} -> client:{peer_port}") if self.gateway else None
-        if pipe is None:
-            log.info("reverse forward %s -> client port %d: no link up, closing", label, peer_port)
-            return _Refuse()
-        return pipe
+    def _open_reverse(self, peer_port: int, label: str) -> asyncio.Protocol | None:
+        return self.gateway.open_reverse(peer_port, label) if self.gateway is not None else None
 
     async def run(self) -> None:
         if self.config.monitoring.enable_metrics:
             self.monitoring = Monitoring(self, self.config.monitoring, self.event_stats)
             await self.monitoring.start()
         try:
-            forwards = await self.start_forwards()
+            forwards = await start_forwards(
+                self.config.forwards, self._open_reverse, self.forward_counters, self._record
+            )
             try:
                 await self._serve_line()
             finally:
@@ -133,6 +119,11 @@ class Server:
                 self.monitoring.close()
             if self.audit is not None:
                 self.audit.close()
+
+    def _record(self, event: str, **fields: object) -> None:
+        """An audit record, when there is an audit log."""
+        if self.audit is not None:
+            self.audit.record(event, **fields)
 
     def reopen_logs(self) -> None:
         """SIGHUP: reopen the audit log (after logrotate moved it)."""
@@ -158,13 +149,6 @@ class Server:
                 log.exception("%s: session failed", session.name)
             finally:
                 self.gateway = None
-
-
-class _Refuse(asyncio.Protocol):
-    """Closes a reverse-forward client at once when no link is up."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.close()
 
 
 def _install_event_loop_policy() -> None:
@@ -198,7 +182,7 @@ async def _serve(config: PyslirpConfig) -> int:
     except asyncio.CancelledError:
         log.info("stopping")
         return EXIT_OK
-    except (LineError, MonitoringError) as exc:
+    except (LineError, MonitoringError, ForwardError) as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     finally:

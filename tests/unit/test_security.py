@@ -251,8 +251,11 @@ def test_the_server_adds_the_guard_last_and_wires_it_to_the_audit_log(tmp_path: 
     server = Server(config, line=None)  # type: ignore[arg-type]
     rate, guard = server.security.checks
     assert isinstance(rate, ConnectionRate) and isinstance(guard, BruteForceGuard)
-    assert guard is server.security.guard and guard.record == server.audit.record
+    assert guard is server.security.guard
+    guard.record("blocked", src="10.0.0.2", reason="brute_force")
     server.audit.close()
+    (entry,) = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert (entry["event"], entry["src"]) == ("blocked", "10.0.0.2")
 
 
 def test_failed_logins_on_a_line_refuse_every_login_there_until_the_block_ends() -> None:
@@ -286,3 +289,53 @@ def test_a_spoofed_source_is_dropped_and_counted_unless_its_network_is_allowed()
     replies = [ipv4.parse(packet).dst for packet, _ in stack.take_output()]
     assert replies == [PEER.packed, IPv4Address("192.168.7.9").packed]
     assert stack.counters["ip_drop_spoofed_source"] == 2 and stack.counters["ip_in"] == 2
+
+
+async def test_a_reverse_forward_takes_only_its_allowed_remotes(tmp_path: Path) -> None:
+    from collections import Counter
+
+    from pyslirp.config import ForwardConfig
+    from pyslirp.runtime.forwards import start_forwards
+
+    opened: list[tuple[int, str]] = []
+
+    class Into(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            transport.write(b"into the client\n")
+            transport.close()
+
+    def open_reverse(peer_port: int, label: str) -> asyncio.Protocol | None:
+        opened.append((peer_port, label))
+        return Into() if len(opened) == 1 else None  # the second finds no link up
+
+    port = free_tcp_port()
+    loopback_only = ForwardConfig(listen_port=port, peer_port=22)
+    elsewhere_only = ForwardConfig(listen_port=free_tcp_port(), peer_port=23, allowed_remotes=["192.0.2.0/24"])
+    assert [str(n) for n in loopback_only.allowed_remotes] == ["127.0.0.0/8"]  # the default
+    counters: Counter[str] = Counter()
+    records: list = []
+    servers = await start_forwards([loopback_only, elsewhere_only], open_reverse, counters,
+                                   lambda event, **fields: records.append((event, fields)))
+
+    async def read_from(listen_port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listen_port)
+        data = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        return data
+
+    assert await read_from(port) == b"into the client\n"
+    assert await read_from(elsewhere_only.listen_port) == b""  # 127.0.0.1 is not in 192.0.2.0/24
+    assert await read_from(port) == b""  # no link up
+    for server in servers:
+        server.close()
+    assert opened == [(22, f"127.0.0.1:{port} -> client:22")] * 2
+    assert counters == {"accepted": 1, "refused_remote_not_allowed": 1, "refused_no_link": 1}
+    assert [fields["reason"] for _, fields in records] == ["remote_not_allowed", "no_link"]
+
+
+def free_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
