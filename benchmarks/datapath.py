@@ -197,6 +197,26 @@ class DataPath:
         self.flush_client()
         return conn
 
+    async def exchange(self, message: bytes, close: bool = True) -> tcp.TCPConnection:
+        """Connect to the service, send ``message`` and read as many bytes back (an echo
+        service), then close unless told not to; the client's connection."""
+        conn = self.connect()
+        while conn.state != tcp.ESTABLISHED:
+            await asyncio.sleep(0.001)
+        conn.send(message, self.loop.time())
+        self.flush_client()
+        echoed = bytearray()
+        while len(echoed) < len(message):
+            echoed += conn.read(-1, self.loop.time())
+            self.flush_client()
+            await asyncio.sleep(0.001)
+        if bytes(echoed) != message:
+            raise AssertionError(f"echoed {bytes(echoed)!r}, sent {message!r}")
+        if close:
+            conn.close(self.loop.time())
+            self.flush_client()
+        return conn
+
     async def close(self) -> None:
         self._client_task.cancel()
         self.session.close()

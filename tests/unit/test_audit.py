@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import datapath  # noqa: E402
 
 from pyslirp.config import PyslirpConfig  # noqa: E402
-from pyslirp.net import tcp  # noqa: E402
 from pyslirp.ppp.link import AuthFailed, AuthSucceeded  # noqa: E402
 from pyslirp.runtime import audit as audit_module  # noqa: E402
 from pyslirp.runtime.audit import AuditLog, AuditLogError  # noqa: E402
@@ -53,19 +52,7 @@ async def test_a_dialled_gateway_writes_link_and_connection_records(tmp_path: Pa
     audit = AuditLog(tmp_path / "audit.jsonl", clock=lambda: 1_765_000_000.25)
     path = datapath.DataPath()
     await path.start(port, observers=Observers(audit))
-    loop = asyncio.get_running_loop()
-    conn = path.connect()
-    while conn.state != tcp.ESTABLISHED:
-        await asyncio.sleep(0.001)
-    conn.send(b"audited", loop.time())
-    path.flush_client()
-    echoed = bytearray()
-    while len(echoed) < 7:
-        echoed += conn.read(-1, loop.time())
-        path.flush_client()
-        await asyncio.sleep(0.001)
-    conn.close(loop.time())
-    path.flush_client()
+    conn = await path.exchange(b"audited")
     for _ in range(500):
         if '"connection_closed"' in audit.path.read_text():
             break

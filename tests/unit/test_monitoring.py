@@ -27,7 +27,6 @@ import datapath  # noqa: E402
 
 from pyslirp import cli, status_report  # noqa: E402
 from pyslirp.config import MonitoringConfig, PyslirpConfig  # noqa: E402
-from pyslirp.net import tcp  # noqa: E402
 from pyslirp.runtime.counter_registry import CounterRegistry  # noqa: E402
 from pyslirp.runtime.metrics import EventStats, GatewayCollector, metric_name, metrics_registry  # noqa: E402
 from pyslirp.runtime.monitoring import Monitoring, MonitoringError  # noqa: E402
@@ -93,26 +92,6 @@ async def echo_service() -> tuple[asyncio.AbstractServer, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-async def exchange(path: datapath.DataPath, message: bytes, close: bool = True) -> tcp.TCPConnection:
-    """Send ``message`` to the echo service and read it back."""
-    loop = asyncio.get_running_loop()
-    conn = path.connect()
-    while conn.state != tcp.ESTABLISHED:
-        await asyncio.sleep(0.001)
-    conn.send(message, loop.time())
-    path.flush_client()
-    echoed = bytearray()
-    while len(echoed) < len(message):
-        echoed += conn.read(-1, loop.time())
-        path.flush_client()
-        await asyncio.sleep(0.001)
-    assert bytes(echoed) == message
-    if close:
-        conn.close(loop.time())
-        path.flush_client()
-    return conn
-
-
 async def test_metrics_status_and_health_of_a_dialled_gateway() -> None:
     server, port = await echo_service()
     stats = EventStats()
@@ -125,12 +104,12 @@ async def test_metrics_status_and_health_of_a_dialled_gateway() -> None:
     await view.probe.probe_once()
     base = f"http://127.0.0.1:{metrics_port}"
 
-    await exchange(path, b"hello")
+    await path.exchange(b"hello")
     for _ in range(500):  # our side closed first: TIME-WAIT (2 s) ends the connection
         if stats.closed:
             break
         await asyncio.sleep(0.01)
-    open_conn = await exchange(path, b"still open", close=False)
+    open_conn = await path.exchange(b"still open", close=False)
 
     status, content_type, body = await get(base + "/metrics")
     assert status == 200 and content_type.startswith("text/plain")
