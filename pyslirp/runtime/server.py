@@ -12,6 +12,7 @@ from typing import Callable
 
 from pyslirp.config import ConfigError, PyslirpConfig
 from pyslirp.ppp.link import LinkUp
+from pyslirp.runtime.capture import CAPTURE_COUNTERS, PacketCapture
 from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.gateway import Gateway
 from pyslirp.runtime.lines import Line, LineError, LineSession, open_line
@@ -45,6 +46,10 @@ class Server:
         self.probe = ServiceProbe(config.services)
         self.monitoring: Monitoring | None = None
         self.gateway: Gateway | None = None
+        capture = config.monitoring.packet_capture
+        #: every frame of every gateway to a pcap file while on (SIGUSR2 toggles it)
+        self.capture = PacketCapture(capture.pcap_file, capture.max_bytes, capture.keep)
+        self.registry.attach(CAPTURE_COUNTERS, self.capture.counters)
 
     # -- what the monitoring documents read (runtime.status.GatewayView) -------------------------
 
@@ -98,6 +103,8 @@ class Server:
         if self.config.monitoring.enable_metrics:
             self.monitoring = Monitoring(self, self.config.monitoring, self.service_stats)
             await self.monitoring.start()
+        if self.config.monitoring.packet_capture.enabled:
+            self.capture.start()
         try:
             forwards = await self.start_forwards()
             try:
@@ -106,6 +113,7 @@ class Server:
                 for server in forwards:
                     server.close()
         finally:
+            self.capture.stop()
             if self.monitoring is not None:
                 self.monitoring.close()
 
@@ -121,12 +129,14 @@ class Server:
         async for session in self.line.sessions():
             log.info("%s: line up", session.name)
             self.gateway = self._gateway(session)
+            self.capture.watch(self.gateway)
             try:
                 await self.gateway.run()
             except Exception:
                 # A fault on one session must not end the server: log it and take the next one.
                 log.exception("%s: session failed", session.name)
             finally:
+                self.capture.unwatch(self.gateway)
                 self.gateway = None
 
 
@@ -157,6 +167,7 @@ async def _serve(config: PyslirpConfig) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, task.cancel)
     loop.add_signal_handler(signal.SIGUSR1, server.log_stats)
+    loop.add_signal_handler(signal.SIGUSR2, server.capture.toggle)
     try:
         await task
     except asyncio.CancelledError:
