@@ -14,6 +14,7 @@ from pyslirp.config import ConfigError, PyslirpConfig
 from pyslirp.ppp.link import LinkUp
 from pyslirp.runtime.capture import CAPTURE_COUNTERS, PacketCapture
 from pyslirp.runtime.counter_registry import CounterRegistry
+from pyslirp.runtime.debug_log import PacketDebugLog
 from pyslirp.runtime.gateway import Gateway
 from pyslirp.runtime.lines import Line, LineError, LineSession, open_line
 from pyslirp.runtime.metrics import ServiceStats
@@ -33,9 +34,11 @@ EXIT_CONFIG = 2
 class Server:
     """Owns the line and runs one gateway at a time on it."""
 
-    def __init__(self, config: PyslirpConfig, line: Line) -> None:
+    def __init__(self, config: PyslirpConfig, line: Line, debug_packets: bool = False) -> None:
         self.config = config
         self.line = line
+        #: ``serve --debug``: every control packet logged decoded, as pppd's debug option does
+        self.packet_log = PacketDebugLog() if debug_packets else None
         self.options = link_options(config)
         self.started = time.time()
         #: every counter of every gateway, live and past: what SIGUSR1, /status and /metrics read
@@ -74,7 +77,10 @@ class Server:
             )
 
         rate = line_rate(self.config, session.native_rate)
-        return Gateway(session, self.options, network, rate=rate, observers=self.observers, registry=self.registry)
+        gateway = Gateway(session, self.options, network, rate=rate, observers=self.observers, registry=self.registry)
+        if self.packet_log is not None:
+            gateway.attach_tap(self.packet_log)
+        return gateway
 
     async def start_forwards(self) -> list[asyncio.AbstractServer]:
         """Listen for each reverse forward (SLiRP's redir)."""
@@ -155,13 +161,13 @@ def _install_event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _serve(config: PyslirpConfig) -> int:
+async def _serve(config: PyslirpConfig, debug_packets: bool) -> int:
     try:
         line = open_line(config.serial.port, config.serial.baudrate, config.serial.rtscts, config.serial.xonxoff)
     except LineError as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    server = Server(config, line)
+    server = Server(config, line, debug_packets)
     task = asyncio.ensure_future(server.run())
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -181,11 +187,12 @@ async def _serve(config: PyslirpConfig) -> int:
     return EXIT_OK
 
 
-def run_server(config: PyslirpConfig) -> int:
-    """Run until interrupted; the process exit status."""
+def run_server(config: PyslirpConfig, debug_packets: bool = False) -> int:
+    """Run until interrupted; the process exit status. ``debug_packets``: log every control
+    packet decoded (``serve --debug``)."""
     _install_event_loop_policy()
     try:
-        return asyncio.run(_serve(config))
+        return asyncio.run(_serve(config, debug_packets))
     except ConfigError as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG
