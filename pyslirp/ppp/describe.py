@@ -79,7 +79,7 @@ def describe_frame(frame: bytes) -> str | None:
     if len(frame) < start + 2 or frame[start] & 1:  # a one-octet protocol field is never control
         return None
     protocol = int.from_bytes(frame[start : start + 2], "big")
-    if protocol < 0x8000:  # RFC 1661 §2: network-layer data below 0x8000
+    if protocol < 0x8000:  # RFC 1661 §2: below 0x8000, network-layer packets, not control
         return None
     packet = bytes(frame[start + 2 :])
     printer = _PRINTERS.get(protocol)
@@ -94,7 +94,7 @@ def describe_frame(frame: bytes) -> str | None:
     return "".join(out)
 
 
-# -- the protocols ----------------------------------------------------------------------------
+# -- the protocols: each prints its packet and returns the octets it used (0: no valid header) ---
 
 
 def _lcp(packet: bytes, out: list[str]) -> int:
