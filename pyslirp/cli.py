@@ -45,7 +45,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the line: a device (/dev/ttyUSB0, COM3), a pyserial URL (socket://host:port), "
         "tcp-listen://host:port, or pty (the default)",
     )
-    serve.add_argument("--debug", action="store_true", help="log at DEBUG level")
+    serve.add_argument(
+        "--debug", action="store_true",
+        help="log at DEBUG level, with every LCP, IPCP, PAP and CHAP packet decoded as pppd's debug option shows them",
+    )
 
     validate = commands.add_parser("validate", help="check a configuration and print it")
     validate.add_argument("--config", type=Path, help="YAML file (default: ./config.yaml, /etc/pyslirp/config.yaml)")
@@ -137,4 +140,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("pyslirp").warning("configuration: %s", warning)
     from pyslirp.runtime.server import run_server
 
-    return run_server(config)
+    return run_server(config, debug_packets=args.debug)

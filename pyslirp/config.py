@@ -254,9 +254,26 @@ class SecurityConfig(_Section):
 
 
 
+#: the smallest size a capture file may rotate at: one frame of the largest MRU always fits
+MIN_CAPTURE_ROTATE_BYTES = 65536
+
+
 class PacketCaptureConfig(_Section):
-    enabled: bool = False
+    """Every PPP frame each way to a pcap file (link type PPP_WITH_DIR); SIGUSR2 toggles it."""
+
+    enabled: bool = Field(False, description="capture from the start; SIGUSR2 switches it on and off at runtime")
     pcap_file: Path = Path("pyslirp.pcap")
+    max_bytes: int | None = Field(
+        10_000_000, description="rotate before the file would grow past this many bytes; 0 or null: never"
+    )
+    keep: int = Field(5, ge=0, description="rotated files kept, pcap_file.1 (newest) to pcap_file.<keep>")
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _rotation_size(cls, value: int | None) -> int | None:
+        if value and value < MIN_CAPTURE_ROTATE_BYTES:
+            raise ValueError(f"must be 0 (never rotate) or at least {MIN_CAPTURE_ROTATE_BYTES}")
+        return value or None
 
 
 class MonitoringConfig(_Section):

@@ -35,6 +35,7 @@ from pyslirp.ppp.fsm import FSM, FSM_COUNTERS, Code, Event, FSMConfig, Option, O
 from pyslirp.ppp.protocols import (
     AUTH_CHAP,
     AUTH_PAP,
+    CHAP_MD5,
     DEFAULT_ACCM,
     DEFAULT_MRU,
     MIN_MRU,
@@ -47,8 +48,6 @@ from pyslirp.ppp.protocols import (
 __all__ = ["LCP", "LCPOptions", "LCP_COUNTERS"]
 
 log = logging.getLogger(__name__)
-
-_CHAP_MD5 = 5  # CHAP Algorithm (RFC 1994 §3)
 
 # LCP Configuration Option types (RFC 1661 §6).
 OPT_MRU = 1
@@ -71,7 +70,7 @@ LCP_COUNTERS = CounterSet("lcp", [
     CounterSpec("loop_indication", "signs that the line is looped back (§6.4)"),
 ]).include("", FSM_COUNTERS)
 
-_AUTH_VALUE = {AUTH_PAP: PROTO_PAP.to_bytes(2, "big"), AUTH_CHAP: PROTO_CHAP.to_bytes(2, "big") + bytes((_CHAP_MD5,))}
+_AUTH_VALUE = {AUTH_PAP: PROTO_PAP.to_bytes(2, "big"), AUTH_CHAP: PROTO_CHAP.to_bytes(2, "big") + bytes((CHAP_MD5,))}
 
 
 @dataclass

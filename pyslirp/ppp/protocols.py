@@ -7,6 +7,7 @@ from __future__ import annotations
 __all__ = [
     "AUTH_CHAP",
     "AUTH_PAP",
+    "CHAP_MD5",
     "DEFAULT_ACCM",
     "DEFAULT_MRU",
     "MIN_MRU",
@@ -37,6 +38,7 @@ MIN_MRU = 128  # pppd's floor: LCP Naks a smaller MRU up to it, the configuratio
 # Authentication methods, as the configuration names them and LCP negotiates them (RFC 1661 §6.2).
 AUTH_PAP = "pap"
 AUTH_CHAP = "chap"
+CHAP_MD5 = 5  # the CHAP Algorithm octet of the Authentication-Protocol option (RFC 1994 §3)
 
 
 def printable(data: bytes, limit: int = 64) -> str:

@@ -15,7 +15,9 @@ from pyslirp.admission_extension import ExtensionError
 from pyslirp.config import ConfigError, PyslirpConfig
 from pyslirp.ppp.link import LinkUp
 from pyslirp.runtime.audit import AUDIT_COUNTERS, AuditLog, AuditLogError
+from pyslirp.runtime.capture import CAPTURE_COUNTERS, PacketCapture
 from pyslirp.runtime.counter_registry import CounterRegistry
+from pyslirp.runtime.debug_log import PacketDebugLog
 from pyslirp.runtime.forwards import FORWARD_COUNTERS, ForwardError, start_forwards
 from pyslirp.runtime.gateway import Gateway
 from pyslirp.runtime.lines import Line, LineError, LineSession, open_line
@@ -37,9 +39,11 @@ EXIT_CONFIG = 2
 class Server:
     """Owns the line and runs one gateway at a time on it."""
 
-    def __init__(self, config: PyslirpConfig, line: Line) -> None:
+    def __init__(self, config: PyslirpConfig, line: Line, debug_packets: bool = False) -> None:
         self.config = config
         self.line = line
+        #: ``serve --debug``: every control packet logged decoded, as pppd's debug option does
+        self.packet_log = PacketDebugLog() if debug_packets else None
         self.options = link_options(config)
         self.started = time.time()
         #: every counter of every gateway, live and past: what SIGUSR1, /status and /metrics read
@@ -64,9 +68,12 @@ class Server:
         if self.security.guard is not None:
             self.observers.subscribe(self.security.guard)
         self.probe = ServiceProbe(config.services)
-
         self.monitoring: Monitoring | None = None
         self.gateway: Gateway | None = None
+        capture = config.monitoring.packet_capture
+        #: every frame of every gateway to a pcap file while on (SIGUSR2 toggles it)
+        self.capture = PacketCapture(capture.pcap_file, capture.max_bytes, capture.keep)
+        self.registry.attach(CAPTURE_COUNTERS, self.capture.counters)
 
     # -- what the monitoring documents read (runtime.status.GatewayView) -------------------------
 
@@ -93,10 +100,13 @@ class Server:
 
         rate = line_rate(self.config, session.native_rate)
         guard = self.security.guard
-        return Gateway(
+        gateway = Gateway(
             session, self.options, network, rate=rate, observers=self.observers, registry=self.registry,
             login_refusal=guard.login_refusal if guard is not None else lambda line: None,
         )
+        if self.packet_log is not None:
+            gateway.attach_tap(self.packet_log)
+        return gateway
 
     def _open_reverse(self, peer_port: int, label: str) -> asyncio.Protocol | None:
         return self.gateway.open_reverse(peer_port, label) if self.gateway is not None else None
@@ -105,6 +115,8 @@ class Server:
         if self.config.monitoring.enable_metrics:
             self.monitoring = Monitoring(self, self.config.monitoring, self.event_stats)
             await self.monitoring.start()
+        if self.config.monitoring.packet_capture.enabled:
+            self.capture.start()
         try:
             forwards = await start_forwards(
                 self.config.forwards, self._open_reverse, self.forward_counters, self._record
@@ -115,6 +127,7 @@ class Server:
                 for server in forwards:
                     server.close()
         finally:
+            self.capture.stop()
             if self.monitoring is not None:
                 self.monitoring.close()
             if self.audit is not None:
@@ -142,12 +155,14 @@ class Server:
         async for session in self.line.sessions():
             log.info("%s: line up", session.name)
             self.gateway = self._gateway(session)
+            self.capture.watch(self.gateway)
             try:
                 await self.gateway.run()
             except Exception:
                 # A fault on one session must not end the server: log it and take the next one.
                 log.exception("%s: session failed", session.name)
             finally:
+                self.capture.unwatch(self.gateway)
                 self.gateway = None
 
 
@@ -159,14 +174,14 @@ def _install_event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _serve(config: PyslirpConfig) -> int:
+async def _serve(config: PyslirpConfig, debug_packets: bool) -> int:
     try:
         line = open_line(config.serial.port, config.serial.baudrate, config.serial.rtscts, config.serial.xonxoff)
     except LineError as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        server = Server(config, line)
+        server = Server(config, line, debug_packets)
     except (AuditLogError, ExtensionError) as exc:
         line.close()
         print(f"pyslirp: {exc}", file=sys.stderr)
@@ -177,6 +192,7 @@ async def _serve(config: PyslirpConfig) -> int:
         loop.add_signal_handler(signum, task.cancel)
     loop.add_signal_handler(signal.SIGUSR1, server.log_stats)
     loop.add_signal_handler(signal.SIGHUP, server.reopen_logs)
+    loop.add_signal_handler(signal.SIGUSR2, server.capture.toggle)
     try:
         await task
     except asyncio.CancelledError:
@@ -190,11 +206,12 @@ async def _serve(config: PyslirpConfig) -> int:
     return EXIT_OK
 
 
-def run_server(config: PyslirpConfig) -> int:
-    """Run until interrupted; the process exit status."""
+def run_server(config: PyslirpConfig, debug_packets: bool = False) -> int:
+    """Run until interrupted; the process exit status. ``debug_packets``: log every control
+    packet decoded (``serve --debug``)."""
     _install_event_loop_policy()
     try:
-        return asyncio.run(_serve(config))
+        return asyncio.run(_serve(config, debug_packets))
     except ConfigError as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG

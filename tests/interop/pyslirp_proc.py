@@ -53,6 +53,7 @@ class PyslirpProcess:
         config_file.write_text(yaml.safe_dump(config))
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pyslirp", "serve", "--config", str(config_file), "tcp-listen://127.0.0.1:0",
+            *(["--debug"] if self.debug else []),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,

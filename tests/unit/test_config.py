@@ -39,6 +39,12 @@ def test_defaults() -> None:
     assert config.services == {}
 
 
+def test_packet_capture_rotates_at_10_mb_by_default_and_0_means_never() -> None:
+    assert load_config(None).monitoring.packet_capture.max_bytes == 10_000_000
+    never = load_config(None, {"monitoring": {"packet_capture": {"max_bytes": 0}}})
+    assert never.monitoring.packet_capture.max_bytes is None
+
+
 def test_example_config_validates() -> None:
     config = load_config(REPO / "config.yaml")
     assert config.services[22].name == "SSH"
@@ -92,6 +98,8 @@ def test_accm_accepts_hex(monkeypatch: pytest.MonkeyPatch) -> None:
         ("ppp:\n  local_ip: 10.0.0.300\n", ["ppp.local_ip", "10.0.0.300"]),
         ("ppp:\n  peer_ip: 10.0.0.1\n", ["ppp", "must differ"]),
         ("ppp:\n  auth:\n    method: pap\n", ["ppp.auth", "needs users"]),
+        ("monitoring:\n  packet_capture:\n    max_bytes: 1000\n", ["monitoring.packet_capture.max_bytes", "at least"]),
+        ("monitoring:\n  packet_capture:\n    keep: -1\n", ["monitoring.packet_capture.keep", "-1"]),
         ("serial: [1, 2\n", ["malformed YAML", "line"]),
         ("- just\n- a list\n", ["top level must be a mapping"]),
     ],
