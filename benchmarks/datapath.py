@@ -25,6 +25,8 @@ from typing import Any, Callable, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
 from test_ppp_link import Pppd  # noqa: E402
 
+from prometheus_client import generate_latest  # noqa: E402
+
 from pyslirp._core.hdlc import Deframer, encode_frame  # noqa: E402
 from pyslirp.config import PyslirpConfig  # noqa: E402
 from pyslirp.net import ipv4, tcp, tcp_types  # noqa: E402
@@ -35,7 +37,9 @@ from pyslirp.runtime.gateway import Gateway  # noqa: E402
 from pyslirp.runtime.lines import LineSession  # noqa: E402
 from pyslirp.runtime.network import LinkNetwork  # noqa: E402
 from pyslirp.runtime.observers import FrameTap, Observers  # noqa: E402
+from pyslirp.runtime.metrics import EventStats, GatewayCollector, metrics_registry  # noqa: E402
 from pyslirp.runtime.security import security_pipeline  # noqa: E402
+from pyslirp.runtime.status import ServiceProbe  # noqa: E402
 from pyslirp.runtime.settings import link_options  # noqa: E402
 
 LOCAL = IPv4Address("10.0.0.1")
@@ -230,8 +234,36 @@ class NullTap:
         pass
 
 
-async def run(direction: str, size: int, taps: Sequence[FrameTap] = ()) -> Result:
-    """Move ``size`` bytes up (client -> service) or down (service -> client)."""
+class MonitoredView:
+    """What the metrics collector reads of a server (``runtime.status.GatewayView``), around the
+    data path's gateway: the monitoring benchmark scrapes it while data moves."""
+
+    def __init__(self, path: DataPath) -> None:
+        self.path = path
+        self.config = PyslirpConfig()
+        self.registry = path.registry
+        self.probe = ServiceProbe({})
+        self.started = time.time()
+        self.metrics_serving = True
+
+    def line_description(self) -> str:
+        return "in-memory line"
+
+    def session(self) -> Gateway:
+        return self.path.gateway
+
+
+async def scrape_every(interval: float, path: DataPath, stats: EventStats) -> None:
+    """Render /metrics every ``interval`` seconds, as Prometheus would (typically every 15 s)."""
+    registry = metrics_registry(GatewayCollector(MonitoredView(path), stats))
+    while True:
+        await asyncio.sleep(interval)
+        generate_latest(registry)
+
+
+async def run(direction: str, size: int, taps: Sequence[FrameTap] = (), scrape: float | None = None) -> Result:
+    """Move ``size`` bytes up (client -> service) or down (service -> client). ``scrape``: the
+    metrics observer is subscribed and /metrics rendered every ``scrape`` seconds meanwhile."""
     loop = asyncio.get_running_loop()
     received = 0
     done = loop.create_future()
@@ -251,7 +283,10 @@ async def run(direction: str, size: int, taps: Sequence[FrameTap] = ()) -> Resul
 
     server = await loop.create_server(Service, "127.0.0.1", 0)
     path = DataPath()
-    await path.start(server.sockets[0].getsockname()[1], taps=taps)
+    stats = EventStats()
+    await path.start(server.sockets[0].getsockname()[1], taps=taps,
+                     observers=Observers(stats) if scrape is not None else None)
+    scraper = asyncio.ensure_future(scrape_every(scrape, path, stats)) if scrape is not None else None
     conn = path.connect()
     while conn.state != tcp_types.ESTABLISHED:
         await asyncio.sleep(0.0005)
@@ -280,6 +315,8 @@ async def run(direction: str, size: int, taps: Sequence[FrameTap] = ()) -> Resul
     frames_in = registry.totals("deframer")["frames_ok"] - frames0[0]
     frames_out = registry.totals("scheduler")["frames_sent"] - frames0[1]
     processing = path.gateway.stats()["processing"]
+    if scraper is not None:
+        scraper.cancel()
     await path.close()
     server.close()
     return Result(size, seconds, cpu, frames_in, frames_out,

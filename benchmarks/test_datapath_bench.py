@@ -34,18 +34,22 @@ async def run_capturing(direction: str, path: pathlib.Path) -> datapath.Result:
         capture.stop()
 
 
-@pytest.mark.parametrize("tap", ["no tap", "null tap", "capture"])
+@pytest.mark.parametrize("tap", ["no tap", "null tap", "capture", "metrics scraped"])
 @pytest.mark.parametrize("direction", ["up", "down"])
 def test_gateway_data_path(benchmark, tmp_path: pathlib.Path, direction: str, tap: str) -> None:
     """``null tap``: a frame tap that does nothing is attached, the cost of the seam itself.
     ``capture``: packet capture writes every frame to a file in a temporary directory; its
     writes happen once per turn of the loop, after the gateway's own per-frame time is taken,
-    so their cost shows in MB/s and CPU per MB."""
+    so their cost shows in MB/s and CPU per MB. ``metrics scraped``: the metrics observer is
+    subscribed and /metrics rendered every 100 ms (Prometheus scrapes every 15 s), the cost of
+    monitoring on."""
     results: list[datapath.Result] = []
 
     def once() -> None:
         if tap == "capture":
             results.append(uvloop.run(run_capturing(direction, tmp_path / "bench.pcap")))
+        elif tap == "metrics scraped":
+            results.append(uvloop.run(datapath.run(direction, SIZE, scrape=0.1)))
         else:
             taps = [datapath.NullTap()] if tap == "null tap" else []
             results.append(uvloop.run(datapath.run(direction, SIZE, taps)))
