@@ -3,7 +3,8 @@
 The callable is given a :class:`FlowInfo` for each new connection of the client, after every
 built-in check has let it through, and answers with a :class:`Decision`: :data:`ALLOW`, or
 ``Deny("why")``. It may be a plain function or an ``async def``; the client's SYN is answered
-once it has decided (an async check delays only its own flow). An exception refuses the flow
+once it has decided (an async check delays only its own flow, for at most the service's
+``connect_timeout``). An exception refuses the flow
 (reason ``admission_error``) and is logged at most once a minute. A denial is refused with reason
 ``denied_by_extension`` in the metrics and the audit log; the text the check gave goes to the log.
 
@@ -19,6 +20,7 @@ Example (``examples/office_hours.py`` in the repository)::
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import logging
@@ -104,9 +106,14 @@ class Extension:
             return "admission_error"
         return self.reason_for(decision)
 
-    async def decide_async(self, info: FlowInfo) -> str | None:
+    async def decide_async(self, info: FlowInfo, timeout: float) -> str | None:
+        """An ``async`` check's answer; one that takes longer than ``timeout`` seconds (the
+        service's ``connect_timeout``) is a failure, so a stuck check holds no flow for ever."""
         try:
-            decision = await self.check(info)  # type: ignore[misc]
+            decision = await asyncio.wait_for(self.check(info), timeout)  # type: ignore[arg-type]
+        except asyncio.TimeoutError:
+            self.failed(TimeoutError(f"no answer in {timeout:g} s"))
+            return "admission_error"
         except Exception as exc:  # noqa: BLE001
             self.failed(exc)
             return "admission_error"

@@ -127,7 +127,9 @@ class ServiceProxy:
         self._tracked[pipe] = _Tracked(flow, decision, self.now())
         connector = self.connectors[decision.port]
         if self.extension is not None:
-            task = asyncio.create_task(self._decide_then_connect(pipe, connector, self.extension))
+            task = asyncio.create_task(
+                self._decide_then_connect(pipe, connector, self.extension, service.connect_timeout)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
@@ -164,8 +166,10 @@ class ServiceProxy:
             log.info("%s: service socket failed: %s", pipe.label, exc)
             pipe.fail("service_reset")
 
-    async def _decide_then_connect(self, pipe: Pipe, connector: Connector, extension: Extension) -> None:
-        reason = await extension.decide_async(flow_info(self._tracked[pipe].flow))
+    async def _decide_then_connect(
+        self, pipe: Pipe, connector: Connector, extension: Extension, timeout: float
+    ) -> None:
+        reason = await extension.decide_async(flow_info(self._tracked[pipe].flow), timeout)
         if reason is None:
             await self._connect(pipe, connector)
             return

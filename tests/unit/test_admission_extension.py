@@ -118,3 +118,18 @@ def test_the_shipped_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert check(FlowInfo(src, LOCAL, 80, "tcp", "HTTP")) == ALLOW
     monkeypatch.setattr(time, "localtime", lambda: time.struct_time((2026, 12, 6, 23, 0, 0, 6, 340, 0)))
     assert check(FlowInfo(src, LOCAL, 22, "tcp", "SSH")) == Deny("SSH only from 08:00 to 18:00")
+
+
+async def never_answers(flow: FlowInfo) -> object:
+    await asyncio.sleep(3600)
+    return ALLOW
+
+
+async def test_an_async_check_that_never_answers_refuses_after_the_connect_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    extension = Extension(never_answers)
+    info = FlowInfo(LOCAL, LOCAL, 22, "tcp", "SSH")
+    with caplog.at_level(logging.ERROR):
+        assert await extension.decide_async(info, timeout=0.05) == "admission_error"
+    assert "no answer in 0.05 s" in caplog.text
