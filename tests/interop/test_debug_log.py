@@ -8,7 +8,7 @@ import re
 import pytest
 
 from pyslirp_proc import PyslirpProcess
-from test_ppp_link import PAP_CONFIG, assert_addresses, run_pppd
+from dial import PAP_CONFIG, assert_addresses, run_pppd
 
 PACKET = re.compile(r"\b(sent|rcvd) (\[(?:LCP|IPCP|PAP|CHAP) .*\])\s*$")
 MIRROR = {"sent": "rcvd", "rcvd": "sent"}

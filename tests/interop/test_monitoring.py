@@ -9,13 +9,10 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 import rig
+from metrics_scrape import get, scrape, total
 from pyslirp_proc import PyslirpProcess
 from test_data_path import PPPD, FileServer, sha
 
@@ -34,33 +31,6 @@ def monitoring_config(web_port: int) -> tuple[dict[str, Any], int, int]:
         "monitoring": {"enable_metrics": True, "metrics_port": metrics, "health_port": health},
     }
     return config, metrics, health
-
-
-async def get(url: str) -> tuple[int, bytes]:
-    def fetch() -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    return await asyncio.to_thread(fetch)
-
-
-async def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    status, body = await get(f"http://127.0.0.1:{port}/metrics")
-    assert status == 200
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-    }
-
-
-def total(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples whose labels include ``labels``."""
-    wanted = set(labels.items())
-    return sum(value for (sample, sample_labels), value in metrics.items() if sample == name and wanted <= sample_labels)
 
 
 async def wait_health(port: int, expected: int, timeout: float) -> dict[str, Any]:

@@ -9,39 +9,10 @@ from __future__ import annotations
 import pytest
 
 import rig
+from dial import PAP_CONFIG, PPPD, assert_addresses, run_pppd
 from pyslirp_proc import PyslirpProcess
 
 LINES = ["16550", "virtio"]
-
-# Debian's /etc/ppp/options asks for crtscts and auth; a dial-up client to pyslirp says
-# nocrtscts (QEMU's socket line has no modem lines) and noauth (we don't authenticate to it).
-PPPD = "pppd $PPP_TTY 115200 nodetach debug local noauth nocrtscts nodefaultroute maxfail 1"
-
-UP_SCRIPT = """
-{pppd} {options} &
-PPPD_PID=$!
-wait_ppp 40 || {{ result up 0; exit 1; }}
-result up 1
-result local "$PPP_LOCAL"
-result remote "$PPP_REMOTE"
-{body}
-kill $PPPD_PID; wait $PPPD_PID
-result pppd_exit $?
-"""
-
-
-async def run_pppd(image, accel, server: PyslirpProcess, *, line: str = "16550", options: str = "",
-                   body: str = "", files=None, timeout: float = 120) -> rig.VMResult:
-    script = UP_SCRIPT.format(pppd=PPPD, options=options, body=body)
-    return await rig.run_vm_async(image, script, line=line, line_port=server.port, timeout=timeout,
-                                  accel=accel, files=files)
-
-
-def assert_addresses(res: rig.VMResult) -> None:
-    res.check()
-    assert res.results["up"] == "1"
-    assert res.results["local"] == "10.0.0.2"
-    assert res.results["remote"] == "10.0.0.1"
 
 
 @pytest.mark.parametrize("line", LINES)
@@ -102,7 +73,6 @@ result dns "$(grep -m1 nameserver /etc/ppp/resolv.conf | cut -d' ' -f2)"
         assert res.results["dns"] == "10.0.0.1"
 
 
-PAP_CONFIG = {"ppp": {"auth": {"method": "pap", "users": {"alice": "wonderland"}}}}
 CHAP_CONFIG = {"ppp": {"auth": {"method": "chap", "users": {"alice": "wonderland"}, "chap_rechallenge_interval": 2}}}
 
 

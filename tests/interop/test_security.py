@@ -17,7 +17,7 @@ import pytest
 
 import rig
 from pyslirp_proc import PyslirpProcess
-from test_monitoring import scrape, total
+from metrics_scrape import scrape, total
 from test_ssh import SSHD, privsep_dir, sshd
 
 PPPD = "pppd $PPP_TTY 115200 nodetach local noauth nocrtscts nodefaultroute maxfail 1"
