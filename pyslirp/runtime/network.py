@@ -71,7 +71,10 @@ class LinkNetwork:
         loop = asyncio.get_running_loop()
         self.now = loop.time
         tcp = config.tcp
-        self.relay = UDPRelay(udp_targets(config), self._send_udp, self.now, idle_timeout=config.dns.timeout * 6)
+        self.relay = UDPRelay(
+            udp_targets(config), self._send_udp, self.now, idle_timeout=config.dns.timeout * 6,
+            dns_timeout=config.dns.timeout,
+        )
         self.stack = Stack(
             up.local_ip, up.peer_ip, mtu=up.peer_mru, tcp_config=tcp_config(config, up.peer_mru),
             max_connections=tcp.max_connections, udp_ports=self.relay.ports, wake=wake, line_budget=tcp.line_budget,

@@ -43,3 +43,27 @@ async def test_dns_queries_answers_and_failures_are_counted() -> None:
     assert RELAY_COUNTERS.undeclared(relay.counters) == []
     relay.close()
     transport.close()
+
+
+class Silent(asyncio.DatagramProtocol):
+    """A resolver that never answers."""
+
+
+async def test_dns_queries_in_flight_are_capped_and_unanswered_ones_expire() -> None:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Silent, local_addr=("127.0.0.1", 0))
+    clock = [100.0]
+    relay = UDPRelay({DNS_PORT: transport.get_extra_info("sockname")}, lambda *a: None, lambda: clock[0],
+                     dns_timeout=5.0, max_dns_in_flight=3)
+    for port in range(40000, 40005):
+        relay.datagram(port, DNS_PORT, b"query")
+    assert relay.counters["dns_queries"] == 3 and relay.counters["dropped_dns_in_flight"] == 2
+    clock[0] = 106.0  # past the DNS timeout: the three waiting are failures, room again
+    relay.datagram(40005, DNS_PORT, b"query")
+    assert relay.counters["dns_failures"] == 3 and relay.counters["dns_queries"] == 4
+    relay.sweep_idle(112.0)
+    assert relay.counters["dns_failures"] == 4
+    assert RELAY_COUNTERS.undeclared(relay.counters) == []
+    await asyncio.sleep(0.05)  # let the flows open before closing them
+    relay.close()
+    transport.close()
