@@ -206,6 +206,11 @@ class LCP(OptionHandler):
         log.info("LCP: peer Nak'd authentication %s, now asking %s", current, self._want_auth)
 
     def peer_rejected(self, options: list[Option]) -> None:
+        if self.loop_indications:
+            # §6.4: our own request just came back, so this Reject may be the one we sent in reply
+            # to it (a client's tty echoes for a moment while pppd opens it): keep asking the same.
+            self._loop_indication("Configure-Reject while the line echoes our packets, ignored")
+            return
         for opt_type, _value in options:
             if opt_type == OPT_MRU:
                 self._want_mru = None

@@ -275,3 +275,24 @@ def test_every_lcp_count_is_declared_and_each_of_its_own_happens() -> None:
     counts = lcp.fsm.counters
     assert LCP_COUNTERS.undeclared(counts) == []
     assert set(counts) >= LCP_COUNTERS.all_keys() - FSM_COUNTERS.all_keys()
+
+
+def test_an_echoed_reject_of_our_own_echoed_request_does_not_drop_authentication() -> None:
+    # A client's tty echoes for a moment while pppd opens it: our Configure-Request comes back,
+    # we Reject the authentication it asks of us, and that Reject comes back too.
+    lcp = make(auth_methods=("chap",))
+    lcp.fsm.open(0)
+    lcp.fsm.up(0)
+    (req,) = lcp.fsm.take_packets()
+    lcp.fsm.receive(req, 0)  # our own request, echoed
+    (reject,) = lcp.fsm.take_packets()
+    assert reject[0] == 4 and parse_options(reject[4:])[0][0] == 3  # we Reject its auth option
+    lcp.fsm.receive(reject, 0)  # the echo of our Reject, with our request's identifier
+    (again,) = lcp.fsm.take_packets()
+    assert dict(parse_options(again[4:]))[3] == bytes.fromhex("c22305")  # still asking for CHAP
+    assert lcp.loop_indications == 2 and not lcp.loopback_detected
+    # The real peer then asks with its own magic and Acks ours: authentication stays required.
+    lcp.fsm.receive(build_packet(1, 0x10, build_options([(5, MAGIC_PEER.to_bytes(4, "big"))])), 0)
+    lcp.fsm.receive(build_packet(2, again[1], again[4:]), 0)
+    assert lcp.fsm.state is State.OPENED and lcp.auth_method == "chap"
+    assert lcp.loop_indications == 0
