@@ -60,12 +60,15 @@ async def test_metrics_agree_with_a_download_and_status_shows_the_open_connectio
         async with PyslirpProcess(config, debug=False) as server:
             # The download, then a connection held open (nc reads from a sleep that never writes).
             script = DIAL.format(pppd=PPPD, body="""
+sleep 3
 wget -q -O /tmp/blob http://10.0.0.1/blob; result wget $?
 result sha "$(sha256sum /tmp/blob | cut -d' ' -f1)"
 (sleep 600 | nc 10.0.0.1 80 > /dev/null) &
 result holding 1
 """)
             async with rig.VM(rig_image, script, line_port=server.port, timeout=240, accel=rig_accel) as vm:
+                assert await vm.wait_result("up", timeout=120) == "1", vm.console_lines[-40:]
+                at_link_up = await scrape(metrics_port)  # the guest waits 3 s before the download
                 assert await vm.wait_result("holding", timeout=180) == "1", vm.console_lines[-40:]
                 assert vm.results["wget"] == "0" and vm.results["sha"] == sha(blob)
                 for _ in range(50):  # the download's connection leaves TIME-WAIT (2 s)
@@ -93,9 +96,12 @@ result holding 1
     )
     assert len(blob) / 1460 <= data_frames < len(blob) / 1460 * 1.2 + 200
     assert data_frames < total(metrics, "pyslirp_scheduler_frames_sent_total") < data_frames + 50
-    # What came from the client (ACKs, the requests): every frame intact and delivered.
+    # What came from the client (ACKs, the requests): every frame intact and delivered. While pppd
+    # opens its tty, the tty may echo a frame of ours back mangled (a loop indication, then a bad
+    # FCS): such drops belong to negotiation, and none may happen once the link is up.
     assert total(metrics, "pyslirp_deframer_frames_ok_total") == total(metrics, "pyslirp_link_rx_frames_total") > 0
-    assert total(metrics, "pyslirp_deframer_frames_dropped_total") == 0
+    dropped = total(metrics, "pyslirp_deframer_frames_dropped_total")
+    assert dropped == total(at_link_up, "pyslirp_deframer_frames_dropped_total") <= 2
     assert total(metrics, "pyslirp_link_up") == 1 and total(metrics, "pyslirp_link_ups_total") == 1
 
     assert status.returncode == 0, status.stderr
