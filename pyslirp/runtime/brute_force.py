@@ -34,12 +34,13 @@ from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver
 log = logging.getLogger("pyslirp.security")
 
 MAX_BLOCK = 86400.0
+MAX_TRACKED = 1024  # keys with recent failures before the stale ones are swept
 
 
 @dataclass
 class _Block:
     until: float
-    count: int  # blocks of this address so far: the next one lasts twice as long
+    count: int  # blocks of this address in a row so far: the next one lasts twice as long
 
 
 class BruteForceGuard(GatewayObserver):
@@ -64,7 +65,8 @@ class BruteForceGuard(GatewayObserver):
         # Keyed by the client's address (the services) or the line's name (PPP logins).
         self._failures: dict[IPv4Address | str, deque[float]] = {}
         self._blocks: dict[IPv4Address | str, _Block] = {}
-        self._history: dict[IPv4Address | str, int] = {}
+        #: the last block of each key that had one within MAX_BLOCK seconds (for the doubling)
+        self._history: dict[IPv4Address | str, _Block] = {}
 
     @classmethod
     def from_config(
@@ -75,13 +77,15 @@ class BruteForceGuard(GatewayObserver):
         clock: Callable[[], float],
         **hooks: Callable[..., object],
     ) -> BruteForceGuard:
-        ports = [port for port, service in services.items() if service.is_auth_service(port)]
+        ports = [
+            port for port, service in services.items() if service.protocol == "tcp" and service.is_auth_service(port)
+        ]
         return cls(settings, ports, allowlist, clock, **hooks)
 
     # -- the admission check ----------------------------------------------------------------------
 
     def check(self, flow: Flow, admitted: Admitted, now: float) -> str | None:
-        if admitted.port not in self.auth_ports:
+        if flow.protocol != "tcp" or admitted.port not in self.auth_ports:
             return None
         block = self._blocks.get(flow.client[0])
         if block is None:
@@ -94,7 +98,7 @@ class BruteForceGuard(GatewayObserver):
     # -- what the observers hear ----------------------------------------------------------------
 
     def connection_closed(self, flow: Flow, summary: ConnectionSummary) -> None:
-        if flow.reverse or flow.destination[1] not in self.auth_ports:
+        if flow.reverse or flow.protocol != "tcp" or flow.destination[1] not in self.auth_ports:
             return
         if summary.duration < self.settings.short_connection:
             self.failed_login(flow.client[0], flow.service, self.clock())
@@ -108,6 +112,8 @@ class BruteForceGuard(GatewayObserver):
         within the window."""
         if key in self._blocks or (isinstance(key, IPv4Address) and any(key in net for net in self.allowlist)):
             return
+        if len(self._failures) >= MAX_TRACKED:
+            self._forget_old_failures(now)
         failures = self._failures.setdefault(key, deque())
         failures.append(now)
         while failures and failures[0] <= now - self.settings.window:
@@ -116,11 +122,19 @@ class BruteForceGuard(GatewayObserver):
             del self._failures[key]
             self._block(key, service, now)
 
+    def _forget_old_failures(self, now: float) -> None:
+        """Drop the keys whose failures are all past the window (memory stays bounded however
+        many client addresses fail once)."""
+        horizon = now - self.settings.window
+        for key, failures in list(self._failures.items()):
+            if failures[-1] <= horizon:
+                del self._failures[key]
+
     def _block(self, key: IPv4Address | str, service: str, now: float) -> None:
-        count = self._history.get(key, 0) + 1
-        self._history[key] = count
+        last = self._history.get(key)
+        count = last.count + 1 if last is not None and now - last.until < MAX_BLOCK else 1
         duration = min(self.settings.block_time * 2 ** (count - 1), MAX_BLOCK)
-        self._blocks[key] = _Block(now + duration, count)
+        self._blocks[key] = self._history[key] = _Block(now + duration, count)
         settings = self.settings
         if isinstance(key, str):
             log.warning("blocked logins on %s for %.0f s: %d failed within %.0f s",
@@ -146,7 +160,10 @@ class BruteForceGuard(GatewayObserver):
         return min((block.until for block in self._blocks.values()), default=None)
 
     def expire(self, now: float) -> None:
-        """End every block that is due."""
+        """End every block that is due, and forget the blocks that no longer double the next."""
+        for key, block in list(self._history.items()):
+            if now - block.until >= MAX_BLOCK:
+                del self._history[key]
         for key, block in list(self._blocks.items()):
             if now >= block.until:
                 del self._blocks[key]

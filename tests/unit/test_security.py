@@ -23,7 +23,7 @@ from pyslirp.net import tcp  # noqa: E402
 from pyslirp.ppp.link import AuthFailed  # noqa: E402
 from pyslirp.runtime.admission import Admission, Admitted, Refused  # noqa: E402
 from pyslirp.runtime.audit import AuditLog  # noqa: E402
-from pyslirp.runtime.brute_force import BruteForceGuard  # noqa: E402
+from pyslirp.runtime.brute_force import MAX_BLOCK, MAX_TRACKED, BruteForceGuard  # noqa: E402
 from pyslirp.runtime.observers import ConnectionSummary, Flow, Observers  # noqa: E402
 from pyslirp.runtime.server import Server  # noqa: E402
 from pyslirp.runtime.security import ConnectionRate, PortPolicy, TokenBucket, security_pipeline  # noqa: E402
@@ -223,6 +223,42 @@ def test_a_block_expires_and_a_repeat_lasts_twice_as_long() -> None:
     # An admission check after the end of a block ends it too (no timer needed).
     assert isinstance(admission.admit(ssh_flow(), 400.0), Admitted)
     assert records[-1][0] == "unblocked"
+
+
+def test_a_block_a_day_after_the_last_one_starts_again_at_block_time() -> None:
+    clock, records = Clock(), []
+    guard, _ = guard_for(clock, records)
+    for start in (0.0, 200.0):  # the second block doubles
+        clock.now = start
+        for _ in range(3):
+            guard.connection_closed(ssh_flow(), short())
+        guard.expire(clock.now + 1000)
+    assert [fields["duration_s"] for event, fields in records if event == "blocked"] == [100.0, 200.0]
+    clock.now = 400.0 + MAX_BLOCK  # a day after the second block ended: forgotten
+    guard.expire(clock.now)
+    for _ in range(3):
+        guard.connection_closed(ssh_flow(), short())
+    assert records[-1] == ("blocked", {"src": "10.0.0.2", "service": "ssh", "reason": "brute_force",
+                                       "duration_s": 100.0})
+
+
+def test_many_addresses_failing_once_are_forgotten_after_the_window() -> None:
+    clock, records = Clock(), []
+    guard, _ = guard_for(clock, records)
+    for n in range(MAX_TRACKED):
+        guard.connection_closed(ssh_flow(client=str(IPv4Address("10.1.0.0") + n)), short())
+    clock.now = 61.0  # past the window: one more failure sweeps the stale ones
+    guard.connection_closed(ssh_flow(), short())
+    assert len(guard._failures) == 1 and not records
+
+
+def test_udp_flows_pass_the_guard_even_from_a_blocked_client() -> None:
+    clock, records = Clock(), []
+    guard, admission = guard_for(clock, records)
+    for _ in range(3):
+        guard.connection_closed(ssh_flow(), short())
+    assert admission.admit(ssh_flow(), 1.0) == Refused("brute_force")
+    assert guard.check(Flow("test", "udp", (PEER, 1), (LOCAL, 22)), Admitted(ServiceConfig(port=22), 22), 1.0) is None
 
 
 def test_failures_outside_the_window_do_not_add_up() -> None:
