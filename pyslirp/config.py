@@ -191,6 +191,10 @@ class TCPConfig(_Section):
     send_buffer: int = Field(256 * 1024, ge=4096)
     time_wait: float = Field(2.0, ge=0)
     max_connections: int = Field(16384, ge=1)
+    reassembly_memory: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024,
+        description="bytes of out-of-order data all connections of a link may hold together; more is dropped",
+    )
     min_rto: float = Field(0.2, gt=0)
     line_budget: bool = Field(
         True, description="bound bulk data in flight by the line's measured rate, so interactive traffic stays fast"

@@ -10,6 +10,7 @@ from ipaddress import IPv4Network, ip_address
 from pyslirp.config import PyslirpConfig
 
 EVERYONE = IPv4Network("0.0.0.0/0")
+DNS_PORT = 53  # the DNS relay's port, when DNS forwarding is on and no service takes it
 
 
 def _on_loopback(host: str) -> bool:
@@ -44,14 +45,22 @@ def config_warnings(config: PyslirpConfig) -> list[str]:
         )
     security = config.security
     blocked = set(security.blocked_ports)
+    udp_53 = config.services.get(DNS_PORT)
+    dns_relayed = config.dns.enabled and (udp_53 is None or udp_53.protocol != "udp")
     if security.allowed_ports is not None:
         allowed = set(security.allowed_ports)
         if tcp_services and not allowed & set(tcp_services):
             warnings.append("security.allowed_ports allows none of the enabled services: every connection is refused")
-        for port in sorted(allowed - set(config.services)):
+        for port in sorted(allowed - set(config.services) - ({DNS_PORT} if dns_relayed else set())):
             warnings.append(f"security.allowed_ports lists {port}, which no service maps")
+        if dns_relayed and DNS_PORT not in allowed:
+            warnings.append(
+                f"security.allowed_ports does not list {DNS_PORT}: the DNS relay (dns.enabled) refuses every query"
+            )
         for port in sorted(allowed & blocked):
             warnings.append(f"security.allowed_ports and security.blocked_ports both list {port}: it is blocked")
+    if DNS_PORT in blocked and dns_relayed:
+        warnings.append(f"security.blocked_ports lists {DNS_PORT}: the DNS relay (dns.enabled) refuses every query")
     if tcp_services and set(tcp_services) <= blocked:
         warnings.append("security.blocked_ports blocks every enabled service: every connection is refused")
     brute_force = security.brute_force

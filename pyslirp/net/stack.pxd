@@ -10,14 +10,14 @@ from pyslirp.net.tcp cimport TCPConnection
 cdef class Stack:
     cdef public bytes local, peer
     cdef public int mtu, max_connections
-    cdef public object tcp_config, udp_ports, wake, counters, tcp_counters, budget
+    cdef public object tcp_config, udp_ports, wake, counters, tcp_counters, budget, reassembly
     cdef public tuple allowed_sources
     cdef public object _fragments, _timer_seq, _ephemeral
     cdef public list _output, _events, _timers
     cdef public int _ident
     cdef public bytes _isn_secret
     cdef public dict connections, _dirty, _scheduled
-    cdef public double _now
+    cdef public double _now, _icmp_tokens, _icmp_updated
 
     @cython.locals(conn=TCPConnection)
     cdef void _tcp(self, IPv4Header header, object packet, object payload, double now)

@@ -35,9 +35,15 @@ from pyslirp.net.tcp_types import (
     isn,
     reset_for_segment,
 )
+from pyslirp.net.tcp_receive import ReassemblyPool
 from pyslirp.net.tcp_segment import parse_segment
 
 FRAGMENT_BYTES = 256 * 1024
+REASSEMBLY_BYTES = 4 * 1024 * 1024
+#: ICMP errors we send (unreachables) a second, and at once (RFC 1812 §4.3.2.8: rate-limit them):
+#: a port scan must not turn into as many errors on a slow line.
+ICMP_ERROR_RATE = 10.0
+ICMP_ERROR_BURST = 20
 FRAGMENT_TIMEOUT = 30.0  # RFC 1122 §3.3.2 recommends 60-120 s; a serial line needs less
 IP_TCP_HEADERS = 40
 
@@ -56,6 +62,8 @@ STACK_COUNTERS = CounterSet("stack", [
     CounterSpec("icmp_echo", "ICMP echo requests answered"),
     CounterSpec("icmp_ignored", "ICMP messages other than echo requests, ignored"),
     ICMP_DROP,
+    CounterSpec("icmp_errors_sent", "ICMP errors (destination unreachable) sent to the client"),
+    CounterSpec("icmp_errors_ratelimited", "ICMP errors not sent: more than ICMP_ERROR_RATE a second"),
     CounterSpec("tcp_drop", "TCP segments dropped before reaching a connection", reasons=("malformed",)),
     CounterSpec("tcp_rst_no_connection", "TCP segments for no connection, answered with RST"),
     CounterSpec("tcp_refused_table_full", "SYNs refused because the connection table is full"),
@@ -86,11 +94,14 @@ class ConnectionEvent:
 
 @dataclass(frozen=True, slots=True)
 class UDPDatagram:
-    """A UDP datagram for one of the ports we serve."""
+    """A UDP datagram for one of the ports we serve; ``packet`` is the whole IP datagram (for an
+    ICMP error quoting it, :meth:`Stack.refuse_udp`)."""
 
+    src: bytes
     src_port: int
     dst_port: int
     payload: bytes
+    packet: bytes
 
 
 StackEvent = Union[ConnectionRequest, ConnectionEvent, UDPDatagram]
@@ -121,6 +132,7 @@ class Stack:
         wake: Callable[[], None] = lambda: None,
         line_budget: bool = False,
         allowed_sources: Sequence[IPv4Network] = (),
+        reassembly_bytes: int = REASSEMBLY_BYTES,
     ) -> None:
         self.local = local_ip.packed
         self.peer = peer_ip.packed
@@ -134,6 +146,8 @@ class Stack:
         self.counters: Counter[str] = Counter()
         self.tcp_counters: Counter[str] = Counter()
         self._fragments = FragmentReassembler(FRAGMENT_BYTES, FRAGMENT_TIMEOUT)
+        #: out-of-order TCP octets held by all the connections together, and their bound
+        self.reassembly = ReassemblyPool(reassembly_bytes)
         self._output: list[tuple[bytes, bool]] = []
         self._events: list[StackEvent] = []
         self._ident = 0
@@ -148,6 +162,8 @@ class Stack:
         #: bulk bytes in flight, shared by every connection (None: unbounded, as in unit tests)
         self.budget: LineBudget | None = LineBudget(self.tcp_config.mss) if line_budget else None
         self._now = 0.0
+        self._icmp_tokens = float(ICMP_ERROR_BURST)
+        self._icmp_updated = 0.0
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -227,6 +243,7 @@ class Stack:
             seg, header.dst, header.src, iss=iss, config=self.tcp_config, now=now, counters=self.tcp_counters
         )
         conn.budget = self.budget
+        conn.receiver.pool = self.reassembly
         conn.on_change = self.changed
         self.connections[key] = conn
         self._events.append(ConnectionRequest(conn, header.dst, seg.dst_port))
@@ -247,7 +264,7 @@ class Stack:
             self._send_unreachable(icmp.PORT_UNREACHABLE, header, packet)
             return
         self.counters["udp_in"] += 1
-        self._events.append(UDPDatagram(sport, dport, data))
+        self._events.append(UDPDatagram(header.src, sport, dport, data, packet))
 
     def _no_route(self, header: ipv4.IPv4Header, packet: bytes, payload: bytes) -> None:
         """What a router with no route sends (RFC 1812 §5.2.7): net unreachable (TCP is routed
@@ -281,16 +298,24 @@ class Stack:
             counters=self.tcp_counters,
         )
         conn.budget = self.budget
+        conn.receiver.pool = self.reassembly
         conn.on_change = self.changed
         self.connections[key] = conn
         conn.connect(now)
         return conn
 
-    def send_udp(self, src_port: int, dst_port: int, payload: bytes) -> None:
-        """A UDP datagram from our ``src_port`` to the client."""
+    def send_udp(self, src_port: int, dst_port: int, payload: bytes, dst: bytes | None = None) -> None:
+        """A UDP datagram from our ``src_port`` to the client (or to ``dst``, a host it routes)."""
+        dst = self.peer if dst is None else dst
         self.counters["udp_out"] += 1
-        self._emit(self.peer, ipv4.PROTO_UDP, udp.build(self.local, self.peer, src_port, dst_port, payload),
-                   interactive=True)
+        self._emit(dst, ipv4.PROTO_UDP, udp.build(self.local, dst, src_port, dst_port, payload), interactive=True)
+        self.wake()
+
+    def refuse_udp(self, datagram: UDPDatagram) -> None:
+        """The runtime refused the flow ``datagram`` opens: port unreachable, as for a port we do
+        not serve (RFC 1122 §4.1.3.1)."""
+        packet = datagram.packet
+        self._send_unreachable(icmp.PORT_UNREACHABLE, ipv4.parse(packet), packet)
         self.wake()
 
     def events(self) -> list[StackEvent]:
@@ -337,6 +362,16 @@ class Stack:
     def _send_unreachable(
         self, code: int, header: ipv4.IPv4Header, packet: bytes, source: bytes | None = None
     ) -> None:
+        # A token bucket (RFC 1812 §4.3.2.8), refilled by the time of the datagram being answered.
+        now = self._now
+        if now > self._icmp_updated:
+            self._icmp_tokens = min(ICMP_ERROR_BURST, self._icmp_tokens + (now - self._icmp_updated) * ICMP_ERROR_RATE)
+            self._icmp_updated = now
+        if self._icmp_tokens < 1.0:
+            self.counters["icmp_errors_ratelimited"] += 1
+            return
+        self._icmp_tokens -= 1.0
+        self.counters["icmp_errors_sent"] += 1
         message = icmp.unreachable(code, packet, header.header_length)
         self._emit(header.src, ipv4.PROTO_ICMP, message, interactive=True, source=source)
 

@@ -5,9 +5,15 @@ cimport cython
 
 
 @cython.final
+cdef class ReassemblyPool:
+    cdef public long long limit, held
+
+
+@cython.final
 cdef class Receiver:
     cdef public long long irs, rcv_nxt, rcv_adv, size, cap, sws, mss, rcv_mss, unacked
-    cdef public long long last_ack_sent
+    cdef public long long last_ack_sent, pool_charged
+    cdef public ReassemblyPool pool
     cdef public int rcv_wscale, challenge_ack_limit, _chal_n
     cdef public bytearray buf
     cdef public object ooo, delack_at, _ctr
@@ -23,7 +29,7 @@ cdef class Receiver:
     cpdef object cut_to_window(self, long long seq, object payload)
     @cython.locals(rcv_nxt=cython.longlong, plen=Py_ssize_t, delivered=cython.longlong)
     cpdef long long take_in_order(self, object payload, bint fin)
-    @cython.locals(plen=Py_ssize_t, over=cython.longlong, stored=cython.longlong)
+    @cython.locals(plen=Py_ssize_t, over=cython.longlong, stored=cython.longlong, pool=ReassemblyPool)
     cpdef void hold(self, long long seq, object payload, bint fin)
     cpdef void delay_ack(self, double now)
     cpdef void ack_sent(self, bint sack_complete)
@@ -41,3 +47,5 @@ cdef class Receiver:
     cpdef long long sack_option_size(self, int max_blocks)
     cpdef bytes sack_option(self, long long max_blocks)
     cdef void _count(self, str name, long long n)
+    @cython.locals(held=cython.longlong)
+    cdef void _charge_pool(self)

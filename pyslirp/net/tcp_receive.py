@@ -8,6 +8,12 @@ the receive buffer minus the scaling granularity, so in-order plus out-of-order 
 exceed the buffer (RCV.NXT + RCV.WND never moves left: see :meth:`Receiver.window_field`).
 
 Sequence numbers are the connection's unwrapped ones; the reassembly queue works modulo 2^32.
+
+Out-of-order octets of all the connections of a stack are bounded together too
+(:class:`ReassemblyPool`): a client that opens many connections and leaves a hole in each cannot
+make the gateway hold every receive buffer's worth. Past the bound, a new out-of-order segment is
+dropped and counted (the sender retransmits it); in-order data is never refused by it, so an
+established connection always makes progress.
 """
 
 from __future__ import annotations
@@ -20,6 +26,14 @@ from pyslirp.net.tcp_types import MASK, TCPConfig
 
 _U32PAIR = struct.Struct("!II")
 _SACK_OPTION = b"\x01\x01\x05"          # NOP NOP SACK (RFC 2018 §3), then length and blocks
+
+
+class ReassemblyPool:
+    """Out-of-order octets held by every connection of a stack, and their bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
 
 
 class Receiver:
@@ -45,6 +59,10 @@ class Receiver:
         #: out-of-order octets (and a FIN beyond a hole)
         self.ooo = SegmentQueue(rcv_buf)
         self.ooo_used = False
+        #: the stack's bound of held out-of-order octets (None: this queue's own bound only)
+        self.pool: Optional[ReassemblyPool] = None
+        #: octets of ``ooo`` counted in the pool
+        self.pool_charged = 0
         self.fin_rcvd = False
         #: the largest segment received, for "every second full-sized segment" (RFC 5681 §4.2)
         self.rcv_mss = min(mss, 536)
@@ -146,6 +164,8 @@ class Receiver:
                     fin = True
                 self.ack_now = True             # filled (part of) a gap: RFC 5681 §4.2
             self.ooo_used = self.ooo.bytes_held > 0 or self.ooo.fin_seq is not None
+            if self.pool is not None:
+                self._charge_pool()
         self.unacked += delivered
         if fin:
             rcv_nxt += 1
@@ -158,6 +178,11 @@ class Receiver:
         """Out-of-order text: hold it, ACK at once with SACK (RFC 5681 §4.2, RFC 2018 §4)."""
         ooo = self.ooo
         plen = len(payload)
+        pool = self.pool
+        if pool is not None and pool.held + plen > pool.limit:
+            self._count("ooo_memory_dropped", plen)
+            self.ack_now = True                 # the duplicate ACK tells the sender what is missing
+            return
         over = ooo.dropped_bytes
         stored = ooo.insert(seq & MASK, payload, self.rcv_nxt & MASK, fin)
         if stored < plen:
@@ -168,6 +193,14 @@ class Receiver:
                 self._count("ooo_duplicate", plen - stored - over)
         self.ooo_used = True
         self.ack_now = True
+        if pool is not None:
+            self._charge_pool()
+
+    def _charge_pool(self) -> None:
+        """Bring the pool's count of our held octets up to date."""
+        held = self.ooo.bytes_held
+        self.pool.held += held - self.pool_charged
+        self.pool_charged = held
 
     def delay_ack(self, now: float) -> None:
         """An ACK is owed, but may wait for the delayed-ACK time."""
@@ -204,6 +237,8 @@ class Receiver:
         self.ooo_used = False
         self.ack_now = False
         self.delack_at = None
+        if self.pool is not None:
+            self._charge_pool()
 
     # ------------------------------------------------------------------ what we advertise
 

@@ -241,6 +241,7 @@ TCP_COUNTERS = CounterSet("tcp", [
                 prefix="", reasons=(
                     "data_beyond_window",  # past the advertised window
                     "ooo_dropped",         # over the reassembly bound
+                    "ooo_memory_dropped",  # over the bound of all connections' held octets
                     "ooo_duplicate",       # out-of-order octets already held
                 )),
     CounterSpec("segment_parts_ignored", "parts of segments ignored, by reason", prefix="",

@@ -1,20 +1,25 @@
 """Admission: the one place that decides whether a new flow of the client's may proceed.
 
-Every new TCP connection passes :meth:`Admission.admit` before any host socket is opened. The
-decision runs in a fixed order:
+Every new flow of the client's passes :meth:`Admission.admit` before any host socket is opened:
+a TCP connection (the service proxy asks at its SYN) and a UDP flow (the UDP relay asks at its
+first datagram; a flow is one client address and port to one of our ports). The decision runs
+in a fixed order:
 
 1. **route** — the destination: a flow to our own address goes to the service mapped on its
-   port (refused ``no_service`` if none, ``service_disabled`` if switched off); a flow to any
-   other address is refused ``no_route`` (outbound routing is not configured);
+   port for its protocol — UDP services, and the DNS relay at port 53 — (refused ``no_service``
+   if none, ``service_disabled`` if switched off); a flow to any other address is refused
+   ``no_route`` (outbound routing is not configured);
 2. **checks** — each :class:`AdmissionCheck` in order: the service's ``max_connections``
-   (``service_full``), the connects still in progress, per service (``max_pending``) and in all
-   (``security.max_pending``), refused ``pending_cap`` — a SYN flood from the client must not
-   become a connect flood on the host — then the ``security`` section's
-   (:mod:`pyslirp.runtime.security`); the first refusal wins.
+   (``service_full``; for UDP, its flows), the TCP connects still in progress, per service
+   (``max_pending``) and in all (``security.max_pending``), refused ``pending_cap`` — a SYN flood
+   from the client must not become a connect flood on the host — then the ``security``
+   section's (:mod:`pyslirp.runtime.security`); the first refusal wins. A check that concerns
+   TCP only (pending connects, short-connection brute force) lets UDP flows pass.
 
 A refusal is cheap: no socket, no task; the caller counts it by reason (:data:`REFUSED`),
-publishes it to the observers and answers the client (RST). What is admitted is accounted here
-until :meth:`Admission.closed`, which is what the capacity check reads.
+publishes it to the observers and answers the client (TCP: RST; UDP: ICMP port unreachable).
+What is admitted is accounted here until :meth:`Admission.closed`, which is what the capacity
+check reads.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ REFUSED = CounterSpec(
     "refused",
     "new connections refused before a host socket was opened, by reason",
     reasons=("no_service", "service_disabled", "no_route", "service_full", "port_blocked", "port_not_allowed",
-             "rate_limit", "brute_force", "pending_cap", "denied_by_extension", "admission_error"),
+             "rate_limit", "brute_force", "pending_cap", "flow_cap", "denied_by_extension", "admission_error"),
 )
 
 
@@ -47,6 +52,11 @@ class Admitted:
     def label(self) -> str:
         """The service's name in flows, logs and metrics: its ``name``, or ``port N``."""
         return self.service.name or f"port {self.port}"
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(protocol, our port): what the accounting is kept by (TCP and UDP may share a port)."""
+        return self.service.protocol, self.port
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,24 +75,26 @@ class AdmissionCheck(Protocol):
 class ServiceCapacity:
     """A service's ``max_connections``: refused ``service_full`` when that many are open."""
 
-    def __init__(self, active: Mapping[int, int]) -> None:
+    def __init__(self, active: Mapping[tuple[str, int], int]) -> None:
         self._active = active
 
     def check(self, flow: Flow, admitted: Admitted, now: float) -> str | None:
-        if self._active.get(admitted.port, 0) >= admitted.service.max_connections:
+        if self._active.get(admitted.key, 0) >= admitted.service.max_connections:
             return "service_full"
         return None
 
 
 class PendingConnects:
-    """Connects to services still in progress: at most ``max_pending`` per service and ``total``."""
+    """TCP connects to services still in progress: at most ``max_pending`` per service and ``total``."""
 
-    def __init__(self, pending: Mapping[int, int], total: int) -> None:
+    def __init__(self, pending: Mapping[tuple[str, int], int], total: int) -> None:
         self._pending = pending
         self.total = total
 
     def check(self, flow: Flow, admitted: Admitted, now: float) -> str | None:
-        if self._pending.get(admitted.port, 0) >= admitted.service.max_pending:
+        if flow.protocol != "tcp":
+            return None
+        if self._pending.get(admitted.key, 0) >= admitted.service.max_pending:
             return "pending_cap"
         if sum(self._pending.values()) >= self.total:
             return "pending_cap"
@@ -90,7 +102,10 @@ class PendingConnects:
 
 
 class Admission:
-    """Routes and checks the client's new TCP flows (see the module docstring for the order)."""
+    """Routes and checks the client's new flows (see the module docstring for the order).
+
+    ``services`` are the configured ones by our port; ``relays`` adds UDP targets that are not
+    services of the configuration (the DNS relay at port 53)."""
 
     def __init__(
         self,
@@ -98,13 +113,18 @@ class Admission:
         local_ip: IPv4Address,
         checks: Sequence[AdmissionCheck] = (),
         max_pending: int = 64,
+        relays: Mapping[int, ServiceConfig] | None = None,
     ) -> None:
-        self.services = services
         self.local_ip = local_ip
-        #: our port -> admitted flows still open
-        self.active: Counter[int] = Counter()
-        #: our port -> admitted flows whose service has not accepted yet
-        self.pending: Counter[int] = Counter()
+        #: (protocol, our port) -> the service there
+        self.routes: dict[tuple[str, int], ServiceConfig] = {
+            ("udp", port): service for port, service in (relays or {}).items()
+        }
+        self.routes.update(((service.protocol, port), service) for port, service in services.items())
+        #: (protocol, our port) -> admitted flows still open
+        self.active: Counter[tuple[str, int]] = Counter()
+        #: (protocol, our port) -> admitted TCP flows whose service has not accepted yet
+        self.pending: Counter[tuple[str, int]] = Counter()
         self.checks: tuple[AdmissionCheck, ...] = (
             ServiceCapacity(self.active), PendingConnects(self.pending, max_pending), *checks
         )
@@ -117,33 +137,35 @@ class Admission:
             reason = check.check(flow, decision, now)
             if reason is not None:
                 return Refused(reason)
-        self.active[decision.port] += 1
-        self.pending[decision.port] += 1
+        self.active[decision.key] += 1
+        if flow.protocol == "tcp":
+            self.pending[decision.key] += 1
         return decision
 
     def connected(self, admitted: Admitted) -> None:
-        """The service accepted a flow ``admit`` let through."""
-        _decrement(self.pending, admitted.port)
+        """The service accepted a TCP flow ``admit`` let through."""
+        _decrement(self.pending, admitted.key)
 
-    def closed(self, admitted: Admitted, connected: bool) -> None:
-        """A flow ``admit`` let through has ended (``connected``: after its service accepted)."""
-        _decrement(self.active, admitted.port)
+    def closed(self, admitted: Admitted, connected: bool = True) -> None:
+        """A flow ``admit`` let through has ended (``connected``: a UDP flow, or a TCP flow
+        after its service accepted)."""
+        _decrement(self.active, admitted.key)
         if not connected:
-            _decrement(self.pending, admitted.port)
+            _decrement(self.pending, admitted.key)
 
     def _route(self, flow: Flow) -> Decision:
         address, port = flow.destination
         if address != self.local_ip:
             return Refused("no_route")
-        service = self.services.get(port)
-        if service is None or service.protocol != "tcp":
+        service = self.routes.get((flow.protocol, port))
+        if service is None:
             return Refused("no_service")
         if not service.enabled:
             return Refused("service_disabled")
         return Admitted(service, port)
 
 
-def _decrement(counts: Counter[int], port: int) -> None:
-    counts[port] -= 1
-    if counts[port] <= 0:
-        del counts[port]
+def _decrement(counts: Counter[tuple[str, int]], key: tuple[str, int]) -> None:
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]

@@ -20,13 +20,13 @@ from pyslirp.net.line_budget import BUDGET_COUNTERS
 from pyslirp.net.stack import STACK_COUNTERS, ConnectionEvent, ConnectionRequest, Stack, UDPDatagram
 from pyslirp.net.tcp_types import TCP_COUNTERS
 from pyslirp.ppp.link import LinkUp
-from pyslirp.runtime.admission import AdmissionCheck
+from pyslirp.runtime.admission import Admission, AdmissionCheck
 from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.observers import GatewayObserver
 from pyslirp.runtime.pipe import Pipe
 from pyslirp.runtime.proxy import PROXY_COUNTERS, ServiceProxy
 from pyslirp.runtime.settings import tcp_config
-from pyslirp.runtime.udp_relay import DNS_PORT, RELAY_COUNTERS, UDPRelay, parse_upstream, system_resolver
+from pyslirp.runtime.udp_relay import RELAY_COUNTERS, UDPRelay, dns_relay, udp_ports
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +35,6 @@ SWEEP_INTERVAL = 5.0
 DISPATCH_COUNTERS = CounterSet("dispatch", [
     CounterSpec("handler_errors", "stack events whose handler raised (the connection was reset)"),
 ])
-
-
-def udp_targets(config: PyslirpConfig) -> dict[int, tuple[str, int]]:
-    """Our UDP ports and where they are relayed: UDP services, and DNS to the upstream."""
-    targets = {
-        port: (service.host, service.port)
-        for port, service in config.services.items()
-        if service.protocol == "udp" and service.enabled
-    }
-    if config.dns.enabled and DNS_PORT not in targets:
-        upstream = parse_upstream(config.dns.upstream) if config.dns.upstream else system_resolver()
-        if upstream is None:
-            log.warning("DNS forwarding off: no upstream configured and no nameserver in /etc/resolv.conf")
-        else:
-            targets[DNS_PORT] = upstream
-    return targets
 
 
 class LinkNetwork:
@@ -71,18 +55,21 @@ class LinkNetwork:
         loop = asyncio.get_running_loop()
         self.now = loop.time
         tcp = config.tcp
-        self.relay = UDPRelay(
-            udp_targets(config), self._send_udp, self.now, idle_timeout=config.dns.timeout * 6,
-            dns_timeout=config.dns.timeout,
-        )
+        relays = dns_relay(config)
         self.stack = Stack(
             up.local_ip, up.peer_ip, mtu=up.peer_mru, tcp_config=tcp_config(config, up.peer_mru),
-            max_connections=tcp.max_connections, udp_ports=self.relay.ports, wake=wake, line_budget=tcp.line_budget,
-            allowed_sources=config.security.allowed_sources,
+            max_connections=tcp.max_connections, udp_ports=udp_ports(config, relays), wake=wake,
+            line_budget=tcp.line_budget, allowed_sources=config.security.allowed_sources,
+            reassembly_bytes=tcp.reassembly_memory,
         )
+        #: one pipeline for the link's TCP connections and UDP flows
+        self.admission = Admission(config.services, up.local_ip, checks, config.security.max_pending, relays)
         self.proxy = ServiceProxy(
-            config.services, self.stack, self.now, line=line, observer=observer, checks=checks,
-            max_pending=config.security.max_pending, extension=extension,
+            config.services, self.stack, self.now, self.admission, line=line, observer=observer, extension=extension
+        )
+        self.relay = UDPRelay(
+            self.admission, self.stack.send_udp, self.stack.refuse_udp, self.now, line=line, observer=observer,
+            extension=extension, idle_timeout=config.dns.timeout * 6, dns_timeout=config.dns.timeout,
         )
         self.counters: Counter[str] = Counter()
         self.registry = registry if registry is not None else CounterRegistry()
@@ -101,9 +88,6 @@ class LinkNetwork:
         self.sweep_interval = min([SWEEP_INTERVAL, *idle_timeouts])
         self._next_sweep = self.now() + self.sweep_interval
 
-    def _send_udp(self, our_port: int, client_port: int, payload: bytes) -> None:
-        self.stack.send_udp(our_port, client_port, payload)
-
     def receive(self, packet: bytes, now: float) -> None:
         self.stack.receive(packet, now)
 
@@ -113,7 +97,7 @@ class LinkNetwork:
                 if isinstance(event, (ConnectionEvent, ConnectionRequest)):
                     self.proxy.handle(event)
                 elif isinstance(event, UDPDatagram):
-                    self.relay.datagram(event.src_port, event.dst_port, event.payload)
+                    self.relay.datagram(event)
             except Exception:
                 # A fault on one connection must not take the link down: log it, reset that one.
                 log.exception("error handling %s", type(event).__name__)

@@ -26,7 +26,6 @@ import functools
 import logging
 import socket
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from typing import Callable
@@ -36,7 +35,7 @@ from pyslirp.config import ServiceConfig
 from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.net import tcp, tcp_types
 from pyslirp.net.stack import ConnectionEvent, ConnectionRequest, Stack
-from pyslirp.runtime.admission import REFUSED, Admission, AdmissionCheck, Admitted, Refused
+from pyslirp.runtime.admission import REFUSED, Admission, Admitted, Refused
 from pyslirp.runtime.connector import ConnectFailed, Connector, ServiceConnector
 from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver
 from pyslirp.runtime.pipe import Pipe
@@ -75,11 +74,10 @@ class ServiceProxy:
         services: dict[int, ServiceConfig],
         stack: Stack,
         now: Callable[[], float],
+        admission: Admission,
         *,
         line: str = "",
         observer: GatewayObserver | None = None,
-        checks: Sequence[AdmissionCheck] = (),
-        max_pending: int = 64,
         extension: Extension | None = None,
     ) -> None:
         self.stack = stack
@@ -88,7 +86,7 @@ class ServiceProxy:
         self.observer = observer if observer is not None else GatewayObserver()
         self.local_ip = IPv4Address(stack.local)
         self.peer_ip = IPv4Address(stack.peer)
-        self.admission = Admission(services, self.local_ip, checks, max_pending)
+        self.admission = admission
         #: the operator's async check (security.admission), awaited before the connect
         self.extension = extension
         self.connectors: dict[int, Connector] = {

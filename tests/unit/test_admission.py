@@ -49,7 +49,7 @@ def test_extra_checks_run_after_the_route_and_may_refuse() -> None:
     assert isinstance(admission.admit(flow(22), 0.0), Admitted)
     odd = Flow("test", "tcp", (PEER, 40001), (LOCAL, 22))
     assert admission.admit(odd, 0.0) == Refused("service_full")
-    assert admission.active[22] == 1  # a refusal is not accounted
+    assert admission.active["tcp", 22] == 1  # a refusal is not accounted
 
 
 async def test_a_loopback_service_connects_within_the_call() -> None:
@@ -86,12 +86,12 @@ def test_connects_in_progress_are_capped_per_service_and_in_all() -> None:
     third = admission.admit(flow(80), 0.0)
     assert admission.admit(flow(80), 0.0) == Refused("pending_cap")  # the gateway's cap
     admission.connected(first)  # accepted: no longer pending, still open
-    assert dict(admission.pending) == {22: 1, 80: 1} and dict(admission.active) == {22: 2, 80: 1}
+    assert dict(admission.pending) == {("tcp", 22): 1, ("tcp", 80): 1} and dict(admission.active) == {("tcp", 22): 2, ("tcp", 80): 1}
     fourth = admission.admit(flow(80), 0.0)
     assert isinstance(fourth, Admitted)
     admission.closed(second, connected=False)  # failed before the service accepted
     admission.closed(first, connected=True)
-    assert dict(admission.pending) == {80: 2} and dict(admission.active) == {80: 2}
+    assert dict(admission.pending) == {("tcp", 80): 2} and dict(admission.active) == {("tcp", 80): 2}
     for decision in (third, fourth):
         assert isinstance(decision, Admitted)
         admission.closed(decision, connected=False)

@@ -38,8 +38,16 @@ def test_security_settings_that_contradict_the_services() -> None:
     assert config_warnings(only_unmapped) == [
         "security.allowed_ports allows none of the enabled services: every connection is refused",
         "security.allowed_ports lists 443, which no service maps",
+        "security.allowed_ports does not list 53: the DNS relay (dns.enabled) refuses every query",
     ]
-    everything_blocked = PyslirpConfig(services=services, security={"blocked_ports": [22, 80], "allowed_ports": [22]})
+    # Port 53 is the DNS relay's: listing it is no mistake while DNS forwarding is on, blocking it is.
+    assert config_warnings(PyslirpConfig(services=services, security={"allowed_ports": [22, 53]})) == []
+    assert config_warnings(PyslirpConfig(services=services, security={"blocked_ports": [53]})) == [
+        "security.blocked_ports lists 53: the DNS relay (dns.enabled) refuses every query",
+    ]
+    everything_blocked = PyslirpConfig(
+        services=services, dns={"enabled": False}, security={"blocked_ports": [22, 80], "allowed_ports": [22]}
+    )
     assert config_warnings(everything_blocked) == [
         "security.allowed_ports and security.blocked_ports both list 22: it is blocked",
         "security.blocked_ports blocks every enabled service: every connection is refused",

@@ -384,3 +384,45 @@ async def test_with_tcp_batch_acks_off_the_line_reader_never_rests() -> None:
         budget.rate, budget.flight = 180_000.0, 1460  # a 16550-like line, a download in flight
         assert (network.read_rest(0.0) > 0) is batch_acks
         network.close()
+
+
+async def test_icmp_errors_are_rate_limited() -> None:
+    from pyslirp.net.stack import ICMP_ERROR_BURST, ICMP_ERROR_RATE
+
+    client = Client({})
+    now = client.loop.time()
+    for port in range(1, 101):  # a port scan, all at once
+        datagram = udp.build(PEER.packed, LOCAL.packed, 5000, port, b"?")
+        client.network.receive(ipv4.build(PEER.packed, LOCAL.packed, ipv4.PROTO_UDP, datagram, port), now)
+    counters = client.network.stack.counters
+    assert counters["udp_drop_port_unreachable"] == 100
+    assert (counters["icmp_errors_sent"], counters["icmp_errors_ratelimited"]) == (ICMP_ERROR_BURST, 100 - ICMP_ERROR_BURST)
+    # A second later the bucket has ICMP_ERROR_RATE tokens again.
+    for port in range(1, 101):
+        datagram = udp.build(PEER.packed, LOCAL.packed, 5000, port, b"?")
+        client.network.receive(ipv4.build(PEER.packed, LOCAL.packed, ipv4.PROTO_UDP, datagram, port), now + 1.0)
+    assert counters["icmp_errors_sent"] == ICMP_ERROR_BURST + ICMP_ERROR_RATE
+    client.close()
+
+
+async def test_a_udp_flow_the_admission_refuses_gets_port_unreachable() -> None:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    client = Client({5353: {"host": "127.0.0.1", "port": port, "protocol": "udp", "max_connections": 1}})
+    for client_port in (6000, 6001):  # the second flow is over the service's limit
+        datagram = udp.build(PEER.packed, LOCAL.packed, client_port, 5353, b"hello")
+        client.network.receive(ipv4.build(PEER.packed, LOCAL.packed, ipv4.PROTO_UDP, datagram, client_port), loop.time())
+    client.touch()
+    await client.until(lambda: bool(client.datagrams))
+    header = ipv4.parse(client.datagrams[0])
+    message = client.datagrams[0][header.header_length :]
+    assert header.protocol == ipv4.PROTO_ICMP and message[:2] == bytes([3, 3])  # port unreachable
+    quoted_header_length = (message[8] & 0x0F) * 4  # the refused datagram's header and first 8 bytes
+    assert message[8 + 9] == ipv4.PROTO_UDP
+    assert int.from_bytes(message[8 + quoted_header_length :][:2], "big") == 6001
+    assert client.network.relay.counters["refused_service_full"] == 1
+    assert client.network.admission.active == {("udp", 5353): 1}
+    client.close()
+    assert not client.network.admission.active  # the link's end closed the flow
+    transport.close()

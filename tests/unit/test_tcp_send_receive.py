@@ -8,7 +8,7 @@ import pytest
 
 from pyslirp.net.tcp_congestion import CA_LOSS, CA_OPEN, CA_RECOVERY, NewReno
 from pyslirp.net.tcp_options import NegotiatedOptions
-from pyslirp.net.tcp_receive import Receiver
+from pyslirp.net.tcp_receive import ReassemblyPool, Receiver
 from pyslirp.net.tcp_rtt import RTTEstimator
 from pyslirp.net.tcp_scoreboard import Scoreboard
 from pyslirp.net.tcp_segment import ACK, FIN, SYN, TCPSegment
@@ -190,6 +190,26 @@ def test_out_of_order_text_is_held_and_joined():
     assert rcv.rcv_nxt == 5001 + 2 * SMSS
     assert not rcv.ooo_used
     assert rcv.read(-1) == DATA[:2 * SMSS]
+
+
+def test_the_pool_bounds_out_of_order_octets_of_all_receivers_together():
+    pool = ReassemblyPool(3 * SMSS)
+    first, second = receiver(), receiver()
+    first.pool = second.pool = pool
+    first.hold(5001 + SMSS, DATA[:2 * SMSS], False)
+    second.hold(5001 + SMSS, DATA[:SMSS], False)
+    assert pool.held == 3 * SMSS
+    # Full: a new out-of-order segment is dropped and counted, and still ACKed (with SACK) at once.
+    second.ack_now = False
+    second.hold(5001 + 3 * SMSS, DATA[:SMSS], False)
+    assert second._ctr["ooo_memory_dropped"] == SMSS and second.ack_now and second.buffered() == SMSS
+    # In-order data is never refused by the pool, and filling the hole frees what was held.
+    assert first.take_in_order(DATA[:SMSS], False) == 3 * SMSS
+    assert pool.held == SMSS
+    second.hold(5001 + 3 * SMSS, DATA[:SMSS], False)
+    assert pool.held == 2 * SMSS
+    second.discard_held()  # the connection closed
+    assert pool.held == 0 and first.pool_charged == second.pool_charged == 0
 
 
 def test_in_order_fin_takes_a_sequence_number():
