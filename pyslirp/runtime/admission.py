@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Protocol
 
@@ -45,18 +45,20 @@ REFUSED = CounterSpec(
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
+    """Where an admitted flow goes: one per route, made when the routes are."""
+
     service: ServiceConfig
     port: int  # our port the service is mapped on
+    #: (protocol, our port): what the accounting is kept by (TCP and UDP may share a port)
+    key: tuple[str, int] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.service.protocol, self.port))
 
     @property
     def label(self) -> str:
         """The service's name in flows, logs and metrics: its ``name``, or ``port N``."""
         return self.service.name or f"port {self.port}"
-
-    @property
-    def key(self) -> tuple[str, int]:
-        """(protocol, our port): what the accounting is kept by (TCP and UDP may share a port)."""
-        return self.service.protocol, self.port
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +118,10 @@ class Admission:
         relays: Mapping[int, ServiceConfig] | None = None,
     ) -> None:
         self.local_ip = local_ip
-        #: (protocol, our port) -> the service there
-        self.routes: dict[tuple[str, int], ServiceConfig] = {
-            ("udp", port): service for port, service in (relays or {}).items()
-        }
-        self.routes.update(((service.protocol, port), service) for port, service in services.items())
+        #: protocol -> our port -> where a flow there goes
+        self.routes: dict[str, dict[int, Admitted]] = {"tcp": {}, "udp": {}}
+        for port, service in [*(relays or {}).items(), *services.items()]:
+            self.routes[service.protocol][port] = Admitted(service, port)
         #: (protocol, our port) -> admitted flows still open
         self.active: Counter[tuple[str, int]] = Counter()
         #: (protocol, our port) -> admitted TCP flows whose service has not accepted yet
@@ -157,12 +158,12 @@ class Admission:
         address, port = flow.destination
         if address != self.local_ip:
             return Refused("no_route")
-        service = self.routes.get((flow.protocol, port))
-        if service is None:
+        route = self.routes[flow.protocol].get(port)
+        if route is None:
             return Refused("no_service")
-        if not service.enabled:
+        if not route.service.enabled:
             return Refused("service_disabled")
-        return Admitted(service, port)
+        return route
 
 
 def _decrement(counts: Counter[tuple[str, int]], key: tuple[str, int]) -> None:
