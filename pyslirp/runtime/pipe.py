@@ -48,6 +48,9 @@ class PipeOwner(Protocol):
 
     def pipe_closed(self, pipe: "Pipe", outcome: str) -> None: ...
 
+    def socket_closed(self, pipe: "Pipe") -> None:
+        """The pipe's host socket is closed (its transport lost the connection)."""
+
 
 class Pipe(asyncio.Protocol):
     """One client connection joined to one host socket (the socket's asyncio protocol)."""
@@ -79,7 +82,12 @@ class Pipe(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.closed:
-            transport.abort()  # the client reset or closed before the socket joined the loop
+            # The client reset or closed before the socket joined the loop. Whoever awaited
+            # create_connection aborts the transport once it has returned, not here: under uvloop
+            # an abort from within connection_made closes the descriptor before the loop has
+            # taken the socket object over, and that object, left holding the number, closes it
+            # again when collected, by then another connection's socket.
+            transport.pause_reading()
             return
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
@@ -113,8 +121,10 @@ class Pipe(asyncio.Protocol):
         return True  # keep our write side open: the client may still send (half-close)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # the transport closes the socket as this returns (asyncio and uvloop alike)
         self.transport = None
         self._host_gone = True
+        self.owner.socket_closed(self)
         if self.closed:
             return
         if exc is not None:

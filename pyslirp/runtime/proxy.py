@@ -96,6 +96,14 @@ class ServiceProxy:
         self.counters: Counter[str] = Counter()
         self._tracked: dict[Pipe, _Tracked] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: pipes with a host socket open (connecting, joining the event loop, or joined). A flow
+        #: holds its admission slot until its socket is closed, not only until the flow ended:
+        #: a transport closes its socket a loop turn or more after the pipe ended (several, for a
+        #: socket still joining the loop), and a slot freed meanwhile let a SYN flood whose
+        #: SYN-ACKs the client resets at once hold up to 1.6 times the sockets the caps allow
+        self._sockets: set[Pipe] = set()
+        #: flows that ended while their socket was still open: released by ``socket_closed``
+        self._closing: dict[Pipe, tuple[Admitted, bool]] = {}
 
     def handle(self, event: object) -> None:
         if isinstance(event, ConnectionEvent):
@@ -133,6 +141,7 @@ class ServiceProxy:
             return
         sock = connector.connect_now()
         if sock is not None:
+            self._sockets.add(pipe)
             self._accepted(pipe)
             loop = asyncio.get_running_loop()
             task = loop.create_task(loop.create_connection(lambda: pipe, sock=sock))
@@ -152,17 +161,22 @@ class ServiceProxy:
             self.admission.connected(tracked.admitted)
         self.observer.connection_opened(tracked.flow)
 
-    def _attached(self, pipe: Pipe, sock: socket.socket, task: asyncio.Task[object]) -> None:
+    def _attached(
+        self, pipe: Pipe, sock: socket.socket, task: asyncio.Task[tuple[asyncio.Transport, asyncio.BaseProtocol]]
+    ) -> None:
         """A socket ``connect_now`` connected has joined the event loop as ``pipe``'s transport,
         or failed to (the socket is closed; the transport detaches it otherwise)."""
-        if task.cancelled():
-            sock.close()
+        if task.cancelled() or task.exception() is not None:
+            try:
+                sock.close()
+            finally:
+                self.socket_closed(pipe)
+            if not task.cancelled():
+                log.info("%s: service socket failed: %s", pipe.label, task.exception())
+                pipe.fail("service_reset")
             return
-        exc = task.exception()
-        if exc is not None:
-            sock.close()
-            log.info("%s: service socket failed: %s", pipe.label, exc)
-            pipe.fail("service_reset")
+        if pipe.closed:  # the flow ended before its socket joined the loop (see Pipe.connection_made)
+            task.result()[0].abort()
 
     async def _decide_then_connect(
         self, pipe: Pipe, connector: Connector, extension: Extension, timeout: float
@@ -177,9 +191,13 @@ class ServiceProxy:
         self._end(pipe, reason)
 
     async def _connect(self, pipe: Pipe, connector: Connector) -> None:
+        self._sockets.add(pipe)  # the connect's socket
         try:
             sock = await connector.connect()
-        except ConnectFailed as exc:
+        except BaseException as exc:  # the connector has closed its socket
+            self.socket_closed(pipe)
+            if not isinstance(exc, ConnectFailed):
+                raise
             log.info("%s: service %s unavailable: %s", pipe.label, connector.describe(), exc.reason)
             self.counters["service_unavailable"] += 1
             if pipe.conn.state == tcp_types.LISTEN:
@@ -188,15 +206,22 @@ class ServiceProxy:
             return
         if pipe.conn.state != tcp_types.LISTEN:  # the client gave up meanwhile
             sock.close()
+            self.socket_closed(pipe)
             self._end(pipe, "client_aborted")
             return
         self._accepted(pipe)
         try:
-            await asyncio.get_running_loop().create_connection(lambda: pipe, sock=sock)
+            transport, _ = await asyncio.get_running_loop().create_connection(lambda: pipe, sock=sock)
         except OSError as exc:
-            sock.close()
+            try:
+                sock.close()
+            finally:
+                self.socket_closed(pipe)
             log.info("%s: service socket failed: %s", pipe.label, exc)
             pipe.fail("service_reset")
+            return
+        if pipe.closed:  # the flow ended before its socket joined the loop (see Pipe.connection_made)
+            transport.abort()
 
     def open_reverse(self, peer_port: int, label: str) -> Pipe:
         """A pipe for a host client of a reverse forward: we open a connection to ``peer_port``."""
@@ -213,6 +238,13 @@ class ServiceProxy:
         self.pipes.pop(pipe.conn, None)
         self._end(pipe, outcome)
 
+    def socket_closed(self, pipe: Pipe) -> None:
+        """``pipe``'s host socket is closed: if its flow has ended, its admission slot is free."""
+        self._sockets.discard(pipe)
+        closing = self._closing.pop(pipe, None)
+        if closing is not None:
+            self.admission.closed(closing[0], connected=closing[1])
+
     def _end(self, pipe: Pipe, outcome: str) -> None:
         tracked = self._tracked.pop(pipe, None)
         if tracked is None:
@@ -220,7 +252,10 @@ class ServiceProxy:
         pipe.closed = True
         self.pipes.pop(pipe.conn, None)
         if tracked.admitted is not None:
-            self.admission.closed(tracked.admitted, connected=tracked.opened)
+            if pipe in self._sockets:
+                self._closing[pipe] = (tracked.admitted, tracked.opened)
+            else:
+                self.admission.closed(tracked.admitted, connected=tracked.opened)
         if tracked.opened:
             summary = ConnectionSummary(
                 outcome, pipe.to_host, pipe.to_client, self.now() - tracked.started, pipe.conn.rtt.smoothed()
@@ -273,3 +308,4 @@ class ServiceProxy:
             pipe.abandon()
             self._end(pipe, "link_down")
         self.pipes.clear()
+        self._closing.clear()  # the link's admission goes with it

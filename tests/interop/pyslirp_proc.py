@@ -113,6 +113,12 @@ class PyslirpProcess:
                 pass
 
     @property
+    def pid(self) -> int:
+        """The server's process id (``python -m pyslirp serve`` itself, no wrapper between)."""
+        assert self._proc is not None, "pyslirp was not started"
+        return self._proc.pid
+
+    @property
     def returncode(self) -> int | None:
         return self._proc.returncode if self._proc else None
 

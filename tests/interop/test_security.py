@@ -6,10 +6,16 @@ opened before the storm keeps answering; short SSH connections get the client bl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
+import os
+import re
 import shutil
+import socket
 import subprocess
+from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
@@ -18,9 +24,13 @@ import pytest
 import rig
 from pyslirp_proc import PyslirpProcess
 from metrics_scrape import scrape, total
+from test_data_path import FileServer, sha
 from test_ssh import SSHD, privsep_dir, sshd
 
+from pyslirp.config import SecurityConfig, ServiceConfig
+
 PPPD = "pppd $PPP_TTY 115200 nodetach local noauth nocrtscts nodefaultroute maxfail 1"
+UPTIME_SH = "$(cut -d' ' -f1 /proc/uptime)"
 RATE, BURST, STORM = 10, 20, 200
 
 STORM_SCRIPT = f"""
@@ -244,3 +254,239 @@ async def test_a_spoofed_source_address_is_dropped_and_counted(rig_image, rig_ac
         stats = await server.stats()
     assert res.results["spoofed_ping"] != "0" and res.results["ping"] == "0"
     assert stats["counters"]["stack"]["ip_drop_spoofed_source"] == 3
+
+
+# --- A SYN flood ---------------------------------------------------------------------------------
+
+FLOOD_SYNS = 10_000
+FLOOD_PORT = 81
+BLOB_SIZE = 5 << 20
+SAMPLE_PERIOD = 0.1  # s between samples of pyslirp's RSS and sockets
+#: sockets pyslirp may hold during the flood besides the flood's and its resting ones (the line,
+#: the monitoring endpoint, the event loop's self-pipe): the download's host connection, a /metrics
+#: scrape's, and the service probe's connect to each of the two services
+SOCKET_MARGIN = 1 + 1 + 2
+#: RSS growth allowed over the resting peak (after a warm-up download of the same blob). Every
+#: flood connection's state is freed when its SYN-ACK is reset or its refusal sent: what remains
+#: is the allocator's high-water mark for at most the caps' worth of connections at once (each a
+#: TCPConnection, a pipe and a transport: some kB; 64 of them well under 1 MB), the download's
+#: bounded buffers (256 kB each way), and the counters' dicts. 20 MB is far above that and far
+#: below what per-SYN state kept for 10,000 SYNs would cost (a connection is about 10 kB).
+RSS_GROWTH_KIB = 20 * 1024
+
+SYNFLOOD_SCRIPT = f"""
+{PPPD} &
+wait_ppp 40 || {{ result up 0; exit 1; }}
+result up 1
+T0={UPTIME_SH}
+wget -q -O /tmp/blob http://10.0.0.1/blob; result quiet_wget $?
+result quiet_secs "$(awk -v a=$T0 -v b={UPTIME_SH} 'BEGIN {{ printf "%.2f", b - a }}')"
+rm -f /tmp/blob
+result rest 1
+sleep 3  # the host samples pyslirp at rest
+result download 1
+T0={UPTIME_SH}
+wget -q -O /tmp/blob http://10.0.0.1/blob & W=$!
+sleep 0.5  # the download is under way
+result flood_start 1
+PBENCH_TIMEOUT=120 pbench synflood 10.0.0.1 {FLOOD_PORT} {FLOOD_SYNS} > /tmp/flood 2>&1; result flood_rc $?
+result flood_end 1
+result flood "$(cat /tmp/flood)"
+wait $W; result wget $?
+result download_secs "$(awk -v a=$T0 -v b={UPTIME_SH} 'BEGIN {{ printf "%.2f", b - a }}')"
+result sha "$(sha256sum /tmp/blob | cut -d' ' -f1)"
+S=/sys/class/net/$PPP_IFACE/statistics
+result ppp_tx "packets=$(cat $S/tx_packets) dropped=$(cat $S/tx_dropped) errors=$(cat $S/tx_errors)"
+result done 1
+while [ ! -e /tmp/never ]; do sleep 1; done
+"""
+
+
+def process_sample(pid: int) -> tuple[int, int]:
+    """A process's resident set (KiB, VmRSS) and how many of its file descriptors are sockets."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    sockets = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            sockets += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except FileNotFoundError:  # closed meanwhile
+            pass
+    return rss, sockets
+
+
+class ProcessSampler:
+    """Samples a process's RSS and sockets every SAMPLE_PERIOD, each sample under the phase set last."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.phase = "boot"
+        self.samples: dict[str, list[tuple[int, int]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.samples.setdefault(self.phase, []).append(process_sample(self.pid))
+            await asyncio.sleep(SAMPLE_PERIOD)
+
+    def __enter__(self) -> "ProcessSampler":
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    def peak(self, *phases: str) -> tuple[int, int]:
+        """The largest RSS and the most sockets seen in ``phases``."""
+        samples = self._of(phases)
+        return max(rss for rss, _ in samples), max(sockets for _, sockets in samples)
+
+    def least_sockets(self, *phases: str) -> int:
+        return min(sockets for _, sockets in self._of(phases))
+
+    def _of(self, phases: tuple[str, ...]) -> list[tuple[int, int]]:
+        samples = [s for phase in phases for s in self.samples.get(phase, [])]
+        assert samples, (phases, list(self.samples))
+        return samples
+
+
+@contextlib.asynccontextmanager
+async def flood_target(kind: str) -> AsyncIterator[int]:
+    """A host service for the flood, its port: ``accepting`` accepts every connection and holds it
+    until the other end closes; ``stalled`` listens but never accepts, so once its accept queue
+    is full (one connection) every connect to it hangs until pyslirp's connect_timeout."""
+    if kind == "accepting":
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(4096):
+                    pass
+            writer.close()
+
+        server = await asyncio.start_server(hold, "127.0.0.1", 0, backlog=1024)
+        try:
+            yield server.sockets[0].getsockname()[1]
+        finally:
+            server.close()
+    else:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(0)
+            yield listener.getsockname()[1]
+
+
+def refusals(metrics: dict) -> Counter[str]:
+    """pyslirp_service_connections_refused_total by reason, over every service (a flow refused by
+    admission is labelled service="none")."""
+    counts: Counter[str] = Counter()
+    for (name, labels), value in metrics.items():
+        if name == "pyslirp_service_connections_refused_total" and value:
+            counts[dict(labels)["reason"]] += int(value)
+    return counts
+
+
+def have_pbench(image: rig.ImagePaths) -> None:
+    if not json.loads(image.manifest.read_text()).get("pbench"):
+        rig.skip_or_fail("the rig's image has no pbench (apt-get install gcc libc6-dev, then rebuild the image)")
+
+
+@pytest.mark.parametrize("target", ["accepting", "stalled"])
+async def test_a_syn_flood_leaves_rss_and_host_sockets_bounded_and_a_download_intact(
+    rig_image, rig_accel, target: str
+) -> None:
+    have_pbench(rig_image)
+    blob = os.urandom(BLOB_SIZE)
+    service = ServiceConfig(port=1)  # the defaults the flood meets
+    security_max_pending = SecurityConfig().max_pending
+    metrics_port = rig.free_port()
+    with FileServer({"blob": blob}) as http:
+        async with flood_target(target) as target_port:
+            config = {
+                "services": {80: {"name": "web", "port": http.port},
+                             FLOOD_PORT: {"name": "flood", "port": target_port}},
+                "monitoring": {"enable_metrics": True, "metrics_port": metrics_port, "health_port": metrics_port},
+            }
+            async with PyslirpProcess(config, debug=False) as server:
+                async with rig.VM(rig_image, SYNFLOOD_SCRIPT, line="virtio", line_port=server.port, timeout=240,
+                                  accel=rig_accel, name=f"synflood-{target}") as vm:
+                    with ProcessSampler(server.pid) as sampler:
+                        for phase in ("rest", "download", "flood_start", "flood_end", "done"):
+                            await vm.wait_result(phase, timeout=180)
+                            sampler.phase = phase
+                        # The flood's last connections end: reset by the client, or (stalled) their
+                        # connects time out. Every SYN that arrived is then opened or refused.
+                        sent = int(re.search(r"sent=(\d+)", vm.results["flood"]).group(1))
+                        loop = asyncio.get_running_loop()
+                        deadline = loop.time() + service.connect_timeout + 10
+                        while True:
+                            metrics = await scrape(metrics_port)
+                            opened = total(metrics, "pyslirp_service_connections_opened_total", service="flood")
+                            refused = refusals(metrics)
+                            active = total(metrics, "pyslirp_service_connections_active", service="flood")
+                            if (opened + sum(refused.values()) >= sent and active == 0) or loop.time() > deadline:
+                                break
+                            await asyncio.sleep(0.5)
+                        sampler.phase = "after"
+                        await asyncio.sleep(1)
+                    stats = await server.stats()
+                    res = await vm.kill()
+    r = vm.results
+    # At rest: the line's and the monitoring's sockets (the warm-up download's may still be closing
+    # as the rest begins: the fewest seen is the resting count).
+    rest_rss, _ = sampler.peak("rest")
+    rest_sockets = sampler.least_sockets("rest")
+    flood_rss, flood_sockets = sampler.peak("flood_start", "flood_end", "done")
+    after_rss, after_sockets = sampler.peak("after")
+    print(f"\nsynflood[{target}]: {r['flood']}; download {r['download_secs']} s under the flood, "
+          f"{r['quiet_secs']} s quiet; sockets rest {rest_sockets} flood max {flood_sockets} after {after_sockets}; "
+          f"RSS rest {rest_rss} KiB flood max {flood_rss} KiB (+{flood_rss - rest_rss}) after {after_rss} KiB; "
+          f"opened {opened:.0f} refused {refused}; ppp {r['ppp_tx']}")
+    assert r["up"] == "1" and r["quiet_wget"] == "0", res.describe()
+
+    # The flood went out whole, at the line's rate, and the download beside it arrived intact.
+    assert r["flood_rc"] == "0" and sent == FLOOD_SYNS, r["flood"]
+    assert r["wget"] == "0" and r["sha"] == sha(blob)
+    assert "dropped=0 " in r["ppp_tx"]
+
+    # Host sockets: the resting ones plus at most the caps' worth for the flood. An admitted flow
+    # counts against its service's max_connections until its host socket is closed; one whose
+    # connect is still in progress also counts against max_pending (per service) and
+    # security.max_pending (in all), so those are a subset. (With the defaults, max_connections
+    # and security.max_pending are both 64.)
+    flood_cap = service.max_connections
+    assert flood_sockets <= rest_sockets + flood_cap + SOCKET_MARGIN, (rest_sockets, flood_sockets, flood_cap)
+    if target == "stalled":
+        # At most the one connection the target's accept queue takes ever connected (the health
+        # probe of the services may have taken it first): the rest of the flood's sockets were
+        # connects in progress, held to the per-service cap.
+        assert flood_sockets <= rest_sockets + 1 + min(service.max_pending, security_max_pending) + SOCKET_MARGIN
+    assert after_sockets == rest_sockets  # the flood left no socket behind
+    # Memory: bounded growth, not per SYN.
+    assert flood_rss - rest_rss <= RSS_GROWTH_KIB, (rest_rss, flood_rss)
+
+    # Every SYN that arrived was either opened (SYN-ACK, then the client's kernel reset it) or
+    # refused with a reason (RST); none were lost on the line, none went unanswered.
+    assert total(metrics, "pyslirp_deframer_frames_dropped_total") == 0
+    assert opened + sum(refused.values()) == sent, (opened, refused)
+    assert total(metrics, "pyslirp_service_connections_refused_total", service="web") == 0
+    assert total(metrics, "pyslirp_tcp_rst_sent_total") >= sum(refused.values())
+    assert active == 0
+    # No host socket failed under the flood (a failure here was a socket closed by another's
+    # stale descriptor: see Pipe.connection_made).
+    assert stats["counters"]["proxy"]["service_reset"] == 0, stats["counters"]["proxy"]
+    if target == "accepting":
+        # Each SYN-ACK was answered by the client's kernel with a RST, which ended its flow.
+        reset = total(metrics, "pyslirp_service_connections_closed_total", service="flood", outcome="client_reset")
+        assert reset == opened and total(metrics, "pyslirp_tcp_rst_received_total") >= opened
+        # A loopback service accepts within connect(): a connect is never in progress, so no flow
+        # waits for the pending cap; only max_connections refuses, while resets lag the SYNs.
+        assert set(refused) <= {"service_full"}, refused
+    else:
+        # The target's accept queue takes one (if the health probe did not); then each connect
+        # hangs for connect_timeout while at most max_pending wait at once, and every SYN beyond
+        # them is refused pending_cap at once.
+        assert opened <= 1
+        assert set(refused) <= {"pending_cap", "service_unavailable"} and refused["pending_cap"] > 0, refused
+        elapsed = float(re.search(r"seconds=([\d.]+)", r["flood"]).group(1))
+        waves = elapsed / service.connect_timeout + 1
+        assert refused.get("service_unavailable", 0) <= service.max_pending * (waves + 1), (refused, elapsed)

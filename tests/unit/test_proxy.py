@@ -6,9 +6,15 @@ host would send them, and nothing may buffer without bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import itertools
+import os
 import socket
+import weakref
 from ipaddress import IPv4Address
+
+import pytest
 
 from pyslirp.config import PyslirpConfig
 from pyslirp.net import ipv4, tcp, tcp_types, udp
@@ -18,6 +24,7 @@ from pyslirp.net.stack import STACK_COUNTERS
 from pyslirp.net.tcp_types import TCP_COUNTERS
 from pyslirp.runtime.network import DISPATCH_COUNTERS, LinkNetwork
 from pyslirp.runtime.pipe import SOCKET_RECEIVE_BUFFER
+from pyslirp.runtime.connector import ServiceConnector
 from pyslirp.runtime.proxy import PROXY_COUNTERS
 from pyslirp.runtime.udp_relay import RELAY_COUNTERS
 
@@ -297,6 +304,117 @@ async def test_max_connections_per_service_and_idle_timeout() -> None:
     await client.until(lambda: third.state == tcp_types.ESTABLISHED)
     client.close()
     server.close()
+
+
+async def flood_reset_at_once(max_connections: int, waves: int = 20) -> dict[str, object]:
+    """A SYN flood at a loopback service whose SYN-ACKs the client resets at once, in the same pass
+    of the stack, so that each flow ends before its host socket has joined the event loop.
+    Reports the most host sockets the flood held at once, the flows opened, the proxy's counters,
+    and whether sockets opened meanwhile by others (bystanders) are still theirs afterwards."""
+    # the host sockets the proxy made; closed (asyncio) or detached (uvloop), one says fileno -1
+    made: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+    peak = 0
+
+    def held() -> int:
+        return sum(sock.fileno() != -1 for sock in made)
+
+    connect_now = ServiceConnector.connect_now
+
+    def counted_connect_now(self: ServiceConnector) -> socket.socket | None:
+        nonlocal peak
+        sock = connect_now(self)
+        if sock is not None:
+            made.add(sock)
+            peak = max(peak, held())
+        return sock
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server, port = await serve(hold)
+    loop = asyncio.get_running_loop()
+    config = PyslirpConfig(services={81: {"host": "127.0.0.1", "port": port, "max_connections": max_connections}},
+                           dns={"enabled": False})
+    network = LinkNetwork(config, LinkUp(LOCAL, PEER, ()), lambda: None)
+    ports = itertools.count(40000)
+    bystanders: list[tuple[socket.socket, int]] = []
+
+    def exchange(conns: dict[int, tcp.TCPConnection]) -> None:
+        """Segments both ways until both ends are quiet, within this one call (no loop turn)."""
+        moved = True
+        while moved:
+            moved = False
+            now = loop.time()
+            for conn in conns.values():
+                for out in conn.take_segments():
+                    network.receive(ipv4.build(PEER.packed, LOCAL.packed, ipv4.PROTO_TCP, out.data, 1), now)
+                    moved = True
+            for packet, _ in network.take_output():
+                header = ipv4.parse(packet)
+                segment = parse_segment(packet[header.header_length :], header.src, header.dst)
+                if segment is not None and segment.dst_port in conns:
+                    conns[segment.dst_port].receive_segment(segment, now)
+                    moved = True
+
+    opened = 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ServiceConnector, "connect_now", counted_connect_now)
+        for _ in range(waves):
+            conns = {}
+            for _ in range(8):
+                local_port = next(ports)
+                conns[local_port] = tcp.TCPConnection(PEER.packed, local_port, LOCAL.packed, 81,
+                                                      iss=1000 * local_port, config=tcp_types.TCPConfig(),
+                                                      now=loop.time())
+                conns[local_port].connect(loop.time())
+            exchange(conns)  # SYN-ACKs for as many as the service takes, RSTs for the others
+            for conn in conns.values():
+                if conn.state == tcp_types.ESTABLISHED:
+                    opened += 1
+                    conn.abort(loop.time())  # the client's kernel resets the SYN-ACK
+            exchange(conns)
+            await asyncio.sleep(0)  # one loop turn: the sockets are still joining the loop
+            bystander = socket.socket()  # someone else's socket, likely on a number just freed
+            bystanders.append((bystander, os.fstat(bystander.fileno()).st_ino))
+        deadline = loop.time() + 5
+        while held() or network.admission.active:
+            assert loop.time() < deadline, (held(), network.admission.active)
+            await asyncio.sleep(0.01)
+    gc.collect()  # what the flood left behind is finalized
+    intact = True
+    for bystander, inode in bystanders:
+        try:
+            intact &= os.fstat(bystander.fileno()).st_ino == inode
+        except OSError:
+            intact = False
+        with contextlib.suppress(OSError):  # EBADF: someone closed it already
+            bystander.close()
+    counters = dict(network.proxy.counters)
+    network.close()
+    server.close()
+    return {"peak": peak, "opened": opened, "counters": counters, "bystanders_intact": intact}
+
+
+async def test_a_flow_holds_its_admission_slot_until_its_host_socket_is_closed() -> None:
+    """A transport closes its socket a loop turn or more after its flow ended (several, for one
+    still joining the loop): the flow's admission slot is free only then, so a flood whose
+    SYN-ACKs the client resets at once holds no more host sockets than max_connections."""
+    flood = await flood_reset_at_once(max_connections=4)
+    assert flood["opened"] >= 8  # slots were freed and used again
+    assert flood["peak"] <= 4, flood
+
+
+def test_under_uvloop_a_flow_reset_before_its_socket_joined_the_loop_closes_only_its_own_socket() -> None:
+    """uvloop: a transport aborted from within connection_made closes its descriptor before the
+    loop has taken the socket object over; that object, collected later, closes the number again,
+    by then someone else's socket (and the next flow's create_connection fails with EBADF)."""
+    uvloop = pytest.importorskip("uvloop")
+    flood = uvloop.run(flood_reset_at_once(max_connections=4))
+    assert flood["opened"] >= 8
+    assert flood["counters"].get("service_reset", 0) == 0, flood
+    assert flood["bystanders_intact"], flood
+    assert flood["peak"] <= 4, flood
 
 
 async def test_udp_service_relays_both_ways() -> None:

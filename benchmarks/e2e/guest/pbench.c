@@ -19,6 +19,10 @@
  *   pbench short HOST PORT SECS MAX      connect, 1-byte echo, close (client first), one at a
  *                                        time, for SECS or MAX connections; connections/s
  *   pbench serve PORT                    trivial responder on 127.0.0.1: echo until EOF, close
+ *   pbench synflood HOST PORT COUNT      COUNT TCP SYNs from a raw socket, each from its own
+ *                                        source port with a random ISN, at the rate the line
+ *                                        takes them (a full queue: wait 1 ms, send it again);
+ *                                        nothing answers them (the kernel resets the SYN-ACKs)
  *
  * Bulk service protocol (benchmarks/e2e/hostsvc.py): the client sends "D <bytes>\n" and reads
  * until EOF, or "U <bytes>\n" followed by the bytes and reads "<count>\n".
@@ -29,6 +33,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -449,6 +454,89 @@ static int mode_serve(int argc, char **argv) {
     }
 }
 
+/* synflood: the one's-complement sum of RFC 1071, continued from `sum` */
+static uint32_t sum16(const uint8_t *p, size_t n, uint32_t sum) {
+    for (; n > 1; p += 2, n -= 2) sum += (uint32_t)(p[0] << 8 | p[1]);
+    if (n) sum += (uint32_t)(p[0] << 8);
+    return sum;
+}
+
+static uint16_t fold(uint32_t sum) {
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
+static int mode_synflood(int argc, char **argv) {
+    if (argc < 5) return 2;
+    struct sockaddr_in sa = addr_of(argv[2], argv[3]);
+    long count = atol(argv[4]);
+    if (count < 0 || count > 64512) {
+        printf("error=count max=64512\n");  /* one source port each */
+        return 1;
+    }
+    /* Our address toward HOST, for the checksum's pseudo-header: what a UDP socket connected
+     * there is bound to. */
+    struct sockaddr_in me;
+    socklen_t me_len = sizeof me;
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    if (u < 0 || connect(u, (const struct sockaddr *)&sa, sizeof sa) < 0 ||
+        getsockname(u, (struct sockaddr *)&me, &me_len) < 0) {
+        printf("error=source_address errno=%d\n", errno);
+        return 1;
+    }
+    close(u);
+    /* The kernel adds the IP header (no IP_HDRINCL). IP_RECVERR: a full queue on the way to the
+     * line fails the send with ENOBUFS instead of dropping the SYN silently. A small send buffer
+     * keeps only a few SYNs queued in front of the line, so the flood goes at the line's rate
+     * and the queue's own policing (fq_codel) never drops one. Whatever the socket receives
+     * (every TCP segment for this host) is of no interest: a small buffer, dropped. */
+    int fd = socket(AF_INET, SOCK_RAW, IPPROTO_TCP);
+    if (fd < 0) {
+        printf("error=raw_socket errno=%d\n", errno);
+        return 1;
+    }
+    int one = 1, small = 4096;
+    setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    srandom((unsigned)(getpid() ^ (unsigned)(now() * 1e6)));
+    long first_port = 1024 + random() % 64512, retries = 0;
+    const uint8_t *src = (const uint8_t *)&me.sin_addr, *dst = (const uint8_t *)&sa.sin_addr;
+    double t0 = now();
+    long sent = 0;
+    for (; sent < count; sent++) {
+        uint16_t sport = (uint16_t)(1024 + (first_port - 1024 + sent) % 64512);
+        uint32_t isn = (uint32_t)random() << 1 ^ (uint32_t)random();
+        uint8_t seg[24] = {0};  /* a 20-byte header and the MSS option */
+        seg[0] = (uint8_t)(sport >> 8), seg[1] = (uint8_t)sport;
+        memcpy(seg + 2, &sa.sin_port, 2);
+        seg[4] = (uint8_t)(isn >> 24), seg[5] = (uint8_t)(isn >> 16);
+        seg[6] = (uint8_t)(isn >> 8), seg[7] = (uint8_t)isn;
+        seg[12] = 6 << 4;             /* data offset: 6 words */
+        seg[13] = 0x02;               /* SYN */
+        seg[14] = 0xfa, seg[15] = 0xf0; /* window 64240 */
+        seg[20] = 2, seg[21] = 4, seg[22] = 0x05, seg[23] = 0xb4; /* MSS 1460 */
+        uint8_t pseudo[12] = {src[0], src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3],
+                              0, IPPROTO_TCP, 0, sizeof seg};
+        uint16_t ck = fold(sum16(seg, sizeof seg, sum16(pseudo, sizeof pseudo, 0)));
+        seg[16] = (uint8_t)(ck >> 8), seg[17] = (uint8_t)ck;
+        for (;;) {
+            if (sendto(fd, seg, sizeof seg, 0, (const struct sockaddr *)&sa, sizeof sa) == sizeof seg) break;
+            if (errno == ENOBUFS || errno == EAGAIN || errno == EWOULDBLOCK) {
+                retries++;
+                poll(NULL, 0, 1);
+            } else if (errno != EINTR) {
+                printf("error=sendto errno=%d sent=%ld seconds=%.3f\n", errno, sent, now() - t0);
+                return 1;
+            }
+        }
+    }
+    double el = now() - t0;
+    close(fd);
+    printf("sent=%ld seconds=%.3f rate=%.1f retries=%ld\n", sent, el, el > 0 ? sent / el : 0, retries);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     signal(SIGALRM, on_alarm);
@@ -468,8 +556,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[1], "hold")) rc = mode_hold(argc, argv);
         else if (!strcmp(argv[1], "short")) rc = mode_short(argc, argv);
         else if (!strcmp(argv[1], "serve")) rc = mode_serve(argc, argv);
+        else if (!strcmp(argv[1], "synflood")) rc = mode_synflood(argc, argv);
     }
     if (rc == 2)
-        fprintf(stderr, "usage: pbench down|up|rtt|hold|short|serve ... (see the source)\n");
+        fprintf(stderr, "usage: pbench down|up|rtt|hold|short|serve|synflood ... (see the source)\n");
     return rc;
 }
