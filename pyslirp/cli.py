@@ -140,4 +140,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("pyslirp").warning("configuration: %s", warning)
     from pyslirp.runtime.server import run_server
 
-    return run_server(config, debug_packets=args.debug)
+    return run_server(config, debug_packets=args.debug, load=lambda: _load(args))

@@ -136,8 +136,8 @@ class Stack:
     ) -> None:
         self.local = local_ip.packed
         self.peer = peer_ip.packed
-        #: networks the client routes (a LAN behind it): sources accepted besides its own address
-        self.allowed_sources = tuple((int(net.network_address), int(net.netmask)) for net in allowed_sources)
+        self.allowed_sources = ()
+        self.allow_sources(allowed_sources)
         self.mtu = mtu
         self.tcp_config = tcp_config or TCPConfig(mss=mtu - IP_TCP_HEADERS)
         self.max_connections = max_connections
@@ -197,6 +197,10 @@ class Stack:
         else:
             self.counters["ip_drop_protocol_unreachable"] += 1
             self._send_unreachable(icmp.PROTOCOL_UNREACHABLE, header, packet)
+
+    def allow_sources(self, networks: Sequence[IPv4Network]) -> None:
+        """Networks the client routes (a LAN behind it): sources accepted besides its own address."""
+        self.allowed_sources = tuple((int(net.network_address), int(net.netmask)) for net in networks)
 
     def _source_allowed(self, source: bytes) -> bool:
         address = int.from_bytes(source, "big")

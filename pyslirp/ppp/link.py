@@ -230,16 +230,11 @@ class PPPLink:
     """One PPP link on one line: ``open()`` per session (the client dialling in)."""
 
     def __init__(self, options: LinkOptions, rng: random.Random | None = None) -> None:
-        self.options = options
         self._rng = rng if rng is not None else random.SystemRandom()
-        self._vj_module = vj if options.ipcp.vj else None
         self._counters: Counter[str] = Counter()
         self._retired: Counter[str] = Counter()  # counters of earlier sessions' protocol objects
-        self._ipcp_options = options.ipcp
-        if options.ipcp.vj and self._vj_module is None:
-            log.warning("VJ compression requested but pyslirp.ppp.vj is unavailable: not negotiating it")
-            self._counters["vj_unavailable"] = 1
-            self._ipcp_options = replace(options.ipcp, vj=False)
+        self._apply_options(options)
+        self._next_options: LinkOptions | None = None
         self.phase = Phase.DEAD
         self._events: list[LinkEvent] = []
         self._outbox: list[tuple[bytes, int]] = []
@@ -255,6 +250,19 @@ class PPPLink:
         self.login_refusal: Callable[[], str | None] = lambda: None
         self._lcp = self._new_lcp()
         self._ipcp = self._new_ipcp()
+
+    def set_options(self, options: LinkOptions) -> None:
+        """The options of the next negotiation (:meth:`open`); a link already open keeps its own."""
+        self._next_options = options
+
+    def _apply_options(self, options: LinkOptions) -> None:
+        self.options = options
+        self._vj_module = vj if options.ipcp.vj else None
+        self._ipcp_options = options.ipcp
+        if options.ipcp.vj and self._vj_module is None:
+            log.warning("VJ compression requested but pyslirp.ppp.vj is unavailable: not negotiating it")
+            self._counters["vj_unavailable"] = 1
+            self._ipcp_options = replace(options.ipcp, vj=False)
 
     # --- construction per session -------------------------------------------------------------
     def _new_lcp(self) -> LCP:
@@ -294,6 +302,9 @@ class PPPLink:
         if self.phase is not Phase.DEAD:
             self._counters["open_while_active"] += 1
             return
+        if self._next_options is not None:
+            self._apply_options(self._next_options)
+            self._next_options = None
         _add_prefixed(self._retired, self._session_counters())
         self._lcp = self._new_lcp()
         self._ipcp = self._new_ipcp()

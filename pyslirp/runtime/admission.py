@@ -64,18 +64,26 @@ class Admitted:
 @dataclass(frozen=True, slots=True)
 class Refused:
     reason: str  # one of REFUSED.reasons
+    #: the service's label when the route was found (a check refused); a refusal is its reason
+    service: str = field(default="", compare=False)
 
 
 Decision = Admitted | Refused
 
 
 class AdmissionCheck(Protocol):
+    #: whether the check judges a flow already open too (a reload asks: a port policy does, a
+    #: rate limit does not)
+    judges_open_flows: bool
+
     def check(self, flow: Flow, admitted: Admitted, now: float) -> str | None:
         """The reason to refuse ``flow``, or None to let it pass to the next check."""
 
 
 class ServiceCapacity:
     """A service's ``max_connections``: refused ``service_full`` when that many are open."""
+
+    judges_open_flows = False
 
     def __init__(self, active: Mapping[tuple[str, int], int]) -> None:
         self._active = active
@@ -88,6 +96,8 @@ class ServiceCapacity:
 
 class PendingConnects:
     """TCP connects to services still in progress: at most ``max_pending`` per service and ``total``."""
+
+    judges_open_flows = False
 
     def __init__(self, pending: Mapping[tuple[str, int], int], total: int) -> None:
         self._pending = pending
@@ -118,16 +128,38 @@ class Admission:
         relays: Mapping[int, ServiceConfig] | None = None,
     ) -> None:
         self.local_ip = local_ip
-        #: protocol -> our port -> where a flow there goes
-        self.routes: dict[str, dict[int, Admitted]] = {"tcp": {}, "udp": {}}
-        for port, service in [*(relays or {}).items(), *services.items()]:
-            self.routes[service.protocol][port] = Admitted(service, port)
         #: (protocol, our port) -> admitted flows still open
         self.active: Counter[tuple[str, int]] = Counter()
         #: (protocol, our port) -> admitted TCP flows whose service has not accepted yet
         self.pending: Counter[tuple[str, int]] = Counter()
+        self.update(services, checks, max_pending, relays)
+
+    def update(
+        self,
+        services: Mapping[int, ServiceConfig],
+        checks: Sequence[AdmissionCheck] = (),
+        max_pending: int = 64,
+        relays: Mapping[int, ServiceConfig] | None = None,
+    ) -> None:
+        """Take new routes and checks (a reload); the flows admitted so far stay accounted."""
+        #: protocol -> our port -> where a flow there goes
+        self.routes: dict[str, dict[int, Admitted]] = {"tcp": {}, "udp": {}}
+        for port, service in [*(relays or {}).items(), *services.items()]:
+            self.routes[service.protocol][port] = Admitted(service, port)
         self.checks: tuple[AdmissionCheck, ...] = (
             ServiceCapacity(self.active), PendingConnects(self.pending, max_pending), *checks
+        )
+
+    def still_allowed(self, flow: Flow, now: float) -> bool:
+        """After :meth:`update`: may an open flow stay? Its service is still there and enabled,
+        and no check that judges open flows refuses it (capacity and rate limits do not)."""
+        decision = self._route(flow)
+        if isinstance(decision, Refused):
+            return False
+        return all(
+            check.check(flow, decision, now) is None
+            for check in self.checks
+            if getattr(check, "judges_open_flows", False)
         )
 
     def admit(self, flow: Flow, now: float) -> Decision:
@@ -137,7 +169,7 @@ class Admission:
         for check in self.checks:
             reason = check.check(flow, decision, now)
             if reason is not None:
-                return Refused(reason)
+                return Refused(reason, decision.label)
         self.active[decision.key] += 1
         if flow.protocol == "tcp":
             self.pending[decision.key] += 1
@@ -162,7 +194,7 @@ class Admission:
         if route is None:
             return Refused("no_service")
         if not route.service.enabled:
-            return Refused("service_disabled")
+            return Refused("service_disabled", route.label)
         return route
 
 

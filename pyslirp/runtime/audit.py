@@ -6,7 +6,8 @@ Keys: ``ts`` (RFC 3339, UTC, milliseconds), ``event``, ``line``, and as the even
 client), ``bytes_out`` (to the client), ``duration_s``. Events: ``link_up``, ``link_down``,
 ``auth_ok``, ``auth_failed``, ``connection_opened``, ``connection_refused``,
 ``connection_closed``, and, recorded by their owners through :meth:`AuditLog.record`,
-``blocked``, ``unblocked``, ``config_reloaded``. ``reason`` values are the stable snake_case
+``blocked``, ``unblocked``, ``config_reloaded`` (with ``changed``, the fields that changed, or a
+``reason``: ``invalid_config``, ``unchanged``). ``reason`` values are the stable snake_case
 words the metrics use as their ``reason`` label. No secret is ever written: authentication events
 carry the user name and the method, never a password, a challenge or a response.
 

@@ -46,6 +46,8 @@ class _Block:
 class BruteForceGuard(GatewayObserver):
     """An observer of closed connections and an admission check (refusal ``brute_force``)."""
 
+    judges_open_flows = False  # a block stops new logins; a session already open is not one
+
     def __init__(
         self,
         settings: BruteForceConfig,
@@ -81,6 +83,12 @@ class BruteForceGuard(GatewayObserver):
             port for port, service in services.items() if service.protocol == "tcp" and service.is_auth_service(port)
         ]
         return cls(settings, ports, allowlist, clock, **hooks)
+
+    def adopt(self, previous: BruteForceGuard) -> None:
+        """Carry the failures and blocks of the guard this one replaces (a reload)."""
+        self._failures = previous._failures
+        self._blocks = previous._blocks
+        self._history = previous._history
 
     # -- the admission check ----------------------------------------------------------------------
 

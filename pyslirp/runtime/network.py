@@ -88,6 +88,19 @@ class LinkNetwork:
         self.sweep_interval = min([SWEEP_INTERVAL, *idle_timeouts])
         self._next_sweep = self.now() + self.sweep_interval
 
+    def reconfigure(
+        self, config: PyslirpConfig, checks: Sequence[AdmissionCheck] = (), extension: Extension | None = None
+    ) -> None:
+        """A reload: new flows see the new services, relays and checks at once; open ones that the
+        new configuration no longer allows are closed (:meth:`Admission.still_allowed`)."""
+        relays = dns_relay(config)
+        self.admission.update(config.services, checks, config.security.max_pending, relays)
+        self.stack.udp_ports = udp_ports(config, relays)
+        self.stack.allow_sources(config.security.allowed_sources)
+        now = self.now()
+        self.proxy.reconfigure(config.services, extension, now)
+        self.relay.reconfigure(extension, now)
+
     def receive(self, packet: bytes, now: float) -> None:
         self.stack.receive(packet, now)
 

@@ -66,7 +66,7 @@ class ConnectionSummary:
     """How a connection that opened ended, and what it carried.
 
     ``outcome``: "closed" (FIN both ways), "client_reset", "client_aborted", "service_reset",
-    "idle_closed", "data_after_service_closed" or "link_down".
+    "idle_closed", "data_after_service_closed", "link_down" or "closed_by_reload".
     """
 
     outcome: str

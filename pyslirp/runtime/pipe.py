@@ -220,10 +220,14 @@ class Pipe(asyncio.Protocol):
     def idle_close(self) -> None:
         """Idle past the service's timeout: reset both sides."""
         log.info("%s: idle, closing", self.label)
-        self.owner.counters["idle_closed"] += 1
+        self.reset_both("idle_closed")
+
+    def reset_both(self, outcome: str) -> None:
+        """The gateway ends the connection (idle, or no longer allowed): reset both sides."""
+        self.owner.counters[outcome] += 1
         self.conn.abort(self.owner.now())
         self._reset_host()
-        self._done("idle_closed")
+        self._done(outcome)
 
     def abandon(self) -> None:
         """The link is gone: drop the host socket at once, without telling the owner."""

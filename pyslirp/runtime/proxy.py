@@ -51,7 +51,8 @@ PROXY_COUNTERS = CounterSet("proxy", [
     CounterSpec(
         "ended",
         "connections that ended other than by an orderly close, by how",
-        reasons=("client_reset", "client_aborted", "service_reset", "idle_closed", "data_after_service_closed"),
+        reasons=("client_reset", "client_aborted", "service_reset", "idle_closed", "data_after_service_closed",
+                 "closed_by_reload"),
         prefix="",
     ),
     CounterSpec("pending_connection_reset", "client resets of connections still waiting for their target"),
@@ -123,7 +124,7 @@ class ServiceProxy:
         decision = self.admission.admit(flow, self.now())
         if isinstance(decision, Refused):
             self.counters[REFUSED.key(decision.reason)] += 1
-            self.observer.connection_refused(flow, decision.reason)
+            self.observer.connection_refused(replace(flow, service=decision.service), decision.reason)
             conn.refuse(self.now())
             return
         service = decision.service
@@ -299,6 +300,23 @@ class ServiceProxy:
             if tracked is not None and tracked.admitted is not None:
                 if now - pipe.last_activity > tracked.admitted.service.idle_timeout:
                     pipe.idle_close()
+
+    def reconfigure(self, services: dict[int, ServiceConfig], extension: Extension | None, now: float) -> None:
+        """After the admission took a new configuration (a reload): new connections go to the new
+        services; a connection the configuration no longer allows is reset both ways."""
+        self.connectors = {
+            port: ServiceConnector(service) for port, service in services.items() if service.protocol == "tcp"
+        }
+        self.extension = extension
+        for pipe, tracked in list(self._tracked.items()):
+            if tracked.admitted is not None and not self.admission.still_allowed(tracked.flow, now):
+                log.info("%s: no longer allowed by the configuration, closing", pipe.label)
+                if pipe.conn.state == tcp_types.LISTEN:  # still connecting: RST to the SYN; the
+                    self.counters["closed_by_reload"] += 1  # connect then finds the client gone
+                    pipe.conn.refuse(now)
+                    self._end(pipe, "closed_by_reload")
+                else:
+                    pipe.reset_both("closed_by_reload")
 
     def close(self) -> None:
         """The link is gone: drop every host socket."""

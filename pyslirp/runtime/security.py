@@ -54,6 +54,8 @@ class TokenBucket:
 class PortPolicy:
     """``security.blocked_ports`` and ``security.allowed_ports`` on the service's port."""
 
+    judges_open_flows = True
+
     def __init__(self, blocked: Collection[int], allowed: Collection[int] | None) -> None:
         self.blocked = frozenset(blocked)
         self.allowed = frozenset(allowed) if allowed is not None else None
@@ -68,6 +70,8 @@ class PortPolicy:
 
 class ConnectionRate:
     """New connections a second, for the gateway as a whole and per service."""
+
+    judges_open_flows = False
 
     def __init__(self, overall: RateLimit | None, per_service: dict[int, RateLimit]) -> None:
         self.overall = TokenBucket(overall.connections_per_second, overall.burst) if overall is not None else None
@@ -92,6 +96,8 @@ def flow_info(flow: Flow) -> FlowInfo:
 
 class ExtensionCheck:
     """A synchronous ``security.admission`` callable as a check."""
+
+    judges_open_flows = True
 
     def __init__(self, extension: Extension) -> None:
         self.extension = extension

@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from typing import Callable
+from typing import Awaitable, Callable
 
 from pyslirp.admission_extension import ExtensionError
 from pyslirp.config import ConfigError, PyslirpConfig
@@ -25,8 +25,8 @@ from pyslirp.runtime.metrics import EventStats
 from pyslirp.runtime.monitoring import Monitoring, MonitoringError
 from pyslirp.runtime.network import LinkNetwork
 from pyslirp.runtime.observers import LogObserver, Observers
-from pyslirp.runtime.security import security_pipeline
-from pyslirp.runtime.settings import line_rate, link_options
+from pyslirp.runtime.security import SecurityPipeline, security_pipeline
+from pyslirp.runtime.settings import Applies, line_rate, link_options, reloaded
 from pyslirp.runtime.status import ServiceProbe, status_document
 
 log = logging.getLogger("pyslirp")
@@ -39,9 +39,17 @@ EXIT_CONFIG = 2
 class Server:
     """Owns the line and runs one gateway at a time on it."""
 
-    def __init__(self, config: PyslirpConfig, line: Line, debug_packets: bool = False) -> None:
+    def __init__(
+        self,
+        config: PyslirpConfig,
+        line: Line,
+        debug_packets: bool = False,
+        load: Callable[[], PyslirpConfig] | None = None,
+    ) -> None:
         self.config = config
         self.line = line
+        #: reads the configuration again (the file and the environment) for a SIGHUP reload
+        self.load = load
         #: ``serve --debug``: every control packet logged decoded, as pppd's debug option does
         self.packet_log = PacketDebugLog() if debug_packets else None
         self.options = link_options(config)
@@ -59,14 +67,10 @@ class Server:
         self.forward_counters: Counter[str] = Counter()
         self.registry.attach(FORWARD_COUNTERS, self.forward_counters)
         #: the security section's admission checks, shared by every link (pyslirp.runtime.security)
-        self.security = security_pipeline(
-            config,
-            clock=lambda: asyncio.get_running_loop().time(),
-            schedule=lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback),
-            record=self._record,
-        )  # ExtensionError: a configuration error
+        self.security = self._security_pipeline(config)  # ExtensionError: a configuration error
         if self.security.guard is not None:
             self.observers.subscribe(self.security.guard)
+        self.forwards: list[asyncio.AbstractServer] = []
         self.probe = ServiceProbe(config.services)
         self.monitoring: Monitoring | None = None
         self.gateway: Gateway | None = None
@@ -90,6 +94,14 @@ class Server:
     def log_stats(self) -> None:
         """SIGUSR1: log the status document (every counter included) on one line."""
         log.info("stats: %s", json.dumps(status_document(self), sort_keys=True))
+
+    def _security_pipeline(self, config: PyslirpConfig) -> SecurityPipeline:
+        return security_pipeline(
+            config,
+            clock=lambda: asyncio.get_running_loop().time(),
+            schedule=lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback),
+            record=self._record,
+        )
 
     def _gateway(self, session: LineSession) -> Gateway:
         def network(up: LinkUp, wake: Callable[[], None]) -> LinkNetwork:
@@ -118,13 +130,11 @@ class Server:
         if self.config.monitoring.packet_capture.enabled:
             self.capture.start()
         try:
-            forwards = await start_forwards(
-                self.config.forwards, self._open_reverse, self.forward_counters, self._record
-            )
+            self.forwards = await self._start_forwards(self.config)
             try:
                 await self._serve_line()
             finally:
-                for server in forwards:
+                for server in self.forwards:
                     server.close()
         finally:
             self.capture.stop()
@@ -138,10 +148,81 @@ class Server:
         if self.audit is not None:
             self.audit.record(event, **fields)
 
+    def _start_forwards(self, config: PyslirpConfig) -> Awaitable[list[asyncio.AbstractServer]]:
+        return start_forwards(config.forwards, self._open_reverse, self.forward_counters, self._record)
+
     def reopen_logs(self) -> None:
-        """SIGHUP: reopen the audit log (after logrotate moved it)."""
+        """Reopen the audit log (after logrotate moved it)."""
         if self.audit is not None:
             self.audit.reopen()
+
+    def hangup(self) -> None:
+        """SIGHUP: reopen the audit log, then reload the configuration."""
+        self.reopen_logs()
+        if self.load is not None:
+            asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> bool:
+        """Read the configuration again and put it in force without dropping the link: services,
+        forwards, security, DNS and the log level at once, other changes as ``APPLIES`` says.
+        An invalid configuration is refused (logged, audited) and the running one stays."""
+        assert self.load is not None
+        try:
+            new = self.load()
+            new.ppp.auth.credentials()
+            effective, changes = reloaded(self.config, new)
+            security = self._security_pipeline(effective)
+        except (ConfigError, ExtensionError) as exc:
+            problem = "; ".join(line.strip() for line in str(exc).splitlines())
+            log.error("reload refused, the running configuration stays: %s", problem)
+            self._record("config_reloaded", reason="invalid_config")
+            return False
+        if not changes:
+            log.info("reload: the configuration is unchanged")
+            self._record("config_reloaded", reason="unchanged")
+            return True
+        old = self.config
+        self.config = effective
+        self.options = link_options(effective)
+        if self.gateway is not None:
+            self.gateway.link.set_options(self.options)  # from the client's next negotiation
+        self.probe.watch(effective.services)
+        self._replace_security(security)
+        if self.gateway is not None and isinstance(self.gateway.network, LinkNetwork):
+            self.gateway.network.reconfigure(effective, security.checks, security.extension)
+        if effective.forwards != old.forwards:
+            await self._restart_forwards(old)
+        logging.getLogger().setLevel(effective.logging.level)
+        for when in Applies:
+            fields = sorted(path for path, applies in changes.items() if applies is when)
+            if fields:
+                text = {Applies.LIVE: "in force", Applies.NEXT_LINK: "in force from the next link",
+                        Applies.RESTART: "NOT in force until pyslirp restarts"}[when]
+                log.log(logging.WARNING if when is Applies.RESTART else logging.INFO,
+                        "reload: %s %s", ", ".join(fields), text)
+        self._record("config_reloaded", changed=sorted(changes))
+        return True
+
+    def _replace_security(self, security: SecurityPipeline) -> None:
+        """The new pipeline takes over, with the brute-force guard's failures and blocks."""
+        previous = self.security.guard
+        if previous is not None:
+            self.observers.unsubscribe(previous)
+            if security.guard is not None:
+                security.guard.adopt(previous)
+        if security.guard is not None:
+            self.observers.subscribe(security.guard)
+        self.security = security
+
+    async def _restart_forwards(self, old: PyslirpConfig) -> None:
+        for server in self.forwards:
+            server.close()
+        try:
+            self.forwards = await self._start_forwards(self.config)
+        except ForwardError as exc:
+            log.error("reload: %s; the previous forwards stay", exc)
+            self.config = self.config.model_copy(update={"forwards": old.forwards})
+            self.forwards = await self._start_forwards(self.config)
 
     async def _serve_line(self) -> None:
         print(self.line.describe(), file=sys.stderr, flush=True)
@@ -174,14 +255,14 @@ def _install_event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _serve(config: PyslirpConfig, debug_packets: bool) -> int:
+async def _serve(config: PyslirpConfig, debug_packets: bool, load: Callable[[], PyslirpConfig] | None) -> int:
     try:
         line = open_line(config.serial.port, config.serial.baudrate, config.serial.rtscts, config.serial.xonxoff)
     except LineError as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        server = Server(config, line, debug_packets)
+        server = Server(config, line, debug_packets, load)
     except (AuditLogError, ExtensionError) as exc:
         line.close()
         print(f"pyslirp: {exc}", file=sys.stderr)
@@ -191,7 +272,7 @@ async def _serve(config: PyslirpConfig, debug_packets: bool) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, task.cancel)
     loop.add_signal_handler(signal.SIGUSR1, server.log_stats)
-    loop.add_signal_handler(signal.SIGHUP, server.reopen_logs)
+    loop.add_signal_handler(signal.SIGHUP, server.hangup)
     loop.add_signal_handler(signal.SIGUSR2, server.capture.toggle)
     try:
         await task
@@ -206,12 +287,14 @@ async def _serve(config: PyslirpConfig, debug_packets: bool) -> int:
     return EXIT_OK
 
 
-def run_server(config: PyslirpConfig, debug_packets: bool = False) -> int:
+def run_server(
+    config: PyslirpConfig, debug_packets: bool = False, load: Callable[[], PyslirpConfig] | None = None
+) -> int:
     """Run until interrupted; the process exit status. ``debug_packets``: log every control
-    packet decoded (``serve --debug``)."""
+    packet decoded (``serve --debug``); ``load`` reads the configuration again on SIGHUP."""
     _install_event_loop_policy()
     try:
-        return asyncio.run(_serve(config, debug_packets))
+        return asyncio.run(_serve(config, debug_packets, load))
     except ConfigError as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -9,7 +9,8 @@ protocol cores take what this module hands them without checking it again.
 :data:`APPLIES` marks when a change to each section or field takes effect on a running gateway:
 at once (``LIVE``), when the client next negotiates the link (``NEXT_LINK``), or only after a
 restart (``RESTART``). :func:`changed_fields` classifies the differences between two
-configurations by that table, for a reload to act on.
+configurations by that table, and :func:`reloaded` makes the configuration a reload puts in
+force: the new one, except the fields that need a restart, which keep their running values.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ APPLIES: dict[str, Applies] = {
     "services": Applies.LIVE,
     "forwards": Applies.LIVE,
     "tcp": Applies.NEXT_LINK,
-    "dns": Applies.NEXT_LINK,
+    "dns": Applies.LIVE,
     "socks": Applies.LIVE,
     "security": Applies.LIVE,
+    "security.audit_log": Applies.RESTART,
     "monitoring": Applies.RESTART,
     "logging": Applies.RESTART,
     "logging.level": Applies.LIVE,
@@ -73,6 +75,31 @@ def changed_fields(old: PyslirpConfig, new: PyslirpConfig) -> dict[str, Applies]
     for path in _diff(old.model_dump(mode="json"), new.model_dump(mode="json"), ""):
         changes[path] = applies(path)
     return changes
+
+
+def reloaded(old: PyslirpConfig, new: PyslirpConfig) -> tuple[PyslirpConfig, dict[str, Applies]]:
+    """What a reload puts in force — ``new`` with every field that needs a restart kept as in
+    ``old`` — and the changed fields with when each applies."""
+    changes = changed_fields(old, new)
+    effective = new
+    for path, when in changes.items():
+        if when is Applies.RESTART:
+            effective = _replaced(effective, path.split("."), _value(old, path.split(".")))
+    return effective, changes
+
+
+def _value(model: Any, parts: list[str]) -> Any:
+    for part in parts:
+        model = model[int(part)] if isinstance(model, (list, dict)) else getattr(model, part)
+    return model
+
+
+def _replaced(model: Any, parts: list[str], value: Any) -> Any:
+    """``model`` (a pydantic model) with the field at ``parts`` set to ``value``."""
+    head = parts[0]
+    if len(parts) == 1:
+        return model.model_copy(update={head: value})
+    return model.model_copy(update={head: _replaced(getattr(model, head), parts[1:], value)})
 
 
 def _diff(old: Any, new: Any, path: str) -> list[str]:

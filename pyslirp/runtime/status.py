@@ -45,13 +45,19 @@ class ServiceProbe:
     """Connects to every enabled TCP service periodically and keeps the latest result."""
 
     def __init__(self, services: dict[int, ServiceConfig], interval: float = PROBE_INTERVAL) -> None:
+        self.interval = interval
+        self.targets: dict[str, ServiceConnector] = {}
+        self.results: dict[str, ProbeResult] = {}
+        self.watch(services)
+
+    def watch(self, services: dict[int, ServiceConfig]) -> None:
+        """Probe these services from now on (a reload); results of those still probed are kept."""
         self.targets = {
             service.name or f"port {port}": ServiceConnector(service)
             for port, service in services.items()
             if service.enabled and service.protocol == "tcp"
         }
-        self.interval = interval
-        self.results: dict[str, ProbeResult] = {name: ProbeResult() for name in self.targets}
+        self.results = {name: self.results.get(name, ProbeResult()) for name in self.targets}
 
     async def probe_once(self) -> None:
         await asyncio.gather(*(self._probe(name, connector) for name, connector in self.targets.items()))

@@ -143,10 +143,11 @@ class _Flow(asyncio.DatagramProtocol):
 
     def _settled(self, outcome: str) -> None:
         """A DNS query was answered or failed: the flow ends when none waits."""
-        self.queries -= 1
-        self.relay.dns_in_flight -= 1
-        if not self.queries:
+        if self.queries == 1:
             self.relay.end(self, outcome)
+        else:
+            self.queries -= 1
+            self.relay.dns_in_flight -= 1
 
 
 class UDPRelay:
@@ -213,7 +214,7 @@ class UDPRelay:
         )
         decision = Refused("flow_cap") if len(self.flows) >= self.max_flows else self.admission.admit(flow, self.now())
         if isinstance(decision, Refused):
-            self._refused(datagram, flow, decision.reason)
+            self._refused(datagram, replace(flow, service=decision.service), decision.reason)
             return None
         opened = _Flow(self, datagram, replace(flow, service=decision.label), decision)
         self.flows[opened.key] = opened
@@ -242,10 +243,7 @@ class UDPRelay:
         except OSError as exc:
             lost = len(flow.waiting)
             self.counters["dropped_upstream_unreachable"] += lost
-            if flow.is_dns:
-                self.counters["dns_failures"] += flow.queries
-                self.dns_in_flight -= flow.queries
-                flow.queries = 0
+            self.counters["dns_failures"] += flow.queries
             log.warning("udp :%d: cannot reach %s:%d: %s", flow.key[2], service.host, service.port,
                         exc.strerror or exc)
             self._forget(flow)
@@ -264,8 +262,14 @@ class UDPRelay:
         """A flow that never opened: its admission ends, no summary."""
         if not flow.ended:
             flow.ended = True
+            self._release_queries(flow)
             self.flows.pop(flow.key, None)
             self.admission.closed(flow.admitted)
+
+    def _release_queries(self, flow: _Flow) -> None:
+        """The flow's DNS queries no longer wait (answered, counted as failures, or abandoned)."""
+        self.dns_in_flight -= flow.queries
+        flow.queries = 0
 
     def end(self, flow: _Flow, outcome: str) -> None:
         """An open flow ends: its socket closes, admission and the observers are told."""
@@ -275,6 +279,7 @@ class UDPRelay:
             self._forget(flow)
             return
         flow.ended = True
+        self._release_queries(flow)
         del self.flows[flow.key]
         flow.transport.close()
         self.admission.closed(flow.admitted)
@@ -286,11 +291,15 @@ class UDPRelay:
         for flow in list(self.flows.values()):
             timeout = self.dns_timeout if flow.is_dns else self.idle_timeout
             if now - flow.last_activity > timeout:
-                if flow.queries:
-                    self.counters["dns_failures"] += flow.queries
-                    self.dns_in_flight -= flow.queries
-                    flow.queries = 0
+                self.counters["dns_failures"] += flow.queries
                 self.end(flow, "idle_closed")
+
+    def reconfigure(self, extension: Extension | None, now: float) -> None:
+        """After the admission took a new configuration: end the flows it no longer allows."""
+        self.extension = extension
+        for flow in list(self.flows.values()):
+            if not self.admission.still_allowed(flow.flow, now):
+                self.end(flow, "closed_by_reload")
 
     def sweep_idle(self, now: float) -> None:
         self._expire(now)
@@ -300,6 +309,4 @@ class UDPRelay:
         for task in list(self._tasks):
             task.cancel()
         for flow in list(self.flows.values()):
-            self.dns_in_flight -= flow.queries
-            flow.queries = 0
             self.end(flow, "link_down")

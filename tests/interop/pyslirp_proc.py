@@ -46,11 +46,32 @@ class PyslirpProcess:
         if exc[0] is not None:
             print("---- pyslirp log ----\n" + self.log(), file=sys.stderr)
 
-    async def start(self) -> None:
-        config = dict(self.config)
+    @property
+    def config_file(self) -> Path:
+        return Path(self._dir.name) / "config.yaml"
+
+    def _write_config(self, config: dict[str, Any]) -> None:
+        config = dict(config)
         config.setdefault("logging", {}).setdefault("level", "DEBUG" if self.debug else "INFO")
-        config_file = Path(self._dir.name) / "config.yaml"
-        config_file.write_text(yaml.safe_dump(config))
+        self.config_file.write_text(yaml.safe_dump(config))
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """Rewrite the configuration file and ask the server to reload it (SIGHUP)."""
+        self._write_config(config)
+        self._hangup()
+
+    async def reconfigure_raw(self, text: str) -> None:
+        """Write ``text`` as the configuration file (e.g. an invalid one) and send SIGHUP."""
+        self.config_file.write_text(text)
+        self._hangup()
+
+    def _hangup(self) -> None:
+        assert self._proc is not None and self._proc.returncode is None, "pyslirp is not running"
+        self._proc.send_signal(signal.SIGHUP)
+
+    async def start(self) -> None:
+        self._write_config(self.config)
+        config_file = self.config_file
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pyslirp", "serve", "--config", str(config_file), "tcp-listen://127.0.0.1:0",
             *(["--debug"] if self.debug else []),

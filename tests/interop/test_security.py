@@ -127,13 +127,14 @@ async def test_a_connection_storm_is_held_to_the_rate_limit_while_ssh_keeps_answ
     assert ok + refused == STORM
 
     records = audit_records(audit)
-    storm = [rec for rec in records if rec.get("service") in ("web", None) and rec.get("dport") == 80
+    storm = [rec for rec in records if rec.get("service") == "web" and rec.get("dport") == 80
              and rec["event"] in ("connection_opened", "connection_refused")]
     refusals = [rec for rec in storm if rec["event"] == "connection_refused"]
     opened = [rec for rec in storm if rec["event"] == "connection_opened"]
     assert len(refusals) == refused and {rec["reason"] for rec in refusals} == {"rate_limit"}
     assert len(opened) == ok
     assert total(metrics, "pyslirp_proxy_refused_total", reason="rate_limit") == refused
+    assert total(metrics, "pyslirp_service_connections_refused_total", service="web", reason="rate_limit") == refused
     # At most the burst plus the rate over the storm (the SSH session took one token before it).
     elapsed = seconds(storm[-1]) - seconds(storm[0])
     assert ok <= BURST + RATE * elapsed + 1, (ok, elapsed)
@@ -376,8 +377,7 @@ async def flood_target(kind: str) -> AsyncIterator[int]:
 
 
 def refusals(metrics: dict) -> Counter[str]:
-    """pyslirp_service_connections_refused_total by reason, over every service (a flow refused by
-    admission is labelled service="none")."""
+    """pyslirp_service_connections_refused_total by reason, over every service."""
     counts: Counter[str] = Counter()
     for (name, labels), value in metrics.items():
         if name == "pyslirp_service_connections_refused_total" and value:

@@ -793,6 +793,17 @@ def test_redial_gives_a_fresh_negotiation() -> None:
     assert w.link.counters()["tx_lcp"] >= 4  # counters survive sessions
 
 
+def test_new_options_wait_for_the_next_negotiation() -> None:
+    w = Wire(LinkOptions(lcp=LCPOptions(echo_interval=0))).dial()
+    w.link.set_options(LinkOptions(lcp=LCPOptions(echo_interval=0), ipcp=IPCPOptions(peer_ip=IPv4Address("10.0.0.9"))))
+    assert w.link.options.ipcp.peer_ip == IPv4Address("10.0.0.2")  # the link that is up keeps its own
+    w.link.line_down(w.now)
+    w.peer = Pppd()
+    w.now += 5
+    w.dial()
+    assert [up.peer_ip for up in w.of(LinkUp)] == [IPv4Address("10.0.0.2"), IPv4Address("10.0.0.9")]
+
+
 def test_open_after_terminate_negotiates_afresh_and_counts_both_sessions() -> None:
     # The gateway keeps one PPPLink per line and open()s it again after a LinkDown.
     def client() -> Pppd:

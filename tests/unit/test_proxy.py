@@ -544,3 +544,48 @@ async def test_a_udp_flow_the_admission_refuses_gets_port_unreachable() -> None:
     client.close()
     assert not client.network.admission.active  # the link's end closed the flow
     transport.close()
+
+
+async def test_a_reload_keeps_allowed_connections_resets_the_others_and_routes_new_ones() -> None:
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(4096):
+            writer.write(data)
+        writer.close()
+
+    server, port = await serve(hold)
+    loop = asyncio.get_running_loop()
+    sink, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    udp_port = sink.get_extra_info("sockname")[1]
+    client = Client({
+        22: {"host": "127.0.0.1", "port": port, "name": "ssh"},
+        23: {"host": "127.0.0.1", "port": port, "name": "going"},
+        5353: {"host": "127.0.0.1", "port": udp_port, "protocol": "udp"},
+    })
+    staying, going = client.connect(22), client.connect(23)
+    await client.until(lambda: staying.state == going.state == tcp_types.ESTABLISHED)
+    datagram = udp.build(PEER.packed, LOCAL.packed, 6000, 5353, b"x")
+    client.network.receive(ipv4.build(PEER.packed, LOCAL.packed, ipv4.PROTO_UDP, datagram, 1), loop.time())
+    await client.until(lambda: client.network.relay.counters["flows_opened"] == 1)
+
+    reloaded = PyslirpConfig(
+        services={22: {"host": "127.0.0.1", "port": port, "name": "ssh"},
+                  80: {"host": "127.0.0.1", "port": port, "name": "web"}},
+        dns={"enabled": False},
+    )
+    client.network.reconfigure(reloaded)
+    client.touch()
+    await client.until(lambda: "Reset" in client.kinds(going))
+    assert not client.network.relay.flows  # the UDP service is gone too
+    added = client.connect(80)
+    await client.until(lambda: added.state == tcp_types.ESTABLISHED)
+    staying.send(b"still here", loop.time())
+    client.touch()
+    received = bytearray()
+    await client.until(lambda: received.extend(staying.read(-1, loop.time())) or received == b"still here")
+    assert client.network.proxy.counters["closed_by_reload"] == 1
+    assert client.network.admission.active == {("tcp", 22): 1, ("tcp", 80): 1}
+    refused = client.connect(23)  # the removed service takes no new connection
+    await client.until(lambda: "Closed" in client.kinds(refused))
+    client.close()
+    server.close()
+    sink.close()
