@@ -8,7 +8,10 @@ from pyslirp_proc import PyslirpProcess
 
 # Debian's /etc/ppp/options asks for crtscts and auth; a dial-up client to pyslirp says
 # nocrtscts (QEMU's socket line has no modem lines) and noauth (we don't authenticate to it).
-PPPD = "pppd $PPP_TTY 115200 nodetach debug local noauth nocrtscts nodefaultroute maxfail 1"
+#: the pppd command line every interop test dials with (add options after it)
+PPPD_QUIET = "pppd $PPP_TTY 115200 nodetach local noauth nocrtscts nodefaultroute maxfail 1"
+#: the same with pppd's packet log on the console (the PPP link tests read it)
+PPPD = PPPD_QUIET.replace("nodetach", "nodetach debug")
 
 UP_SCRIPT = """
 {pppd} {options} &

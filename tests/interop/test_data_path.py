@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import rig
+from dial import PPPD_QUIET as PPPD
 from pyslirp_proc import PyslirpProcess
 
-PPPD = "pppd $PPP_TTY 115200 nodetach local noauth nocrtscts nodefaultroute maxfail 1"
 
 SCRIPT = """
 {pppd} {options} &

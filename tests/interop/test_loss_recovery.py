@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 
 import rig
+from dial import PPPD_QUIET as PPPD
 from pyslirp_proc import PyslirpProcess
 from shim import DOWN, UP, Frame, LineShim
 from test_data_path import FileServer, services, sha, start_sink
 
-PPPD = "pppd $PPP_TTY 115200 nodetach local noauth nocrtscts nodefaultroute maxfail 1"
 DOWNLOAD = 5 << 20
 UPLOAD = 512 << 10
 LOSS = 0.02

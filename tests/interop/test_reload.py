@@ -10,7 +10,7 @@ import contextlib
 from typing import Any
 
 import rig
-from dial import PPPD
+from dial import PPPD_QUIET as PPPD
 from pyslirp_proc import PyslirpProcess
 from test_data_path import FileServer
 

@@ -29,11 +29,11 @@ import time
 from contextlib import contextmanager
 
 import rig
+from dial import PPPD_QUIET as PPPD
 from pyslirp_proc import PyslirpProcess
 from shim import DOWN, UP, Frame, LineShim, fcs16
 from test_data_path import FileServer, services, sha
 
-PPPD = "pppd $PPP_TTY 115200 nodetach local noauth nocrtscts nodefaultroute maxfail 1"
 
 UPTIME = "$(cut -d' ' -f1 /proc/uptime)"
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import rig
+from dial import PPPD_QUIET as PPPD
 from pyslirp_proc import PyslirpProcess
 from metrics_scrape import scrape, total
 from test_data_path import FileServer, sha
@@ -29,7 +30,6 @@ from test_ssh import SSHD, privsep_dir, sshd
 
 from pyslirp.config import SecurityConfig, ServiceConfig
 
-PPPD = "pppd $PPP_TTY 115200 nodetach local noauth nocrtscts nodefaultroute maxfail 1"
 UPTIME_SH = "$(cut -d' ' -f1 /proc/uptime)"
 RATE, BURST, STORM = 10, 20, 200
 
@@ -255,6 +255,39 @@ async def test_a_spoofed_source_address_is_dropped_and_counted(rig_image, rig_ac
         stats = await server.stats()
     assert res.results["spoofed_ping"] != "0" and res.results["ping"] == "0"
     assert stats["counters"]["stack"]["ip_drop_spoofed_source"] == 3
+
+
+UDP_REFUSED_SCRIPT = f"""
+{PPPD} &
+wait_ppp 40 || {{ result up 0; exit 1; }}
+result up 1
+T0={UPTIME_SH}
+nslookup example.test 10.0.0.1 > /tmp/lookup 2>&1; result lookup $?
+result lookup_secs "$(awk -v a=$T0 -v b={UPTIME_SH} 'BEGIN {{ printf "%.2f", b - a }}')"
+result lookup_said "$(tr '\\n' ' ' < /tmp/lookup)"
+"""
+
+
+async def test_a_refused_udp_flow_gets_port_unreachable_at_once_and_is_audited(
+    rig_image, rig_accel, tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+    config = {"dns": {"upstream": "127.0.0.1:9"}, "security": {"blocked_ports": [53], "audit_log": str(audit)}}
+    async with PyslirpProcess(config, debug=False) as server:
+        res = await rig.run_vm_async(rig_image, UDP_REFUSED_SCRIPT, line="virtio", line_port=server.port,
+                                     timeout=120, accel=rig_accel, name="udp-refused")
+        res.check()
+        stats = await server.stats()
+    print(f"\nudp refused: {res.results}")
+    # The resolver hears "port unreachable" and gives up at once, instead of waiting out its timeouts.
+    assert res.results["lookup"] != "0" and float(res.results["lookup_secs"]) < 2.0, res.results
+    refusals = [rec for rec in audit_records(audit) if rec["event"] == "connection_refused"]
+    assert refusals and {(rec["proto"], rec["dport"], rec["reason"], rec["service"]) for rec in refusals} == {
+        ("udp", 53, "port_blocked", "dns")
+    }
+    counters = stats["counters"]
+    assert counters["udp_relay"]["refused_port_blocked"] == len(refusals)
+    assert counters["stack"]["icmp_errors_sent"] >= len(refusals)
 
 
 # --- A SYN flood ---------------------------------------------------------------------------------

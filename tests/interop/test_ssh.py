@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 import rig
+from dial import PPPD_QUIET as PPPD
 from pyslirp_proc import PyslirpProcess
 
 SSHD = "/usr/sbin/sshd"
-PPPD = "pppd $PPP_TTY 115200 nodetach local noauth nocrtscts nodefaultroute maxfail 1"
 COPY_SIZE = 256 << 10
 
 SCRIPT = f"""

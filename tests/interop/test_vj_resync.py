@@ -25,6 +25,7 @@ from typing import Callable
 import pytest
 
 import rig
+from dial import PPPD_QUIET as PPPD
 from pyslirp_proc import PyslirpProcess
 from shim import DOWN, UP, Frame, LineShim
 from test_data_path import FileServer, services, sha, start_sink
@@ -32,7 +33,6 @@ from test_data_path import FileServer, services, sha, start_sink
 PROTO_VJ_COMPRESSED = 0x002D
 SIZE = 1 << 20
 
-PPPD = "pppd $PPP_TTY 115200 nodetach local noauth nocrtscts nodefaultroute maxfail 1"
 
 # The upload's data go up, the download's come down; the fault hits one of them. Guest counters
 # are read before and after: ppp0 rx_errors (ppp_generic's ppp_receive_error: a bad FCS, then
