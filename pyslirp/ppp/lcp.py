@@ -84,7 +84,7 @@ class LCPOptions:
     request_acfc: bool = True
     echo_interval: float = 10.0  # 0 turns keepalive off
     echo_failures: int = 3
-    loopback_fail: int = 5
+    loopback_fail: int = 10  # as pppd (DEFLOOPBACKFAIL): a tty echoing for a moment at open is no loop
 
 
 class LCP(OptionHandler):
