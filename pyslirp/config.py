@@ -195,6 +195,9 @@ class TCPConfig(_Section):
         4 * 1024 * 1024, ge=64 * 1024,
         description="bytes of out-of-order data all connections of a link may hold together; more is dropped",
     )
+    shutdown_grace: float = Field(
+        10.0, ge=0, description="on SIGTERM, seconds open connections get to finish before the link is closed"
+    )
     min_rto: float = Field(0.2, gt=0)
     line_budget: bool = Field(
         True, description="bound bulk data in flight by the line's measured rate, so interactive traffic stays fast"

@@ -39,7 +39,8 @@ REFUSED = CounterSpec(
     "refused",
     "new connections refused before a host socket was opened, by reason",
     reasons=("no_service", "service_disabled", "no_route", "service_full", "port_blocked", "port_not_allowed",
-             "rate_limit", "brute_force", "pending_cap", "flow_cap", "denied_by_extension", "admission_error"),
+             "rate_limit", "brute_force", "pending_cap", "flow_cap", "denied_by_extension", "admission_error",
+             "shutting_down"),
 )
 
 
@@ -132,6 +133,8 @@ class Admission:
         self.active: Counter[tuple[str, int]] = Counter()
         #: (protocol, our port) -> admitted TCP flows whose service has not accepted yet
         self.pending: Counter[tuple[str, int]] = Counter()
+        #: set when pyslirp is shutting down: every new flow is refused ``shutting_down``
+        self.closing = False
         self.update(services, checks, max_pending, relays)
 
     def update(
@@ -163,6 +166,8 @@ class Admission:
         )
 
     def admit(self, flow: Flow, now: float) -> Decision:
+        if self.closing:
+            return Refused("shutting_down")
         decision = self._route(flow)
         if isinstance(decision, Refused):
             return decision

@@ -26,7 +26,7 @@ from typing import Callable, Protocol
 
 from pyslirp._core.hdlc import Deframer, encode_frame
 from pyslirp.counters import CounterSet, CounterSpec
-from pyslirp.ppp.link import LINK_COUNTERS, LinkDown, LinkOptions, LinkUp, NetworkDown, PPPLink
+from pyslirp.ppp.link import LINK_COUNTERS, LinkDown, LinkOptions, LinkUp, NetworkDown, Phase, PPPLink
 from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.lines import LINE_COUNTERS, LineSession
 from pyslirp.runtime.observers import Direction, FrameTap, LogObserver, Observers
@@ -66,8 +66,15 @@ class Network(Protocol):
     def next_deadline(self) -> float | None: ...
     def handle_timer(self, now: float) -> None: ...
     def open_reverse(self, peer_port: int, label: str) -> asyncio.Protocol: ...
+    def stop_accepting(self) -> None: ...
+    def open_flows(self) -> int: ...
     def close(self) -> None: ...
 
+
+#: how long a shutdown waits for the client's Terminate-Ack (pppd answers at once; RFC 1661's
+#: restart timer is 3 s)
+TERMINATE_WAIT = 3.0
+SHUTDOWN_POLL = 0.05
 
 #: builds the network of a link that came up; the callable it is given asks for a flush
 NetworkFactory = Callable[[LinkUp, Callable[[], None]], Network]
@@ -108,6 +115,8 @@ class Gateway:
         self._deframe_errors = 0
         self._flush_pending = False
         self.links_started = 0
+        #: shutting down: a link that ends is not negotiated again
+        self.closing = False
         #: time from a frame's arrival to its answer being queued; and per datagram a service sent
         self.rx_times = ProcessingTimes()
         self.tx_times = ProcessingTimes()
@@ -139,6 +148,28 @@ class Gateway:
             self.session.close()
             for registration in registrations:
                 self.registry.detach(registration)
+
+    async def shutdown(self, grace: float, terminate_wait: float = TERMINATE_WAIT) -> None:
+        """End the session politely (SIGTERM): refuse new flows, give the open ones up to
+        ``grace`` seconds to finish, then close the link with LCP Terminate-Request (RFC 1661
+        §3.7) and wait up to ``terminate_wait`` seconds for the Ack. The caller then ends the
+        session; what is still open is reset then."""
+        self.closing = True
+        network = self.network
+        deadline = self._loop.time() + grace
+        if network is not None:
+            network.stop_accepting()
+            while network is self.network and network.open_flows() and self._loop.time() < deadline:
+                await asyncio.sleep(SHUTDOWN_POLL)
+            if network is self.network and network.open_flows():
+                log.info("%s: %d flows still open after %.0f s; closing them", self.session.name,
+                         network.open_flows(), grace)
+        self.link.close("shutdown", self._loop.time())
+        self._flush()
+        deadline = self._loop.time() + terminate_wait
+        while self.link.phase is not Phase.DEAD and self._loop.time() < deadline:
+            await asyncio.sleep(SHUTDOWN_POLL)
+        await self.scheduler.drain(max(0.0, deadline - self._loop.time()))
 
     def stats(self) -> dict[str, object]:
         """This session's state beyond its counters (those are in the registry): queues, per-frame
@@ -276,7 +307,7 @@ class Gateway:
         self._loop.call_later(1.0, self._restart_if_idle)
 
     def _restart_if_idle(self) -> None:
-        if self.scheduler.closed:
+        if self.scheduler.closed or self.closing:
             return
         self._start_link()
 

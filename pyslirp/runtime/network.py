@@ -101,6 +101,14 @@ class LinkNetwork:
         self.proxy.reconfigure(config.services, extension, now)
         self.relay.reconfigure(extension, now)
 
+    def stop_accepting(self) -> None:
+        """Shutting down: new flows are refused; open ones go on."""
+        self.admission.closing = True
+
+    def open_flows(self) -> int:
+        """Connections and UDP flows still open."""
+        return len(self.proxy.pipes) + len(self.relay.flows)
+
     def receive(self, packet: bytes, now: float) -> None:
         self.stack.receive(packet, now)
 

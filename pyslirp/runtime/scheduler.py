@@ -127,6 +127,16 @@ class LineScheduler:
         self._queued_bytes = [0] * len(Priority)
         self._wake.set()
 
+    async def drain(self, timeout: float) -> bool:
+        """Wait until everything queued has been handed to the line (at most ``timeout`` s)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (any(self._queues) or self._partial or self._writer_busy) and not self._closed:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
     def _take_batch(self) -> bytes:
         parts: list[bytes] = []
         size = 0

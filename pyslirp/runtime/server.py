@@ -156,6 +156,17 @@ class Server:
         if self.audit is not None:
             self.audit.reopen()
 
+    async def shutdown(self) -> None:
+        """SIGTERM/SIGINT: stop listening for forwards, let the session end politely
+        (:meth:`Gateway.shutdown`: ``tcp.shutdown_grace`` for open flows, then LCP
+        Terminate-Request). The caller then stops :meth:`run`, which flushes the capture and
+        the audit log."""
+        for server in self.forwards:
+            server.close()
+        if self.gateway is not None:
+            log.info("shutting down: open connections get %.0f s", self.config.tcp.shutdown_grace)
+            await self.gateway.shutdown(self.config.tcp.shutdown_grace)
+
     def hangup(self) -> None:
         """SIGHUP: reopen the audit log, then reload the configuration."""
         self.reopen_logs()
@@ -269,8 +280,24 @@ async def _serve(config: PyslirpConfig, debug_packets: bool, load: Callable[[], 
         return EXIT_CONFIG
     task = asyncio.ensure_future(server.run())
     loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def stop() -> None:
+        """The first signal shuts down politely; a second one at once."""
+        if stopping:
+            task.cancel()
+            return
+
+        async def stop_politely() -> None:
+            try:
+                await server.shutdown()
+            finally:
+                task.cancel()
+
+        stopping.append(asyncio.ensure_future(stop_politely()))
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, task.cancel)
+        loop.add_signal_handler(signum, stop)
     loop.add_signal_handler(signal.SIGUSR1, server.log_stats)
     loop.add_signal_handler(signal.SIGHUP, server.hangup)
     loop.add_signal_handler(signal.SIGUSR2, server.capture.toggle)

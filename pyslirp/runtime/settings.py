@@ -49,6 +49,7 @@ APPLIES: dict[str, Applies] = {
     "services": Applies.LIVE,
     "forwards": Applies.LIVE,
     "tcp": Applies.NEXT_LINK,
+    "tcp.shutdown_grace": Applies.LIVE,
     "dns": Applies.LIVE,
     "socks": Applies.LIVE,
     "security": Applies.LIVE,

@@ -150,7 +150,7 @@ class PyslirpProcess:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), 10)
+                await asyncio.wait_for(proc.wait(), 20)  # tcp.shutdown_grace (10 s) + the LCP Terminate
             except asyncio.TimeoutError:
                 proc.kill()
                 await proc.wait()

@@ -102,3 +102,42 @@ async def test_each_flush_passes_the_budgets_read_rest_and_interactivity_to_the_
     gateway._flush()
     assert (session.batch_reads, session.read_rest) == (False, 0.0)
     gateway.scheduler.close()
+
+
+async def test_shutdown_refuses_new_flows_waits_for_open_ones_then_terminates_the_link() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import datapath
+    from pyslirp.net import tcp_types
+    from pyslirp.ppp.link import Phase
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(4096):
+            writer.write(data)
+        writer.close()
+
+    service = await asyncio.start_server(echo, "127.0.0.1", 0)
+    path = datapath.DataPath()
+    await path.start(service.sockets[0].getsockname()[1])
+    loop = asyncio.get_running_loop()
+    held = await path.exchange(b"before the signal", close=False)
+    shutdown = asyncio.ensure_future(path.gateway.shutdown(grace=5.0))
+    await asyncio.sleep(0.2)
+    late = path.connect()  # after the signal: refused at once
+    while late.state != tcp_types.CLOSED:
+        await asyncio.sleep(0.01)
+    assert not shutdown.done() and path.gateway.link.phase is Phase.NETWORK  # the open one may finish
+    held.close(loop.time())  # it does: FIN, and the service's FIN back
+    path.flush_client()
+    started = loop.time()
+    await asyncio.wait_for(shutdown, 5)
+    assert loop.time() - started < 2.0  # no wait for the rest of the grace
+    assert path.ppp.terminated and path.gateway.link.phase is Phase.DEAD  # Terminate-Request, Ack
+    counters = path.registry.snapshot()
+    assert counters["proxy"]["refused_shutting_down"] == 1
+    await asyncio.sleep(1.2)
+    assert path.gateway.link.phase is Phase.DEAD  # not negotiated again
+    await path.close()
+    service.close()
