@@ -243,6 +243,7 @@ class MonitoredView:
         self.config = PyslirpConfig()
         self.registry = path.registry
         self.probe = ServiceProbe({})
+        self.breakers = None
         self.started = time.time()
         self.metrics_serving = True
 

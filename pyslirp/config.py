@@ -146,6 +146,15 @@ class RateLimit(_Section):
     burst: int = Field(20, ge=1)
 
 
+class BreakerConfig(_Section):
+    """A service's circuit breaker: after ``failures`` failed connects within ``window`` seconds,
+    new connections get RST at once for ``cooldown`` seconds, then one probe is let through."""
+
+    failures: int = Field(5, ge=1)
+    window: float = Field(30.0, gt=0)
+    cooldown: float = Field(30.0, gt=0)
+
+
 class ServiceConfig(_Section):
     """A local service the client reaches at local_ip:<key>."""
 
@@ -162,6 +171,7 @@ class ServiceConfig(_Section):
     auth_service: bool | None = Field(
         None, description="logins happen here (brute-force detection watches it); default: port 22 only"
     )
+    breaker: BreakerConfig | None = Field(None, description="a circuit breaker for this service (TCP); off if unset")
 
     def is_auth_service(self, port: int) -> bool:
         """``auth_service`` as configured, else whether it is SSH's port (ours, ``port``, or the host's)."""

@@ -40,7 +40,7 @@ REFUSED = CounterSpec(
     "new connections refused before a host socket was opened, by reason",
     reasons=("no_service", "service_disabled", "no_route", "service_full", "port_blocked", "port_not_allowed",
              "rate_limit", "brute_force", "pending_cap", "flow_cap", "denied_by_extension", "admission_error",
-             "shutting_down"),
+             "shutting_down", "breaker_open"),
 )
 
 

@@ -14,7 +14,8 @@ or ``direction``) label; byte counts end in ``_bytes_total`` (``bytes_in`` is ex
 * per service, from :class:`EventStats` and the live connections:
   ``pyslirp_service_connections_active``, ``..._opened_total``, ``..._refused_total{reason}``,
   ``..._closed_total{outcome}``, ``pyslirp_service_bytes_total{direction}``,
-  ``pyslirp_service_up`` (the latest probe);
+  ``pyslirp_service_up`` (the latest probe), ``pyslirp_service_breaker_state{state}`` (for a
+  service with a circuit breaker);
 * ``pyslirp_tcp_connection_rtt_seconds``, a histogram of each closed connection's smoothed RTT;
 * ``pyslirp_frame_processing_seconds``, a histogram of the time from a frame's arrival to its
   answer being queued (the gateway's own histogram, re-bucketed per octave);
@@ -45,6 +46,7 @@ from prometheus_client.registry import CollectorRegistry
 from pyslirp import __version__
 from pyslirp.counters import CounterSpec
 from pyslirp.ppp.link import LinkDown, LinkUp, Phase
+from pyslirp.runtime.breaker import BreakerState
 from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver, LinkProblem
 from pyslirp.runtime.status import GatewayView
 from pyslirp.runtime.timing import BUCKETS, STEPS_PER_OCTAVE, ProcessingTimes
@@ -206,7 +208,15 @@ class GatewayCollector:
         for name, result in sorted(self.server.probe.results.items()):
             if result.reachable is not None:
                 up.add_metric([name], 1 if result.reachable else 0)
-        yield from (gauge, opened, refused, closed, moved, up)
+        breaker = GaugeMetricFamily(
+            "pyslirp_service_breaker_state", "1 for the state each service's circuit breaker is in",
+            labels=["service", "state"],
+        )
+        breakers = self.server.breakers
+        for name, state in sorted((breakers.states() if breakers is not None else {}).items()):
+            for each in BreakerState:
+                breaker.add_metric([name, each.value], 1 if each.value == state else 0)
+        yield from (gauge, opened, refused, closed, moved, up, breaker)
 
     def _histograms(self) -> Iterator[Metric]:
         stats = self.services

@@ -14,7 +14,9 @@ from typing import Awaitable, Callable
 from pyslirp.admission_extension import ExtensionError
 from pyslirp.config import ConfigError, PyslirpConfig
 from pyslirp.ppp.link import LinkUp
+from pyslirp.runtime.admission import AdmissionCheck
 from pyslirp.runtime.audit import AUDIT_COUNTERS, AuditLog, AuditLogError
+from pyslirp.runtime.breaker import ServiceBreakers
 from pyslirp.runtime.capture import CAPTURE_COUNTERS, PacketCapture
 from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.debug_log import PacketDebugLog
@@ -70,6 +72,9 @@ class Server:
         self.security = self._security_pipeline(config)  # ExtensionError: a configuration error
         if self.security.guard is not None:
             self.observers.subscribe(self.security.guard)
+        #: the services' circuit breakers, shared by every link (pyslirp.runtime.breaker)
+        self.breakers = ServiceBreakers(config.services, self._clock)
+        self.observers.subscribe(self.breakers)
         self.forwards: list[asyncio.AbstractServer] = []
         self.probe = ServiceProbe(config.services)
         self.monitoring: Monitoring | None = None
@@ -95,10 +100,20 @@ class Server:
         """SIGUSR1: log the status document (every counter included) on one line."""
         log.info("stats: %s", json.dumps(status_document(self), sort_keys=True))
 
+    @staticmethod
+    def _clock() -> float:
+        return asyncio.get_running_loop().time()
+
+    def admission_checks(self) -> list[AdmissionCheck]:
+        """What every new flow passes after its route and capacity: the services' breakers (if
+        any has one: a breaker refuses before a rate limit takes a token), then security's."""
+        breakers: list[AdmissionCheck] = [self.breakers] if self.breakers.breakers else []
+        return [*breakers, *self.security.checks]
+
     def _security_pipeline(self, config: PyslirpConfig) -> SecurityPipeline:
         return security_pipeline(
             config,
-            clock=lambda: asyncio.get_running_loop().time(),
+            clock=self._clock,
             schedule=lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback),
             record=self._record,
         )
@@ -107,7 +122,7 @@ class Server:
         def network(up: LinkUp, wake: Callable[[], None]) -> LinkNetwork:
             return LinkNetwork(
                 self.config, up, wake, line=session.name, observer=self.observers, registry=self.registry,
-                checks=self.security.checks, extension=self.security.extension,
+                checks=self.admission_checks(), extension=self.security.extension,
             )
 
         rate = line_rate(self.config, session.native_rate)
@@ -199,8 +214,13 @@ class Server:
             self.gateway.link.set_options(self.options)  # from the client's next negotiation
         self.probe.watch(effective.services)
         self._replace_security(security)
+        breakers = ServiceBreakers(effective.services, self._clock)
+        breakers.adopt(self.breakers)
+        self.observers.unsubscribe(self.breakers)
+        self.observers.subscribe(breakers)
+        self.breakers = breakers
         if self.gateway is not None and isinstance(self.gateway.network, LinkNetwork):
-            self.gateway.network.reconfigure(effective, security.checks, security.extension)
+            self.gateway.network.reconfigure(effective, self.admission_checks(), security.extension)
         if effective.forwards != old.forwards:
             await self._restart_forwards(old)
         logging.getLogger().setLevel(effective.logging.level)

@@ -89,6 +89,7 @@ class GatewayView(Protocol):
     config: PyslirpConfig
     registry: CounterRegistry
     probe: ServiceProbe
+    breakers: Any  # runtime.breaker.ServiceBreakers, or None
     started: float  # wall clock
     metrics_serving: bool
 
@@ -147,7 +148,9 @@ def health_document(server: GatewayView) -> tuple[int, dict[str, Any]]:
 
 
 def _services(server: GatewayView) -> dict[str, dict[str, Any]]:
+    breakers = server.breakers.states() if server.breakers is not None else {}
     return {
-        name: {"reachable": result.reachable, "error": result.error, "checked": result.checked or None}
+        name: {"reachable": result.reachable, "error": result.error, "checked": result.checked or None,
+               "breaker": breakers.get(name)}
         for name, result in server.probe.results.items()
     }

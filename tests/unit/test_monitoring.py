@@ -27,6 +27,7 @@ import datapath  # noqa: E402
 
 from pyslirp import cli, status_report  # noqa: E402
 from pyslirp.config import MonitoringConfig, PyslirpConfig  # noqa: E402
+from pyslirp.runtime.breaker import ServiceBreakers  # noqa: E402
 from pyslirp.runtime.counter_registry import CounterRegistry  # noqa: E402
 from pyslirp.runtime.metrics import EventStats, GatewayCollector, metric_name, metrics_registry  # noqa: E402
 from pyslirp.runtime.monitoring import Monitoring, MonitoringError  # noqa: E402
@@ -47,9 +48,12 @@ class View:
     gateway (``pyslirp.runtime.server.Server`` is the production one)."""
 
     def __init__(self, path: datapath.DataPath | None, registry: CounterRegistry, service_port: int) -> None:
-        self.config = PyslirpConfig(services={datapath.SERVICE_PORT: {"host": "127.0.0.1", "port": service_port}})
+        self.config = PyslirpConfig(services={datapath.SERVICE_PORT: {
+            "host": "127.0.0.1", "port": service_port, "breaker": {"failures": 3},
+        }})
         self.registry = registry
         self.probe = ServiceProbe(self.config.services)
+        self.breakers = ServiceBreakers(self.config.services, time.monotonic)
         self.started = time.time()
         self.metrics_serving = True
         self.path = path
@@ -131,6 +135,8 @@ async def test_metrics_status_and_health_of_a_dialled_gateway() -> None:
     assert metrics[("pyslirp_service_bytes_total", (("direction", "to_service"), *service))] == moved
     assert metrics[("pyslirp_service_bytes_total", (("direction", "to_client"), *service))] == moved
     assert metrics[("pyslirp_service_up", service)] == 1
+    assert metrics[("pyslirp_service_breaker_state", (*service, ("state", "closed")))] == 1
+    assert metrics[("pyslirp_service_breaker_state", (*service, ("state", "open")))] == 0
     assert metrics[("pyslirp_tcp_connection_rtt_seconds_count", ())] == 1
     assert metrics[("pyslirp_frame_processing_seconds_count", ())] > 0
     # The declared counters are the registry's, name for name and value for value (nothing

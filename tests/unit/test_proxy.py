@@ -25,6 +25,8 @@ from pyslirp.net.tcp_types import TCP_COUNTERS
 from pyslirp.runtime.network import DISPATCH_COUNTERS, LinkNetwork
 from pyslirp.runtime.pipe import SOCKET_RECEIVE_BUFFER
 from pyslirp.runtime.connector import ServiceConnector
+from pyslirp.runtime.breaker import ServiceBreakers
+from pyslirp.runtime.observers import Observers
 from pyslirp.runtime.proxy import PROXY_COUNTERS
 from pyslirp.runtime.udp_relay import RELAY_COUNTERS
 
@@ -47,7 +49,7 @@ PEER = IPv4Address("10.0.0.2")
 class Client:
     """The client end of the link: TCP connections from 10.0.0.2, datagrams handed across in-process."""
 
-    def __init__(self, services: dict[int, int | dict], **tcp_settings: int) -> None:
+    def __init__(self, services: dict[int, int | dict], *, checks=(), observer=None, **tcp_settings: int) -> None:
         config = PyslirpConfig(
             services={
                 port: target if isinstance(target, dict) else {"host": "127.0.0.1", "port": target, "connect_timeout": 2}
@@ -57,7 +59,8 @@ class Client:
             dns={"enabled": False},
         )
         self.loop = asyncio.get_running_loop()
-        self.network = LinkNetwork(config, LinkUp(LOCAL, PEER, ()), self._wake)
+        self.config = config
+        self.network = LinkNetwork(config, LinkUp(LOCAL, PEER, ()), self._wake, checks=checks, observer=observer)
         self.conns: dict[int, tcp.TCPConnection] = {}
         self.events: dict[int, list[object]] = {}
         self._ports = itertools.count(40000)
@@ -589,3 +592,19 @@ async def test_a_reload_keeps_allowed_connections_resets_the_others_and_routes_n
     client.close()
     server.close()
     sink.close()
+
+
+async def test_a_dead_service_gets_rst_without_a_connect_once_its_breaker_opens() -> None:
+    loop = asyncio.get_running_loop()
+    services = {80: {"host": "127.0.0.1", "port": 1, "name": "web", "connect_timeout": 1,
+                     "breaker": {"failures": 2, "window": 30, "cooldown": 60}}}
+    breakers = ServiceBreakers(PyslirpConfig(services=services).services, loop.time)
+    client = Client(services, checks=[breakers], observer=Observers(breakers))
+    for _ in range(4):
+        conn = client.connect(80)
+        await client.until(lambda: "Closed" in client.kinds(conn))
+    proxy = client.network.proxy.counters
+    assert proxy["service_unavailable"] == 2  # two connects tried: nothing listens on port 1
+    assert proxy["refused_breaker_open"] == 2  # then RST at once, without a connect
+    assert breakers.states() == {"web": "open"}
+    client.close()
