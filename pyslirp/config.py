@@ -172,6 +172,25 @@ class ServiceConfig(_Section):
         None, description="logins happen here (brute-force detection watches it); default: port 22 only"
     )
     breaker: BreakerConfig | None = Field(None, description="a circuit breaker for this service (TCP); off if unset")
+    backends: list[str] = Field(
+        default_factory=list, description="more host:port targets, tried when host:port fails (TCP)"
+    )
+    balance: Literal["failover", "round_robin"] = Field(
+        "failover", description="failover: host:port first, then backends in order; round_robin: a new first each time"
+    )
+
+    @field_validator("backends")
+    @classmethod
+    def _host_port(cls, values: list[str]) -> list[str]:
+        for value in values:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port, got {value!r}")
+        return values
+
+    def targets(self) -> list[tuple[str, int]]:
+        """host:port, then each backend."""
+        return [(self.host, self.port), *((b.rpartition(":")[0], int(b.rpartition(":")[2])) for b in self.backends)]
 
     def is_auth_service(self, port: int) -> bool:
         """``auth_service`` as configured, else whether it is SSH's port (ours, ``port``, or the host's)."""

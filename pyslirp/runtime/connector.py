@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import logging
 import os
 import socket
 from typing import Protocol
 
 from pyslirp.config import ServiceConfig
+
+log = logging.getLogger(__name__)
 
 
 class ConnectFailed(Exception):
@@ -38,18 +41,30 @@ class Connector(Protocol):
 
 
 class ServiceConnector:
-    """Connects to one configured service (``host:port``, by address or by name)."""
+    """Connects to one configured service: ``host:port`` (by address or by name), then its
+    ``backends`` in order when it fails (``balance: failover``), or starting from the next target
+    each time (``round_robin``). Each target gets the service's ``connect_timeout``."""
 
     def __init__(self, service: ServiceConfig) -> None:
         self.service = service
+        self.targets = service.targets()
+        self._next = 0  # round robin: the target the next connection starts from
 
     def describe(self) -> str:
-        return f"{self.service.host}:{self.service.port}"
+        first = f"{self.service.host}:{self.service.port}"
+        return first if len(self.targets) == 1 else f"{first} (+{len(self.targets) - 1} backends)"
+
+    def _order(self) -> list[tuple[str, int]]:
+        if self.service.balance == "failover" or len(self.targets) == 1:
+            return self.targets
+        start = self._next
+        self._next = (start + 1) % len(self.targets)
+        return self.targets[start:] + self.targets[:start]
 
     def connect_now(self) -> socket.socket | None:
-        """A socket already connected if the service listens on a loopback address; None when it
-        is elsewhere, by name (resolving would block), or not (yet) accepting."""
-        host, port = self.service.host, self.service.port
+        """A socket already connected if the first target listens on a loopback address; None
+        when it is elsewhere, by name (resolving would block), or not (yet) accepting."""
+        host, port = self.targets[self._next if self.service.balance == "round_robin" else 0]
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
@@ -61,6 +76,8 @@ class ServiceConnector:
             sock.setblocking(False)
             if sock.connect_ex((host, port)) in (0, errno.EINPROGRESS):
                 sock.getpeername()  # raises unless the handshake is done
+                if self.service.balance == "round_robin":
+                    self._next = (self._next + 1) % len(self.targets)
                 return sock
         except OSError:
             pass
@@ -68,20 +85,33 @@ class ServiceConnector:
         return None
 
     async def connect(self) -> socket.socket:
-        """Resolve and connect within ``connect_timeout``, trying each address in turn."""
+        """Connect to the first target that accepts, each within ``connect_timeout``; when none
+        does, ConnectFailed says why the last one failed."""
+        failure = ConnectFailed("no target")
+        for host, port in self._order():
+            try:
+                return await self._connect_one(host, port)
+            except ConnectFailed as exc:
+                if len(self.targets) > 1:
+                    log.info("service %s: %s:%d failed (%s)", self.service.name or self.service.port, host, port,
+                             exc.reason)
+                failure = exc
+        raise failure
+
+    async def _connect_one(self, host: str, port: int) -> socket.socket:
         try:
-            return await asyncio.wait_for(self._connect(), self.service.connect_timeout)
+            return await asyncio.wait_for(self._resolve_and_connect(host, port), self.service.connect_timeout)
         except asyncio.TimeoutError:
             raise ConnectFailed("timeout") from None
         except socket.gaierror as exc:
-            raise ConnectFailed(f"cannot resolve {self.service.host}: {exc.strerror}") from None
+            raise ConnectFailed(f"cannot resolve {host}: {exc.strerror}") from None
         except OSError as exc:
             # asyncio words its own message ("Connect call failed ..."): name the errno instead
             raise ConnectFailed(os.strerror(exc.errno) if exc.errno else str(exc)) from None
 
-    async def _connect(self) -> socket.socket:
+    async def _resolve_and_connect(self, host: str, port: int) -> socket.socket:
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(self.service.host, self.service.port, type=socket.SOCK_STREAM)
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         error: OSError = OSError(errno.EHOSTUNREACH, "no address")
         for family, kind, proto, _, address in infos:
             sock = socket.socket(family, kind, proto)

@@ -96,3 +96,55 @@ def test_connects_in_progress_are_capped_per_service_and_in_all() -> None:
         assert isinstance(decision, Admitted)
         admission.closed(decision, connected=False)
     assert not admission.pending and not admission.active
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_failover_tries_the_backends_in_order_when_the_service_fails() -> None:
+    seen: list[int] = []
+
+    async def serve(tag: int) -> asyncio.AbstractServer:
+        return await asyncio.start_server(lambda r, w: (seen.append(tag), w.close()), "127.0.0.1", 0)
+
+    second, third = await serve(2), await serve(3)
+    service = ServiceConfig(port=closed_port(), backends=[
+        f"127.0.0.1:{closed_port()}", f"127.0.0.1:{second.sockets[0].getsockname()[1]}",
+        f"127.0.0.1:{third.sockets[0].getsockname()[1]}",
+    ])
+    connector = ServiceConnector(service)
+    assert connector.connect_now() is None  # the first target refuses: the async way tries on
+    for _ in range(2):
+        sock = await connector.connect()
+        sock.close()
+    await asyncio.sleep(0.05)
+    assert seen == [2, 2]  # always the first that accepts
+    second.close()
+    third.close()
+
+
+async def test_round_robin_starts_each_connection_at_the_next_target() -> None:
+    seen: list[int] = []
+    servers = [await asyncio.start_server(lambda r, w, tag=tag: (seen.append(tag), w.close()), "127.0.0.1", 0)
+               for tag in range(3)]
+    ports = [server.sockets[0].getsockname()[1] for server in servers]
+    service = ServiceConfig(port=ports[0], backends=[f"127.0.0.1:{p}" for p in ports[1:]], balance="round_robin")
+    connector = ServiceConnector(service)
+    for _ in range(3):
+        sock = connector.connect_now()
+        assert sock is not None
+        sock.close()
+    for _ in range(3):
+        (await connector.connect()).close()
+    await asyncio.sleep(0.05)
+    assert seen == [0, 1, 2, 0, 1, 2]
+    for server in servers:
+        server.close()
+
+
+def test_a_backend_must_be_host_and_port() -> None:
+    with pytest.raises(ValueError, match="expected host:port, got 'nowhere'"):
+        ServiceConfig(port=80, backends=["nowhere"])

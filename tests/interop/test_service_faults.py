@@ -1,6 +1,7 @@
-"""A service's circuit breaker with Linux pppd in the VM as the client: failed connects open it,
-then the client's connections get RST at once with no connect tried; after the cooldown one
-probe goes through, and when the service is back the breaker closes."""
+"""Service faults with Linux pppd in the VM as the client. A circuit breaker: failed connects open
+it, then the client's connections get RST at once with no connect tried; after the cooldown one
+probe goes through, and when the service is back the breaker closes. Failover: a service that is
+down is replaced by its next backend."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import rig
 from dial import PPPD_QUIET as PPPD
 from pyslirp_proc import PyslirpProcess
+from test_data_path import FileServer
 
 FAILURES, COOLDOWN = 3, 3
 
@@ -53,3 +55,26 @@ async def test_the_breaker_opens_refuses_at_once_half_opens_and_closes(rig_image
     assert server.find(r"service web: breaker half_open")
     assert server.find(r"service web: breaker closed: the service accepted")
     assert after["counters"]["proxy"]["service_unavailable"] == FAILURES  # the probe connected
+
+
+FAILOVER_SCRIPT = f"""
+{PPPD} &
+wait_ppp 40 || {{ result up 0; exit 1; }}
+result up 1
+for i in 1 2 3; do result get$i "$(wget -q -O - http://10.0.0.1/page 2>/dev/null)"; done
+"""
+
+
+async def test_failover_reaches_the_second_backend_while_the_first_is_down(rig_image, rig_accel) -> None:
+    with FileServer({"page": b"from the backend"}) as backend:
+        config = {"services": {80: {"name": "web", "port": rig.free_port(),  # down: nothing listens
+                                    "backends": [f"127.0.0.1:{backend.port}"]}}}
+        async with PyslirpProcess(config, debug=False) as server:
+            res = await rig.run_vm_async(rig_image, FAILOVER_SCRIPT, line_port=server.port, timeout=120,
+                                         accel=rig_accel, name="failover")
+            res.check()
+            stats = await server.stats()
+    assert [res.results[f"get{i}"] for i in (1, 2, 3)] == ["from the backend"] * 3
+    assert stats["counters"]["proxy"]["connections_opened"] == 3
+    assert stats["counters"]["proxy"].get("service_unavailable", 0) == 0
+    assert len(server.find(r"service web: 127\.0\.0\.1:\d+ failed \(Connection refused\)")) == 3
