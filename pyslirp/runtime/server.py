@@ -73,9 +73,10 @@ class Server:
         if self.security.guard is not None:
             self.observers.subscribe(self.security.guard)
         #: the services' circuit breakers, shared by every link (pyslirp.runtime.breaker)
-        self.breakers = ServiceBreakers(config.services, self._clock)
-        self.observers.subscribe(self.breakers)
+        self.breakers = ServiceBreakers({}, self._clock)
+        self._replace_breakers(ServiceBreakers(config.services, self._clock))
         self.forwards: list[asyncio.AbstractServer] = []
+        self._tasks: set[asyncio.Task[object]] = set()
         self.probe = ServiceProbe(config.services)
         self.monitoring: Monitoring | None = None
         self.gateway: Gateway | None = None
@@ -186,7 +187,9 @@ class Server:
         """SIGHUP: reopen the audit log, then reload the configuration."""
         self.reopen_logs()
         if self.load is not None:
-            asyncio.get_running_loop().create_task(self.reload())
+            task = asyncio.get_running_loop().create_task(self.reload())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def reload(self) -> bool:
         """Read the configuration again and put it in force without dropping the link: services,
@@ -214,11 +217,7 @@ class Server:
             self.gateway.link.set_options(self.options)  # from the client's next negotiation
         self.probe.watch(effective.services)
         self._replace_security(security)
-        breakers = ServiceBreakers(effective.services, self._clock)
-        breakers.adopt(self.breakers)
-        self.observers.unsubscribe(self.breakers)
-        self.observers.subscribe(breakers)
-        self.breakers = breakers
+        self._replace_breakers(ServiceBreakers(effective.services, self._clock))
         if self.gateway is not None and isinstance(self.gateway.network, LinkNetwork):
             self.gateway.network.reconfigure(effective, self.admission_checks(), security.extension)
         if effective.forwards != old.forwards:
@@ -245,6 +244,16 @@ class Server:
             self.observers.subscribe(security.guard)
         self.security = security
 
+    def _replace_breakers(self, breakers: ServiceBreakers) -> None:
+        """The new breakers take over, with the state of those unchanged. Only breakers that
+        exist listen to the observers: with none configured, a connection pays nothing."""
+        breakers.adopt(self.breakers)
+        if self.breakers.breakers:
+            self.observers.unsubscribe(self.breakers)
+        if breakers.breakers:
+            self.observers.subscribe(breakers)
+        self.breakers = breakers
+
     async def _restart_forwards(self, old: PyslirpConfig) -> None:
         for server in self.forwards:
             server.close()
@@ -253,7 +262,11 @@ class Server:
         except ForwardError as exc:
             log.error("reload: %s; the previous forwards stay", exc)
             self.config = self.config.model_copy(update={"forwards": old.forwards})
-            self.forwards = await self._start_forwards(self.config)
+            try:
+                self.forwards = await self._start_forwards(self.config)
+            except ForwardError as again:  # their ports were taken meanwhile
+                log.error("reload: %s; no forwards until the next reload", again)
+                self.forwards = []
 
     async def _serve_line(self) -> None:
         print(self.line.describe(), file=sys.stderr, flush=True)

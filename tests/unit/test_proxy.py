@@ -507,6 +507,14 @@ async def test_with_tcp_batch_acks_off_the_line_reader_never_rests() -> None:
         network.close()
 
 
+async def test_tcp_reassembly_memory_bounds_the_links_out_of_order_data() -> None:
+    client = Client({}, reassembly_memory=65536)
+    assert client.network.stack.reassembly.limit == 65536
+    conn = client.network.stack.open_connection(40000, client.loop.time())
+    assert conn.receiver.pool is client.network.stack.reassembly
+    client.close()
+
+
 async def test_icmp_errors_are_rate_limited() -> None:
     from pyslirp.net.stack import ICMP_ERROR_BURST, ICMP_ERROR_RATE
 
