@@ -55,6 +55,47 @@ class LineError(Exception):
     """A line that cannot be opened; ``str()`` is a message fit for a user."""
 
 
+class Reopen:
+    """When a line is tried again: at once after a session that lasted, then with capped
+    exponential backoff (``first`` seconds doubling up to ``cap``) while opening keeps failing or
+    sessions keep ending at once. The log says what fails once per change of it, not per try."""
+
+    #: a session this long resets the backoff
+    STABLE = 10.0
+
+    def __init__(self, what: str, first: float = 0.5, cap: float = 30.0) -> None:
+        self.what, self.first, self.cap = what, first, cap
+        self.tries = 0
+        self._delay = 0.0
+        self._problem: str | None = None
+        self._failing_since = 0.0
+        self._opened_at: float | None = None
+
+    def opened(self) -> None:
+        """The line is open (again)."""
+        now = time.monotonic()
+        if self._problem is not None:
+            log.info("%s: open again after %.0f s", self.what, now - self._failing_since)
+            self._problem = None
+        self._opened_at = now
+
+    async def wait(self, problem: str | None = None) -> None:
+        """Wait before the next try. ``problem``: why opening failed (None: a session ended)."""
+        now = time.monotonic()
+        if self._opened_at is not None and now - self._opened_at >= self.STABLE:
+            self._delay = 0.0
+        self._opened_at = None
+        if problem is not None and problem != self._problem:
+            if self._problem is None:
+                self._failing_since = now
+            self._problem = problem
+            log.warning("%s: %s; trying again with backoff up to %.0f s", self.what, problem, self.cap)
+        self.tries += 1
+        if self._delay:
+            await asyncio.sleep(self._delay)
+        self._delay = min(self.cap, max(self.first, self._delay * 2))
+
+
 class LineSession(ABC):
     """One continuous connection of a line's byte stream."""
 
@@ -359,11 +400,13 @@ class Line(ABC):
 
 
 class TcpListenLine(Line):
-    """``tcp-listen://host:port``: accept one client at a time (QEMU's socket chardev, ser2net)."""
+    """``tcp-listen://host:port``: accept one client at a time (QEMU's socket chardev, ser2net);
+    when it hangs up, the next."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self._server: socket.socket | None = None
+        self.reopen = Reopen(f"line tcp {host}:{port}")
 
     def open(self) -> None:
         try:
@@ -385,7 +428,12 @@ class TcpListenLine(Line):
         assert self._server is not None
         loop = asyncio.get_running_loop()
         while True:
-            sock, peer = await loop.sock_accept(self._server)
+            try:
+                sock, peer = await loop.sock_accept(self._server)
+            except OSError as exc:  # EMFILE, ENOBUFS, ...: the listening socket stays
+                await self.reopen.wait(f"accept failed: {exc.strerror or exc}")
+                continue
+            self.reopen.opened()
             yield SocketSession(sock, f"tcp {peer[0]}:{peer[1]}")
 
     def describe(self) -> str:
@@ -400,10 +448,9 @@ class TcpListenLine(Line):
 class TcpConnectLine(Line):
     """``socket://host:port``: connect out, and reconnect after a hang-up."""
 
-    RETRY_DELAY = 1.0
-
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
+        self.reopen = Reopen(f"line tcp {host}:{port}")
 
     async def sessions(self) -> AsyncIterator[LineSession]:
         loop = asyncio.get_running_loop()
@@ -414,10 +461,11 @@ class TcpConnectLine(Line):
                 await loop.sock_connect(sock, (self.host, self.port))
             except OSError as exc:
                 sock.close()
-                log.warning("line %s:%d: connect failed (%s); retrying", self.host, self.port, exc.strerror or exc)
-                await asyncio.sleep(self.RETRY_DELAY)
+                await self.reopen.wait(f"connect failed: {exc.strerror or exc}")
                 continue
+            self.reopen.opened()
             yield SocketSession(sock, f"tcp {self.host}:{self.port}")
+            await self.reopen.wait()
 
     def describe(self) -> str:
         return f"connecting the line to tcp {self.host}:{self.port}"
@@ -464,52 +512,70 @@ class PtyLine(Line):
 
 
 class SerialLine(Line):
-    """A serial device through pyserial (any baud rate, optional RTS/CTS), or a pyserial URL."""
+    """A serial device through pyserial (any baud rate, optional RTS/CTS), or a pyserial URL.
+
+    A device that is not there (yet), fails to open, or disappears (a USB adapter unplugged: its
+    reads fail) is opened again with backoff; only settings pyserial rejects are an error."""
 
     def __init__(self, port: str, baudrate: int, rtscts: bool = False, xonxoff: bool = False) -> None:
         self.port, self.baudrate, self.rtscts, self.xonxoff = port, baudrate, rtscts, xonxoff
+        self.reopen = Reopen(f"serial port {port}")
 
     def _open(self):
+        """The open port; LineError for settings pyserial rejects, SerialException (an
+        OSError) when the device cannot be opened now."""
         import serial
 
         try:
             return serial.serial_for_url(
                 self.port, baudrate=self.baudrate, rtscts=self.rtscts, xonxoff=self.xonxoff, timeout=0
             )
-        except (serial.SerialException, ValueError) as exc:
+        except ValueError as exc:
             raise LineError(f"cannot open serial port {self.port}: {exc}") from None
-
-    RETRY_DELAY = 2.0
 
     async def sessions(self) -> AsyncIterator[LineSession]:
         # 10 bits per byte on the wire: start, 8 data, stop.
         rate = self.baudrate // 10
-        first = True
         while True:
             try:
                 port = self._open()
-            except LineError:
-                if first:
-                    raise
-                log.warning("serial port %s unavailable; retrying in %.0f s", self.port, self.RETRY_DELAY)
-                await asyncio.sleep(self.RETRY_DELAY)
+            except OSError as exc:  # pyserial's SerialException is one
+                await self.reopen.wait(f"cannot open: {os.strerror(exc.errno) if exc.errno else exc}")
                 continue
-            first = False
+            self.reopen.opened()
             try:
                 fd = port.fileno()
             except Exception:  # pyserial URL handlers without a descriptor (rfc2217://, loop://)
                 fd = None
+            if fd is not None:
+                _read_at_least_one_byte(fd)
             try:
                 if fd is not None:
                     yield FdSession(fd, f"serial {self.port}", owns_fd=False, native_rate=rate)
                 else:
                     yield ThreadedSerialSession(port, f"serial {self.port}", native_rate=rate)
             finally:
-                port.close()
+                try:
+                    port.close()
+                except OSError:
+                    pass  # the device is gone
+            await self.reopen.wait()
 
     def describe(self) -> str:
         flow = " rtscts" if self.rtscts else ""
         return f"serving PPP on serial port {self.port} at {self.baudrate} baud{flow}"
+
+
+def _read_at_least_one_byte(fd: int) -> None:
+    """VMIN=1, VTIME=0 on a tty: pyserial's ``timeout=0`` sets VMIN=0, with which a tty polls as
+    readable while it has nothing and a read returns 0 bytes, which would look like a hang-up. With
+    VMIN=1 a non-blocking read of nothing fails with EAGAIN, and 0 bytes means the device hung up."""
+    try:
+        attributes = termios.tcgetattr(fd)
+        attributes[6][termios.VMIN], attributes[6][termios.VTIME] = 1, 0
+        termios.tcsetattr(fd, termios.TCSANOW, attributes)
+    except termios.error:
+        pass  # not a tty (a pyserial URL over a socket)
 
 
 class ThreadedSerialSession(LineSession):

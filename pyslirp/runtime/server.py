@@ -36,6 +36,8 @@ log = logging.getLogger("pyslirp")
 EXIT_OK = 0
 EXIT_FAULT = 1
 EXIT_CONFIG = 2
+#: after a line fault its own retries did not handle, seconds
+LINE_RESTART_DELAY = 5.0
 
 
 class Server:
@@ -277,18 +279,30 @@ class Server:
         for port, service in sorted(enabled.items()):
             log.info("service %s: %s:%d/%s -> %s:%d", service.name or port, self.config.ppp.local_ip, port,
                      service.protocol, service.host, service.port)
-        async for session in self.line.sessions():
-            log.info("%s: line up", session.name)
-            self.gateway = self._gateway(session)
-            self.capture.watch(self.gateway)
+        while True:
             try:
-                await self.gateway.run()
+                async for session in self.line.sessions():
+                    await self._serve_session(session)
+            except (LineError, asyncio.CancelledError):
+                raise  # a configuration the line cannot work with; a signal
             except Exception:
-                # A fault on one session must not end the server: log it and take the next one.
-                log.exception("%s: session failed", session.name)
-            finally:
-                self.capture.unwatch(self.gateway)
-                self.gateway = None
+                # A line fault must not end the server: the line's own retries failed in a way
+                # they did not foresee. Log it and open the line again.
+                log.exception("line failed; opening it again in %.0f s", LINE_RESTART_DELAY)
+                await asyncio.sleep(LINE_RESTART_DELAY)
+
+    async def _serve_session(self, session: LineSession) -> None:
+        log.info("%s: line up", session.name)
+        self.gateway = self._gateway(session)
+        self.capture.watch(self.gateway)
+        try:
+            await self.gateway.run()
+        except Exception:
+            # A fault on one session must not end the server: log it and take the next one.
+            log.exception("%s: session failed", session.name)
+        finally:
+            self.capture.unwatch(self.gateway)
+            self.gateway = None
 
 
 def _install_event_loop_policy() -> None:

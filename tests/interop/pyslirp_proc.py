@@ -4,8 +4,8 @@
         res = await rig.run_vm_async(image, script, line_port=server.port, ...)
         await server.wait_log(r"link up")
 
-The configuration is a dict written to a YAML file; ``serial.port`` is set to a free loopback
-port. Everything the server logs is kept in :attr:`PyslirpProcess.lines` for assertions and is
+The configuration is a dict written to a YAML file; the line is ``tcp-listen://`` on a free loopback
+port (:attr:`port`), or ``line`` (a device path, say). Everything the server logs is kept in :attr:`PyslirpProcess.lines` for assertions and is
 shown when a test fails.
 """
 
@@ -23,13 +23,15 @@ from typing import Any
 import yaml
 
 LISTENING = re.compile(r"listening for the line on tcp 127\.0\.0\.1:(\d+)")
+SERVING = re.compile(r"serving PPP on serial port")
 STATS = re.compile(r"stats: (\{.*\})\s*$")
 
 
 class PyslirpProcess:
-    def __init__(self, config: dict[str, Any] | None = None, *, debug: bool = True) -> None:
+    def __init__(self, config: dict[str, Any] | None = None, *, debug: bool = True, line: str | None = None) -> None:
         self.config = dict(config or {})
         self.debug = debug
+        self.line = line
         self.lines: list[str] = []
         self.port = 0
         self._proc: asyncio.subprocess.Process | None = None
@@ -73,7 +75,7 @@ class PyslirpProcess:
         self._write_config(self.config)
         config_file = self.config_file
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pyslirp", "serve", "--config", str(config_file), "tcp-listen://127.0.0.1:0",
+            sys.executable, "-m", "pyslirp", "serve", "--config", str(config_file), self.line or "tcp-listen://127.0.0.1:0",
             *(["--debug"] if self.debug else []),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -81,6 +83,9 @@ class PyslirpProcess:
             cwd=self._dir.name,
         )
         self._reader = asyncio.create_task(self._read())
+        if self.line is not None:
+            await self.wait_log(SERVING.pattern, timeout=30)
+            return
         match = await self.wait_log(LISTENING.pattern, timeout=30)
         self.port = int(match.group(1))
 

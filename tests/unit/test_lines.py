@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import sys
 
 import pytest
 
-from pyslirp.runtime.lines import FdSession, LineError, LineSession, PtyLine, SerialLine, TcpConnectLine, TcpListenLine, open_line
+from pyslirp.runtime.lines import (
+    FdSession, Line, LineError, LineSession, PtyLine, Reopen, SerialLine, TcpConnectLine, TcpListenLine, open_line,
+)
 from pyslirp.runtime.scheduler import LineScheduler, Priority
 
 
@@ -37,7 +40,7 @@ async def test_tcp_connect_line_retries_until_the_server_is_there() -> None:
     port = probe.getsockname()[1]
     probe.close()
     line = TcpConnectLine("127.0.0.1", port)
-    line.RETRY_DELAY = 0.05
+    line.reopen.first = 0.05
     accepted: asyncio.Queue = asyncio.Queue()
 
     async def start_later() -> asyncio.AbstractServer:
@@ -171,6 +174,9 @@ async def test_serial_line_through_pyserial_on_a_pty_device() -> None:
     sessions = line.sessions()  # held: closing the generator closes the port
     session = await asyncio.wait_for(sessions.__anext__(), 5)
     assert session.native_rate == 960  # 10 bits a byte
+    # A quiet line is not a hung-up one (pyserial's VMIN=0 would make it read 0 bytes at once).
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(session.read(), 0.3)
     os.write(master, b"\x7eframe\x7e")
     assert await asyncio.wait_for(session.read(), 5) == b"\x7eframe\x7e"
     await session.write(b"\x7ereply\x7e")
@@ -190,10 +196,68 @@ async def test_serial_url_without_a_descriptor_runs_in_threads() -> None:
     session.close()
 
 
-async def test_unopenable_serial_port_is_a_clear_error() -> None:
-    line = open_line("/dev/ttyNOSUCH0")
-    with pytest.raises(LineError, match="cannot open serial port /dev/ttyNOSUCH0"):
+async def test_serial_settings_pyserial_rejects_are_a_clear_error() -> None:
+    line = open_line("/dev/ttyS0", baudrate=-5)
+    with pytest.raises(LineError, match="cannot open serial port /dev/ttyS0"):
         await line.sessions().__anext__()
+
+
+async def test_a_serial_device_absent_at_start_or_unplugged_is_opened_again_with_backoff(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The device path is a link to a pty's slave, as udev's stable names are: absent at first,
+    then there, then gone (the pty closed: reads fail, as an unplugged adapter's do), then back."""
+    caplog.set_level(logging.INFO)
+    device = tmp_path / "ttyUSB0"
+    line = open_line(str(device), baudrate=115200)
+    line.reopen.first, line.reopen.cap = 0.01, 0.04
+    sessions = line.sessions()
+    next_session = asyncio.ensure_future(sessions.__anext__())
+    await asyncio.sleep(0.3)
+    assert not next_session.done() and line.reopen.tries >= 5
+    for _round in range(2):
+        master, slave = os.openpty()
+        device.symlink_to(os.ttyname(slave))
+        session = await asyncio.wait_for(next_session, 5)
+        os.close(slave)
+        os.write(master, b"\x7ehello\x7e")
+        assert await asyncio.wait_for(session.read(), 5) == b"\x7ehello\x7e"
+        os.close(master)  # unplugged
+        device.unlink()
+        assert await asyncio.wait_for(session.read(), 5) == b""
+        session.close()
+        next_session = asyncio.ensure_future(sessions.__anext__())
+        await asyncio.sleep(0.2)
+        assert not next_session.done()
+    next_session.cancel()
+    warnings = [r.getMessage() for r in caplog.records if "trying again" in r.getMessage()]
+    assert len(warnings) == 3, warnings  # one per outage, not one per try
+    assert f"serial port {device}: cannot open: No such file or directory" in warnings[0]
+    assert any("open again after" in r.getMessage() for r in caplog.records)
+
+
+async def test_reopen_backs_off_exponentially_to_its_cap_and_starts_over_after_a_stable_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    reopen = Reopen("line", first=0.5, cap=4.0)
+    for _ in range(6):
+        await reopen.wait("cannot open: gone")
+    assert slept == [0.5, 1.0, 2.0, 4.0, 4.0]  # the first retry at once
+    reopen.opened()
+    await reopen.wait()  # a session that ended at once: still backing off
+    assert slept[-1] == 4.0
+    reopen.opened()
+    reopen._opened_at -= Reopen.STABLE  # it lasted
+    slept.clear()
+    await reopen.wait()
+    await reopen.wait()
+    assert slept == [0.5]
 
 
 TRICKLE_WRITER = """
@@ -316,3 +380,43 @@ async def test_full_frames_streaming_through_a_pty_are_drained_in_batches() -> N
     await asyncio.wait_for(pump, 5)
     session.close()
     os.close(master)
+
+
+async def test_a_line_fault_its_retries_did_not_foresee_never_ends_the_server(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pyslirp.config import PyslirpConfig
+    from pyslirp.runtime import server as server_module
+
+    monkeypatch.setattr(server_module, "LINE_RESTART_DELAY", 0.01)
+    served: list[str] = []
+
+    class FlakyLine(Line):
+        """Fails twice as no line class expects, then gives a session that hangs up at once."""
+
+        def __init__(self) -> None:
+            self.opened = 0
+
+        async def sessions(self):
+            self.opened += 1
+            if self.opened <= 2:
+                raise RuntimeError("driver bug")
+            ours, theirs = socket.socketpair()
+            theirs.close()
+            served.append("session")
+            yield FdSession(ours.detach(), "flaky")
+            await asyncio.Event().wait()  # no further client
+
+        def describe(self) -> str:
+            return "a flaky line"
+
+    server = server_module.Server(PyslirpConfig(dns={"enabled": False}), FlakyLine())
+    serving = asyncio.ensure_future(server._serve_line())
+    deadline = asyncio.get_running_loop().time() + 5
+    while not served or server.gateway is not None:
+        assert asyncio.get_running_loop().time() < deadline and not serving.done()
+        await asyncio.sleep(0.01)
+    assert not serving.done()
+    serving.cancel()
+    failures = [r for r in caplog.records if "line failed; opening it again" in r.getMessage()]
+    assert len(failures) == 2
