@@ -229,23 +229,41 @@ class Pipe(asyncio.Protocol):
         self._reset_host()
         self._done(outcome)
 
-    def abandon(self) -> None:
-        """The link is gone: drop the host socket at once, without telling the owner."""
+    def abandon(self) -> str | None:
+        """The link is gone; the owner is not told. What the client sent and we acknowledged
+        still goes to the host. Then the host socket gets FIN if the connection was complete
+        (the client had everything the host sent), else RST once that is written. Which of the
+        two (``link_down_closed``, ``link_down_reset``); None when there was no host socket."""
         self._cancel_pump()
         self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return None
+        now = self.owner.now()
+        while data := self.conn.read(READ_CHUNK, now):
+            transport.write(data)
+            self.to_host += len(data)
+        complete = not self.pending and not self.conn.send_buffered
+        if not complete:
+            self._set_linger_reset(transport)
+        transport.close()  # the write buffer is flushed first
+        return "link_down_closed" if complete else "link_down_reset"
 
     def _reset_host(self) -> None:
         transport = self.transport
         if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                except OSError:
-                    pass
+            self._set_linger_reset(transport)
             transport.abort()
+
+    @staticmethod
+    def _set_linger_reset(transport: asyncio.BaseTransport) -> None:
+        """Closing the socket sends RST, not FIN."""
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:
+                pass
 
     def _close_host(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

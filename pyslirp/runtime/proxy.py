@@ -52,7 +52,7 @@ PROXY_COUNTERS = CounterSet("proxy", [
         "ended",
         "connections that ended other than by an orderly close, by how",
         reasons=("client_reset", "client_aborted", "service_reset", "idle_closed", "data_after_service_closed",
-                 "closed_by_reload"),
+                 "closed_by_reload", "link_down_closed", "link_down_reset"),
         prefix="",
     ),
     CounterSpec("pending_connection_reset", "client resets of connections still waiting for their target"),
@@ -323,7 +323,9 @@ class ServiceProxy:
         for task in list(self._tasks):
             task.cancel()
         for pipe in list(self.pipes.values()):
-            pipe.abandon()
+            closed = pipe.abandon()
+            if closed is not None:
+                self.counters[closed] += 1
             self._end(pipe, "link_down")
         self.pipes.clear()
         self._closing.clear()  # the link's admission goes with it

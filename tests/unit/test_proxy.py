@@ -616,3 +616,60 @@ async def test_a_dead_service_gets_rst_without_a_connect_once_its_breaker_opens(
     assert proxy["refused_breaker_open"] == 2  # then RST at once, without a connect
     assert breakers.states() == {"web": "open"}
     client.close()
+
+
+async def test_when_the_link_goes_down_services_get_what_we_acknowledged_then_fin_or_rst_as_the_state_requires() -> None:
+    """A connection the client had everything of ends with FIN toward its service; one whose
+    service data the client never took ends with RST. Client data we acknowledged reaches the
+    service either way, even what still waited in our buffers for a service slow to read."""
+    endings: dict[str, tuple[int, str]] = {}
+    read_now = asyncio.Event()
+
+    def service(name: str, send: bytes, wait_to_read: bool):
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(send)
+            if wait_to_read:
+                await read_now.wait()
+            received = 0
+            try:
+                while data := await reader.read(65536):
+                    received += len(data)
+                ending = "fin"
+            except ConnectionResetError:
+                ending = "rst"
+            endings[name] = (received, ending)
+            writer.close()
+        return handler
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # what the service leaves unread
+    complete = await asyncio.start_server(service("complete", b"hi", wait_to_read=True), sock=listener)
+    complete_port = listener.getsockname()[1]  # waits in our buffers, not the kernel's
+    stuck, stuck_port = await serve(service("stuck", b"x" * 4_000_000, wait_to_read=False))
+    client = Client({22: complete_port, 80: stuck_port})
+    talker, downloader = client.connect(22), client.connect(80)
+    await client.until(lambda: talker.state == downloader.state == tcp_types.ESTABLISHED)
+    greeting = bytearray()
+
+    def greeted() -> bool:
+        greeting.extend(talker.read(-1, client.loop.time()))
+        return len(greeting) == 2
+
+    await client.until(greeted)
+    chunk, sent, acknowledged = os.urandom(262144), 0, -1
+    while sent - talker.send_buffered > acknowledged:  # until the service's buffers and ours are full
+        acknowledged = sent - talker.send_buffered
+        sent += talker.send(chunk, client.loop.time())
+        client.touch()
+        await asyncio.sleep(0.1)
+    assert acknowledged > 1_000_000  # the kernel holds some for the service, our buffers the rest
+    client.close()  # the link is gone
+    read_now.set()
+    await client.until(lambda: len(endings) == 2)
+    assert endings["complete"][1] == "fin"
+    assert endings["complete"][0] >= acknowledged
+    assert endings["stuck"][1] == "rst"
+    counters = client.network.proxy.counters
+    assert counters["link_down_closed"] == 1 and counters["link_down_reset"] == 1
+    complete.close()
+    stuck.close()
