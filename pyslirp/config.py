@@ -27,6 +27,8 @@ DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/pyslirp/config.yaml"))
 #: the largest MRU we offer: every frame buffer is sized from it (LCP's own floor is MIN_MRU)
 MAX_MRU = 16384
 ENV_PREFIX = "PYSLIRP_"
+#: no setting takes a number beyond 64 bits
+_LARGEST_NUMBER = 2**63 - 1
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -91,8 +93,9 @@ class AuthConfig(_Section):
         if self.secrets_file is not None:
             try:
                 text = self.secrets_file.read_text()
-            except OSError as exc:
-                raise ConfigError(f"ppp.auth.secrets_file: cannot read {self.secrets_file}: {exc.strerror}") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not text"
+                raise ConfigError(f"ppp.auth.secrets_file: cannot read {self.secrets_file}: {reason}") from None
             for number, line in enumerate(text.splitlines(), 1):
                 line = line.split("#", 1)[0].strip()
                 if not line:
@@ -167,6 +170,10 @@ class ServiceConfig(_Section):
     max_pending: int = Field(16, ge=1, description="connects to the service in progress at once")
     idle_timeout: float = Field(7200.0, gt=0, description="seconds without data before the connection is closed")
     connect_timeout: float = Field(10.0, gt=0)
+    connect_retries: int = Field(
+        2, ge=0, le=10,
+        description="connects refused or unreachable tried again, with backoff from 0.25 s, within connect_timeout",
+    )
     rate_limit: RateLimit | None = Field(None, description="this service's own limit on new connections")
     auth_service: bool | None = Field(
         None, description="logins happen here (brute-force detection watches it); default: port 22 only"
@@ -424,11 +431,37 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, not {type(data).__name__}")
+    if (where := _huge_number(data)) is not None:
+        raise ConfigError(f"{path}: {where}: a number larger than any setting takes")
+    if bad := [key for key in data if not isinstance(key, str)]:
+        raise ConfigError(f"{path}: a section name must be text, not {bad[0]!r}")
     return data
+
+
+def _huge_number(data: Any, where: str = "", seen: set[int] | None = None) -> str | None:
+    """The path of an integer (a value or a key) beyond 64 bits, if the document holds one: no
+    setting takes it, and one of thousands of digits cannot even be printed in a message."""
+    if isinstance(data, int):
+        return where or "(top level)" if abs(data) > _LARGEST_NUMBER else None
+    if not isinstance(data, (dict, list, tuple, set)):
+        return None
+    seen = set() if seen is None else seen
+    if id(data) in seen:  # an alias to an enclosing node
+        return None
+    seen.add(id(data))
+    for key, value in data.items() if isinstance(data, dict) else enumerate(data):
+        found = _huge_number(key, where, seen) or _huge_number(value, f"{where}.{key}" if where else str(key), seen)
+        if found is not None:
+            return found
+    return None
 
 
 def _format_validation_error(error: ValidationError, source: str) -> str:
@@ -439,7 +472,10 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         value = item.get("input")
-        shown = repr(value)
+        try:
+            shown = repr(value)
+        except ValueError:  # a validator made an integer too long to print (sys.get_int_max_str_digits)
+            shown = "a number too large to show"
         if len(shown) > 60:
             shown = shown[:57] + "..."
         lines.append(f"  {path}: {message} (got {shown})")

@@ -19,7 +19,7 @@ import ipaddress
 import logging
 import os
 import socket
-from typing import Protocol
+from typing import MutableMapping, Protocol
 
 from pyslirp.config import ServiceConfig
 
@@ -40,14 +40,25 @@ class Connector(Protocol):
     def describe(self) -> str: ...
 
 
+#: the first wait before a connect is tried again; it doubles each retry
+RETRY_FIRST_DELAY = 0.25
+
+
 class ServiceConnector:
     """Connects to one configured service: ``host:port`` (by address or by name), then its
     ``backends`` in order when it fails (``balance: failover``), or starting from the next target
-    each time (``round_robin``). Each target gets the service's ``connect_timeout``."""
+    each time (``round_robin``). Each target gets the service's ``connect_timeout``.
 
-    def __init__(self, service: ServiceConfig) -> None:
+    When every target refused or was unreachable at once (a service restarting), the round is
+    tried again up to ``connect_retries`` times, waiting 0.25 s, 0.5 s, ... between rounds, as
+    long as the whole stays within ``connect_timeout``. Meanwhile the client's SYN goes
+    unanswered and is retransmitted (Linux gives up after 127 s), so the retries fit well within
+    its patience; a round that timed out is not tried again."""
+
+    def __init__(self, service: ServiceConfig, counters: MutableMapping[str, int] | None = None) -> None:
         self.service = service
         self.targets = service.targets()
+        self.counters: MutableMapping[str, int] = counters if counters is not None else {}
         self._next = 0  # round robin: the target the next connection starts from
 
     def describe(self) -> str:
@@ -85,8 +96,24 @@ class ServiceConnector:
         return None
 
     async def connect(self) -> socket.socket:
-        """Connect to the first target that accepts, each within ``connect_timeout``; when none
-        does, ConnectFailed says why the last one failed."""
+        """Connect to the first target that accepts, each within ``connect_timeout``, in rounds
+        as the class says; when none does, ConnectFailed says why the last one failed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.service.connect_timeout
+        delay = RETRY_FIRST_DELAY
+        retries = self.service.connect_retries
+        while True:
+            try:
+                return await self._connect_round()
+            except ConnectFailed as exc:
+                if exc.reason == "timeout" or not retries or loop.time() + delay >= deadline:
+                    raise
+            retries -= 1
+            self.counters["connect_retries"] = self.counters.get("connect_retries", 0) + 1
+            await asyncio.sleep(delay)
+            delay *= 2
+
+    async def _connect_round(self) -> socket.socket:
         failure = ConnectFailed("no target")
         for host, port in self._order():
             try:

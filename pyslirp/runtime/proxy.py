@@ -56,6 +56,7 @@ PROXY_COUNTERS = CounterSet("proxy", [
         prefix="",
     ),
     CounterSpec("pending_connection_reset", "client resets of connections still waiting for their target"),
+    CounterSpec("connect_retries", "connects tried again after every target refused or was unreachable"),
 ])
 
 
@@ -90,11 +91,12 @@ class ServiceProxy:
         self.admission = admission
         #: the operator's async check (security.admission), awaited before the connect
         self.extension = extension
+        self.counters: Counter[str] = Counter()
         self.connectors: dict[int, Connector] = {
-            port: ServiceConnector(service) for port, service in services.items() if service.protocol == "tcp"
+            port: ServiceConnector(service, self.counters) for port, service in services.items()
+            if service.protocol == "tcp"
         }
         self.pipes: dict[tcp.TCPConnection, Pipe] = {}
-        self.counters: Counter[str] = Counter()
         self._tracked: dict[Pipe, _Tracked] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: pipes with a host socket open (connecting, joining the event loop, or joined). A flow
@@ -305,7 +307,8 @@ class ServiceProxy:
         """After the admission took a new configuration (a reload): new connections go to the new
         services; a connection the configuration no longer allows is reset both ways."""
         self.connectors = {
-            port: ServiceConnector(service) for port, service in services.items() if service.protocol == "tcp"
+            port: ServiceConnector(service, self.counters) for port, service in services.items()
+            if service.protocol == "tcp"
         }
         self.extension = extension
         for pipe, tracked in list(self._tracked.items()):

@@ -53,7 +53,8 @@ class ServiceProbe:
     def watch(self, services: dict[int, ServiceConfig]) -> None:
         """Probe these services from now on (a reload); results of those still probed are kept."""
         self.targets = {
-            service.name or f"port {port}": ServiceConnector(service)
+            # one connect a probe: a retry would only delay the verdict
+            service.name or f"port {port}": ServiceConnector(service.model_copy(update={"connect_retries": 0}))
             for port, service in services.items()
             if service.enabled and service.protocol == "tcp"
         }

@@ -78,6 +78,35 @@ async def test_an_unreachable_service_fails_with_a_reason() -> None:
     assert "refused" in failed.value.reason.lower()
 
 
+async def test_a_service_restarting_is_reached_by_retries_with_backoff_within_connect_timeout() -> None:
+    port = closed_port()
+    counters: dict[str, int] = {}
+    connector = ServiceConnector(ServiceConfig(port=port, connect_timeout=5, connect_retries=3), counters)
+    connecting = asyncio.ensure_future(connector.connect())
+    await asyncio.sleep(0.1)  # refused once; the retry waits 0.25 s
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)  # the service is back
+    sock = await asyncio.wait_for(connecting, 5)
+    assert sock.getpeername()[1] == port
+    assert counters["connect_retries"] >= 1
+    sock.close()
+    server.close()
+
+
+@pytest.mark.parametrize(("connect_timeout", "connect_retries", "retried"), [
+    (5, 0, 0),  # retries off
+    (5, 2, 2),  # 0.25 s, then 0.5 s
+    (0.5, 10, 1),  # 0.25 s; a second wait of 0.5 s would pass connect_timeout
+])
+async def test_connect_retries_are_bounded_by_their_count_and_by_connect_timeout(
+    connect_timeout: float, connect_retries: int, retried: int
+) -> None:
+    counters: dict[str, int] = {}
+    service = ServiceConfig(port=closed_port(), connect_timeout=connect_timeout, connect_retries=connect_retries)
+    with pytest.raises(ConnectFailed, match="refused"):
+        await ServiceConnector(service, counters).connect()
+    assert counters.get("connect_retries", 0) == retried
+
+
 def test_connects_in_progress_are_capped_per_service_and_in_all() -> None:
     services = {22: ServiceConfig(port=22, max_pending=2), 80: ServiceConfig(port=80, max_pending=2)}
     admission = Admission(services, LOCAL, max_pending=3)
