@@ -17,6 +17,7 @@ from pyslirp.admission_extension import ALLOW, FlowInfo
 from pyslirp.config import PyslirpConfig
 from pyslirp.runtime.admission import Admission, Admitted
 from pyslirp.runtime.observers import Flow
+from pyslirp.runtime.outbound import OutboundRoutes
 from pyslirp.runtime.security import security_pipeline
 
 LOCAL = IPv4Address("10.0.0.1")
@@ -56,6 +57,30 @@ def test_admission_per_connection(benchmark, security: str) -> None:
             admission.connected(decision)
             admission.closed(decision, connected=True)
         clock[0] = now
+
+    benchmark(admit_all)
+    benchmark.extra_info["us/connection"] = round(benchmark.stats.stats.median / N * 1e6, 3)
+
+
+OUTBOUND_FLOWS = [Flow("bench", "tcp", (IPv4Address("10.0.0.2"), 1024 + i % 60000),
+                       (IPv4Address(f"198.18.{i // 250 % 250}.{1 + i % 250}"), 443)) for i in range(N)]
+
+
+@pytest.mark.parametrize("policy", ["no lists", "allow, deny and ports"])
+def test_outbound_route_per_connection(benchmark, policy: str) -> None:
+    """The outbound route's policy lists on a connection to another address (mode direct; the
+    connect itself is the host's)."""
+    lists = {"allow": ["198.18.0.0/15", "192.0.2.0/24"], "deny": ["198.18.250.0/24", "203.0.113.0/24"],
+             "ports": [80, 443]} if policy != "no lists" else {}
+    config = PyslirpConfig(outbound={"mode": "direct", "max_connections": N, **lists})
+    admission = Admission({}, LOCAL, outbound=OutboundRoutes(config.outbound, config.socks))
+
+    def admit_all() -> None:
+        for flow in OUTBOUND_FLOWS:
+            decision = admission.admit(flow, 0.0)
+            assert isinstance(decision, Admitted)
+            admission.connected(decision)
+            admission.closed(decision, connected=True)
 
     benchmark(admit_all)
     benchmark.extra_info["us/connection"] = round(benchmark.stats.stats.median / N * 1e6, 3)

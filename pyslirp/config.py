@@ -254,13 +254,40 @@ class DNSConfig(_Section):
 
 
 class SocksConfig(_Section):
-    """Outbound connections through a SOCKS5 proxy (RFC 1928)."""
+    """The SOCKS5 proxy (RFC 1928) that ``outbound.mode: socks`` connects through."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
     port: Port = 1080
-    username: str | None = None
-    password: str | None = None
+    username: str | None = Field(
+        None, min_length=1, max_length=255, description="RFC 1929 username/password authentication when set"
+    )
+    password: str | None = Field(None, max_length=255)
+    connect_timeout: float = Field(10.0, gt=0, description="seconds for the proxy to connect a flow, handshake included")
+
+    @model_validator(mode="after")
+    def _credentials_in_pairs(self) -> "SocksConfig":
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together (RFC 1929)")
+        return self
+
+
+class OutboundConfig(_Section):
+    """The client's flows to addresses other than ours: refused, through SOCKS5, or direct."""
+
+    mode: Literal["refuse", "socks", "direct"] = Field(
+        "refuse", description="refuse: RST; socks: through the socks section's proxy; direct: the host connects out"
+    )
+    allow: list[IPv4Network] = Field(
+        default_factory=list, description="destination networks; empty: everything not denied"
+    )
+    deny: list[IPv4Network] = Field(
+        default_factory=list,
+        description="always wins; the host's loopback, link-local, multicast and 0.0.0.0/8 are denied unless in allow",
+    )
+    ports: list[Port] | None = Field(None, description="allowed destination ports; null: any")
+    max_connections: int = Field(64, ge=1, description="outbound connections open at once")
+    connect_timeout: float = Field(10.0, gt=0, description="seconds for a direct connect (socks: socks.connect_timeout)")
 
 
 
@@ -392,6 +419,7 @@ class PyslirpConfig(BaseSettings):
     tcp: TCPConfig = Field(default_factory=TCPConfig)
     dns: DNSConfig = Field(default_factory=DNSConfig)
     socks: SocksConfig = Field(default_factory=SocksConfig)
+    outbound: OutboundConfig = Field(default_factory=OutboundConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -458,16 +486,24 @@ def _huge_number(data: Any, where: str = "", seen: set[int] | None = None) -> st
         return None
     seen.add(id(data))
     for key, value in data.items() if isinstance(data, dict) else enumerate(data):
-        found = _huge_number(key, where, seen) or _huge_number(value, f"{where}.{key}" if where else str(key), seen)
+        if _huge_number(key, where, seen) is not None:
+            return where or "(top level)"
+        found = _huge_number(value, f"{where}.{_shown(key)}" if where else _shown(key), seen)
         if found is not None:
             return found
     return None
 
 
+def _shown(key: Any) -> str:
+    """A key as a message shows it: quoted when it is not one printable line."""
+    text = str(key)
+    return text if text.isprintable() else repr(text)
+
+
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        path = ".".join(_shown(part) for part in item["loc"]) or "(top level)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"

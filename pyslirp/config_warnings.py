@@ -51,8 +51,9 @@ def config_warnings(config: PyslirpConfig) -> list[str]:
         allowed = set(security.allowed_ports)
         if tcp_services and not allowed & set(tcp_services):
             warnings.append("security.allowed_ports allows none of the enabled services: every connection is refused")
-        for port in sorted(allowed - set(config.services) - ({DNS_PORT} if dns_relayed else set())):
-            warnings.append(f"security.allowed_ports lists {port}, which no service maps")
+        if config.outbound.mode == "refuse":  # else a port may be meant for outbound flows
+            for port in sorted(allowed - set(config.services) - ({DNS_PORT} if dns_relayed else set())):
+                warnings.append(f"security.allowed_ports lists {port}, which no service maps")
         if dns_relayed and DNS_PORT not in allowed:
             warnings.append(
                 f"security.allowed_ports does not list {DNS_PORT}: the DNS relay (dns.enabled) refuses every query"
@@ -72,4 +73,31 @@ def config_warnings(config: PyslirpConfig) -> list[str]:
             )
         if any(network == EVERYONE for network in security.allowlist):
             warnings.append("security.allowlist holds 0.0.0.0/0: brute-force blocking never applies")
+    return warnings + _outbound_warnings(config)
+
+
+def _outbound_warnings(config: PyslirpConfig) -> list[str]:
+    """A routing policy that cannot route anything, or routes more than it seems to."""
+    outbound = config.outbound
+    if outbound.mode == "refuse":
+        return []
+    if outbound.mode == "socks" and not config.socks.enabled:
+        return ["outbound.mode is socks but socks.enabled is false: every outbound connection is refused"]
+    warnings: list[str] = []
+    covered = [
+        str(allowed) for allowed in outbound.allow
+        if any(allowed.subnet_of(denied) for denied in outbound.deny)
+    ]
+    if covered and len(covered) == len(outbound.allow):
+        warnings.append(f"outbound.deny covers every network of outbound.allow ({', '.join(covered)}): "
+                        "every outbound connection is refused")
+    elif covered:
+        warnings.append(f"outbound.deny covers outbound.allow's {', '.join(covered)}: refused there")
+    if outbound.ports == []:
+        warnings.append("outbound.ports is empty: every outbound connection is refused (null allows any port)")
+    if not outbound.allow:
+        warnings.append(
+            f"outbound.mode is {outbound.mode} with no outbound.allow: the client reaches every address "
+            "outbound.deny does not name" + (", from this host" if outbound.mode == "direct" else "")
+        )
     return warnings

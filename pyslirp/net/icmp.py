@@ -18,6 +18,8 @@ PROTOCOL_UNREACHABLE = 2
 PORT_UNREACHABLE = 3
 FRAGMENTATION_NEEDED = 4
 ADMIN_PROHIBITED = 13
+# Time Exceeded codes (RFC 792)
+TTL_EXCEEDED_IN_TRANSIT = 0
 
 
 #: every reason :func:`echo_reply` rejects a message for
@@ -46,8 +48,14 @@ def echo_reply(message: bytes) -> bytes:
 
 def unreachable(code: int, offending: bytes, header_length: int, next_hop_mtu: int = 0) -> bytes:
     """Destination Unreachable quoting the offending datagram's header and first 8 data bytes."""
+    return error(DEST_UNREACHABLE, code, offending, header_length, next_hop_mtu)
+
+
+def error(kind: int, code: int, offending: bytes, header_length: int, next_hop_mtu: int = 0) -> bytes:
+    """An ICMP error message (RFC 792: Destination Unreachable, Time Exceeded) quoting the
+    offending datagram's header and first 8 data bytes."""
     quoted = offending[: header_length + 8]
-    message = bytearray(struct.pack("!BBHHH", DEST_UNREACHABLE, code, 0, 0, next_hop_mtu) + quoted)
+    message = bytearray(struct.pack("!BBHHH", kind, code, 0, 0, next_hop_mtu) + quoted)
     struct.pack_into("!H", message, 2, internet_checksum(message))
     return bytes(message)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import struct
 from collections import Counter
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -44,6 +45,12 @@ REASSEMBLY_BYTES = 4 * 1024 * 1024
 #: a port scan must not turn into as many errors on a slow line.
 ICMP_ERROR_RATE = 10.0
 ICMP_ERROR_BURST = 20
+#: the ICMP error (type, code) each of the runtime's answers to a SYN stands for
+_ICMP_ANSWERS = {
+    "net_unreachable": (icmp.DEST_UNREACHABLE, icmp.NET_UNREACHABLE),
+    "host_unreachable": (icmp.DEST_UNREACHABLE, icmp.HOST_UNREACHABLE),
+    "ttl_expired": (icmp.TIME_EXCEEDED, icmp.TTL_EXCEEDED_IN_TRANSIT),
+}
 FRAGMENT_TIMEOUT = 30.0  # RFC 1122 §3.3.2 recommends 60-120 s; a serial line needs less
 IP_TCP_HEADERS = 40
 
@@ -322,6 +329,19 @@ class Stack:
         self._send_unreachable(icmp.PORT_UNREACHABLE, ipv4.parse(packet), packet)
         self.wake()
 
+    def refuse_with_icmp(self, conn: TCPConnection, answer: str, now: float) -> None:
+        """The runtime could not reach the target of ``conn``'s held SYN, and a router on the
+        path said why: pass that on as ours (RFC 1812 §4.3.2) — ``net_unreachable``,
+        ``host_unreachable`` or ``ttl_expired`` — instead of a RST. The quote is the SYN's IP
+        header and first 8 octets (ports and sequence number), which the client matches."""
+        kind, code = _ICMP_ANSWERS[answer]
+        syn = conn._syn
+        quoted = struct.pack("!HHI", conn.remote_port, conn.local_port, syn.seq)
+        packet = ipv4.build(conn.remote_addr, conn.local_addr, ipv4.PROTO_TCP, quoted, 0, dont_fragment=True)
+        conn.drop_syn(now)
+        self._send_icmp_error(kind, code, ipv4.parse(packet), packet, source=self.local)
+        self.wake()
+
     def events(self) -> list[StackEvent]:
         """Connection requests, connection events and UDP datagrams since the last call."""
         self._collect()
@@ -342,7 +362,10 @@ class Stack:
         dirty, self._dirty = self._dirty, {}
         for conn in dirty:
             for segment in conn.take_segments():
-                self._emit(conn.remote_addr, ipv4.PROTO_TCP, segment.data, interactive=segment.interactive)
+                # From the connection's own address, which its checksum covers (RFC 9293 §3.1): a
+                # SYN to another address is answered from there (RFC 1812 §5.2.7.1).
+                self._emit(conn.remote_addr, ipv4.PROTO_TCP, segment.data, interactive=segment.interactive,
+                           source=conn.local_addr)
             for event in conn.events():
                 self._events.append(ConnectionEvent(conn, event))
                 if isinstance(event, Closed):
@@ -366,6 +389,11 @@ class Stack:
     def _send_unreachable(
         self, code: int, header: ipv4.IPv4Header, packet: bytes, source: bytes | None = None
     ) -> None:
+        self._send_icmp_error(icmp.DEST_UNREACHABLE, code, header, packet, source)
+
+    def _send_icmp_error(
+        self, kind: int, code: int, header: ipv4.IPv4Header, packet: bytes, source: bytes | None = None
+    ) -> None:
         # A token bucket (RFC 1812 §4.3.2.8), refilled by the time of the datagram being answered.
         now = self._now
         if now > self._icmp_updated:
@@ -376,7 +404,7 @@ class Stack:
             return
         self._icmp_tokens -= 1.0
         self.counters["icmp_errors_sent"] += 1
-        message = icmp.unreachable(code, packet, header.header_length)
+        message = icmp.error(kind, code, packet, header.header_length)
         self._emit(header.src, ipv4.PROTO_ICMP, message, interactive=True, source=source)
 
     # -- output --------------------------------------------------------------------------------

@@ -158,6 +158,14 @@ class TCPConnection:
         self._enter_closed()
         self._changed()
 
+    def drop_syn(self, now: float) -> None:
+        """The target cannot be reached and the stack answers the held SYN with an ICMP error
+        instead (RFC 1122 §4.2.3.9: the client aborts its connect on it): close, sending nothing."""
+        if self.state != LISTEN:
+            raise TCPUsageError(f"drop_syn() in state {self.state.name}")
+        self._enter_closed()
+        self._changed()
+
     # ------------------------------------------------------------------ application side
 
     def send(self, data: Union[bytes, bytearray, memoryview], now: float) -> int:

@@ -7,8 +7,9 @@ in a fixed order:
 
 1. **route** — the destination: a flow to our own address goes to the service mapped on its
    port for its protocol — UDP services, and the DNS relay at port 53 — (refused ``no_service``
-   if none, ``service_disabled`` if switched off); a flow to any other address is refused
-   ``no_route`` (outbound routing is not configured);
+   if none, ``service_disabled`` if switched off); a TCP flow to any other address takes the
+   outbound route (:mod:`pyslirp.runtime.outbound`: refused ``no_route`` unless configured, or
+   by its policy lists), a UDP flow there is refused ``no_route``;
 2. **checks** — each :class:`AdmissionCheck` in order: the service's ``max_connections``
    (``service_full``; for UDP, its flows), the TCP connects still in progress, per service
    (``max_pending``) and in all (``security.max_pending``), refused ``pending_cap`` — a SYN flood
@@ -31,6 +32,7 @@ from ipaddress import IPv4Address
 from typing import Protocol
 
 from pyslirp.config import ServiceConfig
+from pyslirp.runtime.connector import Connector
 from pyslirp.counters import CounterSpec
 from pyslirp.runtime.observers import Flow
 
@@ -40,8 +42,10 @@ REFUSED = CounterSpec(
     "new connections refused before a host socket was opened, by reason",
     reasons=("no_service", "service_disabled", "no_route", "service_full", "port_blocked", "port_not_allowed",
              "rate_limit", "brute_force", "pending_cap", "flow_cap", "denied_by_extension", "admission_error",
-             "shutting_down", "breaker_open"),
+             "shutting_down", "breaker_open", "outbound_denied", "outbound_not_allowed", "outbound_port"),
 )
+#: the port the outbound route is accounted by (no service of ours is on port 0)
+OUTBOUND_PORT = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +118,20 @@ class PendingConnects:
         return None
 
 
+class OutboundRoute(Protocol):
+    """Where TCP flows to other addresses go (:class:`pyslirp.runtime.outbound.OutboundRoutes`)."""
+
+    def route(self, destination: IPv4Address, port: int) -> "Decision": ...
+
+    def connector(self, destination: IPv4Address, port: int) -> Connector: ...
+
+
 class Admission:
     """Routes and checks the client's new flows (see the module docstring for the order).
 
     ``services`` are the configured ones by our port; ``relays`` adds UDP targets that are not
-    services of the configuration (the DNS relay at port 53)."""
+    services of the configuration (the DNS relay at port 53); ``outbound`` routes TCP flows to
+    other addresses."""
 
     def __init__(
         self,
@@ -127,6 +140,7 @@ class Admission:
         checks: Sequence[AdmissionCheck] = (),
         max_pending: int = 64,
         relays: Mapping[int, ServiceConfig] | None = None,
+        outbound: OutboundRoute | None = None,
     ) -> None:
         self.local_ip = local_ip
         #: (protocol, our port) -> admitted flows still open
@@ -135,7 +149,7 @@ class Admission:
         self.pending: Counter[tuple[str, int]] = Counter()
         #: set when pyslirp is shutting down: every new flow is refused ``shutting_down``
         self.closing = False
-        self.update(services, checks, max_pending, relays)
+        self.update(services, checks, max_pending, relays, outbound)
 
     def update(
         self,
@@ -143,8 +157,10 @@ class Admission:
         checks: Sequence[AdmissionCheck] = (),
         max_pending: int = 64,
         relays: Mapping[int, ServiceConfig] | None = None,
+        outbound: OutboundRoute | None = None,
     ) -> None:
         """Take new routes and checks (a reload); the flows admitted so far stay accounted."""
+        self.outbound = outbound
         #: protocol -> our port -> where a flow there goes
         self.routes: dict[str, dict[int, Admitted]] = {"tcp": {}, "udp": {}}
         for port, service in [*(relays or {}).items(), *services.items()]:
@@ -194,7 +210,9 @@ class Admission:
     def _route(self, flow: Flow) -> Decision:
         address, port = flow.destination
         if address != self.local_ip:
-            return Refused("no_route")
+            if self.outbound is None or flow.protocol != "tcp":
+                return Refused("no_route")
+            return self.outbound.route(address, port)
         route = self.routes[flow.protocol].get(port)
         if route is None:
             return Refused("no_service")

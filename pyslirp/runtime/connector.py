@@ -26,12 +26,22 @@ from pyslirp.config import ServiceConfig
 log = logging.getLogger(__name__)
 
 
-class ConnectFailed(Exception):
-    """The target could not be reached; ``reason`` says why ("timeout", "Connection refused")."""
+#: how a failed connect is answered to the client: RST, or the ICMP error a router on the path
+#: would send (RFC 1812 §4.3.2; Linux aborts a connect on it at once, RFC 1122 §4.2.3.9)
+RST = "rst"
+NET_UNREACHABLE = "net_unreachable"
+HOST_UNREACHABLE = "host_unreachable"
+TTL_EXPIRED = "ttl_expired"
 
-    def __init__(self, reason: str) -> None:
+
+class ConnectFailed(Exception):
+    """The target could not be reached; ``reason`` says why ("timeout", "Connection refused"),
+    ``answer`` how the client is told (RST, or one of the ICMP errors above)."""
+
+    def __init__(self, reason: str, answer: str = RST) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.answer = answer
 
 
 class Connector(Protocol):
@@ -127,30 +137,46 @@ class ServiceConnector:
 
     async def _connect_one(self, host: str, port: int) -> socket.socket:
         try:
-            return await asyncio.wait_for(self._resolve_and_connect(host, port), self.service.connect_timeout)
-        except asyncio.TimeoutError:
-            raise ConnectFailed("timeout") from None
-        except socket.gaierror as exc:
-            raise ConnectFailed(f"cannot resolve {host}: {exc.strerror}") from None
-        except OSError as exc:
-            # asyncio words its own message ("Connect call failed ..."): name the errno instead
-            raise ConnectFailed(os.strerror(exc.errno) if exc.errno else str(exc)) from None
+            return await open_tcp(host, port, self.service.connect_timeout)
+        except ConnectFailed as exc:
+            exc.answer = RST  # the service is at our address: it refuses, whatever the path to it
+            raise
 
-    async def _resolve_and_connect(self, host: str, port: int) -> socket.socket:
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        error: OSError = OSError(errno.EHOSTUNREACH, "no address")
-        for family, kind, proto, _, address in infos:
-            sock = socket.socket(family, kind, proto)
-            sock.setblocking(False)
-            try:
-                await loop.sock_connect(sock, address)
-            except OSError as exc:
-                sock.close()
-                error = exc
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            return sock
-        raise error
+
+#: what a direct connect's error tells the client (any other: RST)
+_ERRNO_ANSWERS = {errno.ENETUNREACH: NET_UNREACHABLE, errno.EHOSTUNREACH: HOST_UNREACHABLE}
+
+
+async def open_tcp(host: str, port: int, timeout: float) -> socket.socket:
+    """A connected non-blocking socket to ``host`` (an address, or a name resolved without
+    blocking) within ``timeout`` seconds, else ConnectFailed naming the errno."""
+    try:
+        return await asyncio.wait_for(_resolve_and_connect(host, port), timeout)
+    except asyncio.TimeoutError:
+        raise ConnectFailed("timeout") from None
+    except socket.gaierror as exc:
+        raise ConnectFailed(f"cannot resolve {host}: {exc.strerror}") from None
+    except OSError as exc:
+        # asyncio words its own message ("Connect call failed ..."): name the errno instead
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConnectFailed(reason, _ERRNO_ANSWERS.get(exc.errno or 0, RST)) from None
+
+
+async def _resolve_and_connect(host: str, port: int) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    error: OSError = OSError(errno.EHOSTUNREACH, "no address")
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise error

@@ -23,6 +23,7 @@ from pyslirp.ppp.link import LinkUp
 from pyslirp.runtime.admission import Admission, AdmissionCheck
 from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.observers import GatewayObserver
+from pyslirp.runtime.outbound import OutboundRoutes
 from pyslirp.runtime.pipe import Pipe
 from pyslirp.runtime.proxy import PROXY_COUNTERS, ServiceProxy
 from pyslirp.runtime.settings import tcp_config
@@ -63,7 +64,10 @@ class LinkNetwork:
             reassembly_bytes=tcp.reassembly_memory,
         )
         #: one pipeline for the link's TCP connections and UDP flows
-        self.admission = Admission(config.services, up.local_ip, checks, config.security.max_pending, relays)
+        self.admission = Admission(
+            config.services, up.local_ip, checks, config.security.max_pending, relays,
+            OutboundRoutes(config.outbound, config.socks),
+        )
         self.proxy = ServiceProxy(
             config.services, self.stack, self.now, self.admission, line=line, observer=observer, extension=extension
         )
@@ -94,7 +98,9 @@ class LinkNetwork:
         """A reload: new flows see the new services, relays and checks at once; open ones that the
         new configuration no longer allows are closed (:meth:`Admission.still_allowed`)."""
         relays = dns_relay(config)
-        self.admission.update(config.services, checks, config.security.max_pending, relays)
+        self.admission.update(
+            config.services, checks, config.security.max_pending, relays, OutboundRoutes(config.outbound, config.socks)
+        )
         self.stack.udp_ports = udp_ports(config, relays)
         self.stack.allow_sources(config.security.allowed_sources)
         now = self.now()

@@ -35,8 +35,8 @@ from pyslirp.config import ServiceConfig
 from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.net import tcp, tcp_types
 from pyslirp.net.stack import ConnectionEvent, ConnectionRequest, Stack
-from pyslirp.runtime.admission import REFUSED, Admission, Admitted, Refused
-from pyslirp.runtime.connector import ConnectFailed, Connector, ServiceConnector
+from pyslirp.runtime.admission import OUTBOUND_PORT, REFUSED, Admission, Admitted, Refused
+from pyslirp.runtime.connector import RST, ConnectFailed, Connector, ServiceConnector
 from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver
 from pyslirp.runtime.pipe import Pipe
 from pyslirp.runtime.security import flow_info
@@ -134,7 +134,10 @@ class ServiceProxy:
         pipe = Pipe(self, conn, f"{flow.service} <- :{conn.remote_port}")
         self.pipes[conn] = pipe
         self._tracked[pipe] = _Tracked(flow, decision, self.now())
-        connector = self.connectors[decision.port]
+        connector = (
+            self.connectors[decision.port] if decision.port != OUTBOUND_PORT
+            else self.outbound_connector(flow.destination[0], flow.destination[1])
+        )
         if self.extension is not None:
             task = asyncio.create_task(
                 self._decide_then_connect(pipe, connector, self.extension, service.connect_timeout)
@@ -153,6 +156,12 @@ class ServiceProxy:
             task = asyncio.create_task(self._connect(pipe, connector))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def outbound_connector(self, destination: IPv4Address, port: int) -> Connector:
+        """The connector of a flow the outbound route admitted."""
+        outbound = self.admission.outbound
+        assert outbound is not None, "admitted by the outbound route"
+        return outbound.connector(destination, port)
 
     def _accepted(self, pipe: Pipe) -> None:
         """The target accepted: the SYN-ACK goes to the client."""
@@ -204,7 +213,10 @@ class ServiceProxy:
             log.info("%s: service %s unavailable: %s", pipe.label, connector.describe(), exc.reason)
             self.counters["service_unavailable"] += 1
             if pipe.conn.state == tcp_types.LISTEN:
-                pipe.conn.refuse(self.now())
+                if exc.answer == RST:
+                    pipe.conn.refuse(self.now())
+                else:
+                    self.stack.refuse_with_icmp(pipe.conn, exc.answer, self.now())
             self._end(pipe, "service_unavailable")
             return
         if pipe.conn.state != tcp_types.LISTEN:  # the client gave up meanwhile

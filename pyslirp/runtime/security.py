@@ -52,7 +52,8 @@ class TokenBucket:
 
 
 class PortPolicy:
-    """``security.blocked_ports`` and ``security.allowed_ports`` on the service's port."""
+    """``security.blocked_ports`` and ``security.allowed_ports`` on the port the client opens:
+    the service's, or an outbound flow's destination port."""
 
     judges_open_flows = True
 
@@ -61,9 +62,10 @@ class PortPolicy:
         self.allowed = frozenset(allowed) if allowed is not None else None
 
     def check(self, flow: Flow, admitted: Admitted, now: float) -> str | None:
-        if admitted.port in self.blocked:
+        port = flow.destination[1]
+        if port in self.blocked:
             return "port_blocked"
-        if self.allowed is not None and admitted.port not in self.allowed:
+        if self.allowed is not None and port not in self.allowed:
             return "port_not_allowed"
         return None
 

@@ -52,6 +52,7 @@ APPLIES: dict[str, Applies] = {
     "tcp.shutdown_grace": Applies.LIVE,
     "dns": Applies.LIVE,
     "socks": Applies.LIVE,
+    "outbound": Applies.LIVE,
     "security": Applies.LIVE,
     "security.audit_log": Applies.RESTART,
     "monitoring": Applies.RESTART,

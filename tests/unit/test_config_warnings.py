@@ -69,3 +69,26 @@ def test_validate_prints_each_warning_and_still_accepts(tmp_path: Path, capsys: 
     assert capsys.readouterr().err == (
         "warning: services.22.host is 192.0.2.5, not loopback: the client reaches that machine through it\n"
     )
+
+
+def test_an_outbound_policy_that_cannot_route_anything_is_explained() -> None:
+    assert config_warnings(PyslirpConfig(outbound={"mode": "socks"})) == [
+        "outbound.mode is socks but socks.enabled is false: every outbound connection is refused",
+    ]
+    covered = PyslirpConfig(outbound={"mode": "direct", "allow": ["198.18.0.0/24"], "deny": ["198.18.0.0/15"]})
+    assert config_warnings(covered) == [
+        "outbound.deny covers every network of outbound.allow (198.18.0.0/24): every outbound connection is refused",
+    ]
+    no_ports = PyslirpConfig(outbound={"mode": "socks", "allow": ["192.0.2.0/24"], "ports": []},
+                             socks={"enabled": True})
+    assert config_warnings(no_ports) == [
+        "outbound.ports is empty: every outbound connection is refused (null allows any port)",
+    ]
+    assert config_warnings(PyslirpConfig(outbound={"mode": "direct"})) == [
+        "outbound.mode is direct with no outbound.allow: the client reaches every address outbound.deny does not "
+        "name, from this host",
+    ]
+    # with outbound on, an allowed port no service maps may be meant for outbound connections
+    outbound_ports = PyslirpConfig(security={"allowed_ports": [443]}, dns={"enabled": False},
+                                   outbound={"mode": "direct", "allow": ["192.0.2.0/24"]})
+    assert config_warnings(outbound_ports) == []

@@ -11,6 +11,7 @@ import gc
 import itertools
 import os
 import socket
+import struct
 import weakref
 from ipaddress import IPv4Address
 
@@ -49,7 +50,10 @@ PEER = IPv4Address("10.0.0.2")
 class Client:
     """The client end of the link: TCP connections from 10.0.0.2, datagrams handed across in-process."""
 
-    def __init__(self, services: dict[int, int | dict], *, checks=(), observer=None, **tcp_settings: int) -> None:
+    def __init__(
+        self, services: dict[int, int | dict], *, checks=(), observer=None, outbound=None, socks=None,
+        **tcp_settings: int,
+    ) -> None:
         config = PyslirpConfig(
             services={
                 port: target if isinstance(target, dict) else {"host": "127.0.0.1", "port": target, "connect_timeout": 2}
@@ -57,6 +61,8 @@ class Client:
             },
             tcp=tcp_settings,
             dns={"enabled": False},
+            outbound=outbound or {},
+            socks=socks or {},
         )
         self.loop = asyncio.get_running_loop()
         self.config = config
@@ -72,9 +78,9 @@ class Client:
     def _wake(self) -> None:
         self._woken.set()
 
-    def connect(self, port: int) -> tcp.TCPConnection:
+    def connect(self, port: int, address: IPv4Address = LOCAL) -> tcp.TCPConnection:
         local_port = next(self._ports)
-        conn = tcp.TCPConnection(PEER.packed, local_port, LOCAL.packed, port, iss=1000 * local_port,
+        conn = tcp.TCPConnection(PEER.packed, local_port, address.packed, port, iss=1000 * local_port,
                                  config=tcp_types.TCPConfig(), now=self.loop.time())
         conn.connect(self.loop.time())
         self.conns[local_port] = conn
@@ -101,7 +107,7 @@ class Client:
                 moved = False
                 for port, conn in self.conns.items():
                     for out in conn.take_segments():
-                        packet = ipv4.build(PEER.packed, LOCAL.packed, ipv4.PROTO_TCP, out.data, next(self._ident) & 0xFFFF)
+                        packet = ipv4.build(PEER.packed, conn.remote_addr, ipv4.PROTO_TCP, out.data, next(self._ident) & 0xFFFF)
                         self.network.receive(packet, now)
                         moved = True
                     self.events[port].extend(conn.events())
@@ -673,3 +679,54 @@ async def test_when_the_link_goes_down_services_get_what_we_acknowledged_then_fi
     assert counters["link_down_closed"] == 1 and counters["link_down_reset"] == 1
     complete.close()
     stuck.close()
+
+
+async def test_outbound_connections_are_refused_by_default_and_connect_directly_when_allowed() -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.read(100))
+        await writer.drain()
+        writer.close()
+
+    server, port = await serve(echo)
+    refusing = Client({})
+    refused = refusing.connect(port, IPv4Address("127.0.0.1"))
+    await refusing.until(lambda: "Reset" in refusing.kinds(refused))  # a RST from that address
+    assert refusing.network.proxy.counters["refused_no_route"] == 1
+    refusing.close()
+
+    direct = Client({}, outbound={"mode": "direct", "allow": ["127.0.0.0/8"], "deny": ["127.0.0.2/32"]})
+    conn = direct.connect(port, IPv4Address("127.0.0.1"))
+    denied = direct.connect(port, IPv4Address("127.0.0.2"))
+    await direct.until(lambda: conn.state == tcp_types.ESTABLISHED and "Reset" in direct.kinds(denied))
+    conn.send(b"out and back", direct.loop.time())
+    direct.touch()
+    assert await direct.read_all(conn) == b"out and back"
+    assert direct.network.proxy.counters["refused_outbound_denied"] == 1
+    direct.close()
+    server.close()
+
+
+async def test_a_socks_reply_of_host_unreachable_reaches_the_client_as_icmp_not_rst() -> None:
+    async def unreachable(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(16)
+        writer.write(b"\x05\x00")
+        await reader.read(64)
+        writer.write(b"\x05\x04\x00\x01" + bytes(6))  # RFC 1928 §6: host unreachable
+        await writer.drain()
+        writer.close()
+
+    socks, socks_port = await serve(unreachable)
+    client = Client({}, outbound={"mode": "socks"}, socks={"enabled": True, "port": socks_port})
+    conn = client.connect(80, IPv4Address("198.18.0.2"))
+    await client.until(lambda: client.datagrams)
+    header = ipv4.parse(client.datagrams[0])
+    message = client.datagrams[0][header.header_length:]
+    assert header.protocol == ipv4.PROTO_ICMP and message[:2] == bytes([3, 1])  # host unreachable
+    quoted = ipv4.parse(message[8:])
+    assert (quoted.src, quoted.dst) == (PEER.packed, IPv4Address("198.18.0.2").packed)
+    assert message[8 + quoted.header_length:][:4] == struct.pack("!HH", conn.local_port, 80)
+    assert not client.network.stack.connections  # dropped without a RST
+    assert "Reset" not in client.kinds(conn)
+    assert client.network.proxy.counters["service_unavailable"] == 1
+    client.close()
+    socks.close()
