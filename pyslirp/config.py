@@ -264,6 +264,7 @@ class SocksConfig(_Section):
     )
     password: str | None = Field(None, max_length=255)
     connect_timeout: float = Field(10.0, gt=0, description="seconds for the proxy to connect a flow, handshake included")
+    udp: bool = Field(False, description="outbound UDP through the proxy (UDP ASSOCIATE); off: refused")
 
     @model_validator(mode="after")
     def _credentials_in_pairs(self) -> "SocksConfig":

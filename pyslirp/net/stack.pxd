@@ -12,6 +12,7 @@ cdef class Stack:
     cdef public int mtu, max_connections
     cdef public object tcp_config, udp_ports, wake, counters, tcp_counters, budget, reassembly
     cdef public tuple allowed_sources
+    cdef public bint udp_outbound
     cdef public object _fragments, _timer_seq, _ephemeral
     cdef public list _output, _events, _timers
     cdef public int _ident

@@ -101,14 +101,17 @@ class ConnectionEvent:
 
 @dataclass(frozen=True, slots=True)
 class UDPDatagram:
-    """A UDP datagram for one of the ports we serve; ``packet`` is the whole IP datagram (for an
-    ICMP error quoting it, :meth:`Stack.refuse_udp`)."""
+    """A UDP datagram for one of the ports we serve, or (with ``udp_outbound``) for another
+    address, ``dst``; ``packet`` is the whole IP datagram (for an ICMP error quoting it,
+    :meth:`Stack.refuse_udp`)."""
 
     src: bytes
     src_port: int
     dst_port: int
     payload: bytes
     packet: bytes
+    #: the destination when it is not our address (an outbound flow), else None
+    dst: bytes | None = None
 
 
 StackEvent = Union[ConnectionRequest, ConnectionEvent, UDPDatagram]
@@ -149,6 +152,8 @@ class Stack:
         self.tcp_config = tcp_config or TCPConfig(mss=mtu - IP_TCP_HEADERS)
         self.max_connections = max_connections
         self.udp_ports = udp_ports
+        #: UDP to other addresses is handed up (outbound UDP is on), not answered net unreachable
+        self.udp_outbound = False
         self.wake = wake
         self.counters: Counter[str] = Counter()
         self.tcp_counters: Counter[str] = Counter()
@@ -196,7 +201,10 @@ class Stack:
         if header.protocol == ipv4.PROTO_TCP:
             self._tcp(header, packet, payload, now)
         elif header.dst != self.local:
-            self._no_route(header, packet, payload)
+            if header.protocol == ipv4.PROTO_UDP and self.udp_outbound:
+                self._udp(header, packet, payload, now)
+            else:
+                self._no_route(header, packet, payload)
         elif header.protocol == ipv4.PROTO_ICMP:
             self._icmp(header, payload)
         elif header.protocol == ipv4.PROTO_UDP:
@@ -270,12 +278,13 @@ class Stack:
         except udp.UDPError as exc:
             self.counters[UDP_DROP.key(exc.reason)] += 1
             return
-        if dport not in self.udp_ports:
+        outbound = header.dst != self.local
+        if not outbound and dport not in self.udp_ports:
             self.counters["udp_drop_port_unreachable"] += 1
             self._send_unreachable(icmp.PORT_UNREACHABLE, header, packet)
             return
         self.counters["udp_in"] += 1
-        self._events.append(UDPDatagram(header.src, sport, dport, data, packet))
+        self._events.append(UDPDatagram(header.src, sport, dport, data, packet, header.dst if outbound else None))
 
     def _no_route(self, header: ipv4.IPv4Header, packet: bytes, payload: bytes) -> None:
         """What a router with no route sends (RFC 1812 §5.2.7): net unreachable (TCP is routed
@@ -315,18 +324,27 @@ class Stack:
         conn.connect(now)
         return conn
 
-    def send_udp(self, src_port: int, dst_port: int, payload: bytes, dst: bytes | None = None) -> None:
-        """A UDP datagram from our ``src_port`` to the client (or to ``dst``, a host it routes)."""
+    def send_udp(
+        self, src_port: int, dst_port: int, payload: bytes, dst: bytes | None = None, source: bytes | None = None
+    ) -> None:
+        """A UDP datagram from our ``src_port`` to the client (or to ``dst``, a host it routes);
+        from ``source`` instead of our address for the reply of an outbound flow."""
         dst = self.peer if dst is None else dst
+        source = self.local if source is None else source
         self.counters["udp_out"] += 1
-        self._emit(dst, ipv4.PROTO_UDP, udp.build(self.local, dst, src_port, dst_port, payload), interactive=True)
+        self._emit(dst, ipv4.PROTO_UDP, udp.build(source, dst, src_port, dst_port, payload), interactive=True,
+                   source=source)
         self.wake()
 
     def refuse_udp(self, datagram: UDPDatagram) -> None:
         """The runtime refused the flow ``datagram`` opens: port unreachable, as for a port we do
-        not serve (RFC 1122 §4.1.3.1)."""
+        not serve (RFC 1122 §4.1.3.1); for another address, net unreachable from us, as a router
+        with no route for it says (RFC 1812 §5.2.7.1)."""
         packet = datagram.packet
-        self._send_unreachable(icmp.PORT_UNREACHABLE, ipv4.parse(packet), packet)
+        if datagram.dst is None:
+            self._send_unreachable(icmp.PORT_UNREACHABLE, ipv4.parse(packet), packet)
+        else:
+            self._send_unreachable(icmp.NET_UNREACHABLE, ipv4.parse(packet), packet, source=self.local)
         self.wake()
 
     def refuse_with_icmp(self, conn: TCPConnection, answer: str, now: float) -> None:

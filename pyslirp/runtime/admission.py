@@ -7,9 +7,9 @@ in a fixed order:
 
 1. **route** — the destination: a flow to our own address goes to the service mapped on its
    port for its protocol — UDP services, and the DNS relay at port 53 — (refused ``no_service``
-   if none, ``service_disabled`` if switched off); a TCP flow to any other address takes the
+   if none, ``service_disabled`` if switched off); a flow to any other address takes the
    outbound route (:mod:`pyslirp.runtime.outbound`: refused ``no_route`` unless configured, or
-   by its policy lists), a UDP flow there is refused ``no_route``;
+   by its policy lists);
 2. **checks** — each :class:`AdmissionCheck` in order: the service's ``max_connections``
    (``service_full``; for UDP, its flows), the TCP connects still in progress, per service
    (``max_pending``) and in all (``security.max_pending``), refused ``pending_cap`` — a SYN flood
@@ -121,7 +121,7 @@ class PendingConnects:
 class OutboundRoute(Protocol):
     """Where TCP flows to other addresses go (:class:`pyslirp.runtime.outbound.OutboundRoutes`)."""
 
-    def route(self, destination: IPv4Address, port: int) -> "Decision": ...
+    def route(self, destination: IPv4Address, port: int, protocol: str) -> "Decision": ...
 
     def connector(self, destination: IPv4Address, port: int) -> Connector: ...
 
@@ -210,9 +210,9 @@ class Admission:
     def _route(self, flow: Flow) -> Decision:
         address, port = flow.destination
         if address != self.local_ip:
-            if self.outbound is None or flow.protocol != "tcp":
+            if self.outbound is None:
                 return Refused("no_route")
-            return self.outbound.route(address, port)
+            return self.outbound.route(address, port, flow.protocol)
         route = self.routes[flow.protocol].get(port)
         if route is None:
             return Refused("no_service")

@@ -64,9 +64,10 @@ class LinkNetwork:
             reassembly_bytes=tcp.reassembly_memory,
         )
         #: one pipeline for the link's TCP connections and UDP flows
+        outbound = OutboundRoutes(config.outbound, config.socks)
+        self.stack.udp_outbound = outbound.udp
         self.admission = Admission(
-            config.services, up.local_ip, checks, config.security.max_pending, relays,
-            OutboundRoutes(config.outbound, config.socks),
+            config.services, up.local_ip, checks, config.security.max_pending, relays, outbound
         )
         self.proxy = ServiceProxy(
             config.services, self.stack, self.now, self.admission, line=line, observer=observer, extension=extension
@@ -74,6 +75,7 @@ class LinkNetwork:
         self.relay = UDPRelay(
             self.admission, self.stack.send_udp, self.stack.refuse_udp, self.now, line=line, observer=observer,
             extension=extension, idle_timeout=config.dns.timeout * 6, dns_timeout=config.dns.timeout,
+            outbound_socks=outbound.udp_socks,
         )
         self.counters: Counter[str] = Counter()
         self.registry = registry if registry is not None else CounterRegistry()
@@ -98,14 +100,14 @@ class LinkNetwork:
         """A reload: new flows see the new services, relays and checks at once; open ones that the
         new configuration no longer allows are closed (:meth:`Admission.still_allowed`)."""
         relays = dns_relay(config)
-        self.admission.update(
-            config.services, checks, config.security.max_pending, relays, OutboundRoutes(config.outbound, config.socks)
-        )
+        outbound = OutboundRoutes(config.outbound, config.socks)
+        self.admission.update(config.services, checks, config.security.max_pending, relays, outbound)
+        self.stack.udp_outbound = outbound.udp
         self.stack.udp_ports = udp_ports(config, relays)
         self.stack.allow_sources(config.security.allowed_sources)
         now = self.now()
         self.proxy.reconfigure(config.services, extension, now)
-        self.relay.reconfigure(extension, now)
+        self.relay.reconfigure(extension, now, outbound.udp_socks)
 
     def stop_accepting(self) -> None:
         """Shutting down: new flows are refused; open ones go on."""

@@ -1,8 +1,9 @@
-"""Outbound routing: the client's TCP connections to addresses other than ours.
+"""Outbound routing: the client's flows to addresses other than ours.
 
-``outbound.mode`` decides what they get: ``refuse`` (the default) an RST, refused ``no_route``;
-``socks`` a connection through the SOCKS5 proxy of the ``socks`` section; ``direct`` a
-connection the host makes itself, as SLiRP does. The policy lists apply in both modes, in this
+``outbound.mode`` decides what they get: ``refuse`` (the default) an RST or ICMP unreachable,
+refused ``no_route``; ``socks`` a connection through the SOCKS5 proxy of the ``socks`` section
+(UDP too when ``socks.udp``, by UDP ASSOCIATE); ``direct`` a connection or UDP socket the host
+opens itself, as SLiRP does. The policy lists apply in both modes, in this
 order: ``deny`` (and the host's own loopback, link-local, multicast and ``0.0.0.0/8``, unless
 ``allow`` names them) refuses ``outbound_denied``; a non-empty ``allow`` that does not hold the
 destination refuses ``outbound_not_allowed``; ``ports`` that do not hold its port refuse
@@ -60,14 +61,20 @@ class OutboundRoutes:
         self.timeout = socks.connect_timeout if self.mode == "socks" else outbound.connect_timeout
         # The service outbound flows are accounted and labelled as (its host and port are unused:
         # each flow's destination is its target).
-        self.admitted = Admitted(
-            ServiceConfig(name="outbound", port=1, max_connections=outbound.max_connections,
-                          connect_timeout=self.timeout, connect_retries=0, auth_service=False),
-            OUTBOUND_PORT,
-        )
+        #: outbound UDP: direct, or through a proxy that relays it (``udp_socks``)
+        self.udp = self.mode == "direct" or (self.mode == "socks" and socks.udp)
+        self.udp_socks = socks if self.mode == "socks" and socks.udp else None
+        self.admitted = {
+            protocol: Admitted(
+                ServiceConfig(name="outbound", port=1, protocol=protocol, max_connections=outbound.max_connections,
+                              connect_timeout=self.timeout, connect_retries=0, auth_service=False),
+                OUTBOUND_PORT,
+            )
+            for protocol in ("tcp", "udp")
+        }
 
-    def route(self, destination: IPv4Address, port: int) -> Admitted | Refused:
-        if self.mode == "refuse":
+    def route(self, destination: IPv4Address, port: int, protocol: str = "tcp") -> Admitted | Refused:
+        if self.mode == "refuse" or (protocol == "udp" and not self.udp):
             return Refused("no_route")
         allowed = destination in self.allow
         if destination in self.deny or (not allowed and destination in _HOST_LOCAL):
@@ -76,7 +83,7 @@ class OutboundRoutes:
             return Refused("outbound_not_allowed", "outbound")
         if self.ports is not None and port not in self.ports:
             return Refused("outbound_port", "outbound")
-        return self.admitted
+        return self.admitted[protocol]
 
     def connector(self, destination: IPv4Address, port: int) -> "DirectConnector | SocksConnector":
         if self.mode == "socks":

@@ -1,5 +1,5 @@
-"""A SOCKS5 client (RFC 1928) with username/password authentication (RFC 1929): CONNECT on a
-non-blocking socket, driven by the event loop (no thread per connection).
+"""A SOCKS5 client (RFC 1928) with username/password authentication (RFC 1929): CONNECT and UDP
+ASSOCIATE on non-blocking sockets, driven by the event loop (no thread per connection).
 
 The messages are built and parsed by pure functions; :func:`socks5_connect` runs the exchange.
 Every way the proxy can fail (refusing, closing, answering garbage) is a :class:`ConnectFailed`
@@ -23,6 +23,7 @@ NO_AUTHENTICATION = 0x00
 USERNAME_PASSWORD = 0x02
 NO_ACCEPTABLE_METHOD = 0xFF
 CONNECT = 0x01
+UDP_ASSOCIATE = 0x03
 ATYP_IPV4, ATYP_DOMAIN, ATYP_IPV6 = 0x01, 0x03, 0x04
 #: RFC 1929 §2: the subnegotiation's own version
 AUTH_VERSION = 1
@@ -39,8 +40,6 @@ REPLIES: dict[int, tuple[str, str]] = {
     0x07: ("command not supported", RST),
     0x08: ("address type not supported", RST),
 }
-#: the length of BND.ADDR by address type (a domain: one length byte, then the name)
-_ADDRESS_LENGTHS = {ATYP_IPV4: 4, ATYP_IPV6: 16}
 
 
 def greeting(authenticate: bool) -> bytes:
@@ -59,6 +58,11 @@ def credentials(username: str, password: str) -> bytes:
 
 def connect_request(destination: IPv4Address | str, port: int) -> bytes:
     """RFC 1928 §4: CONNECT to an IPv4 address, or to a name the proxy resolves."""
+    return request(CONNECT, destination, port)
+
+
+def request(command: int, destination: IPv4Address | str, port: int) -> bytes:
+    """RFC 1928 §4: ``command`` for an IPv4 address, or for a name the proxy resolves."""
     if isinstance(destination, IPv4Address):
         address = bytes([ATYP_IPV4]) + destination.packed
     else:
@@ -66,7 +70,7 @@ def connect_request(destination: IPv4Address | str, port: int) -> bytes:
         if not 0 < len(name) < 256:
             raise ConnectFailed(f"socks: cannot send the name {destination!r}")
         address = bytes([ATYP_DOMAIN, len(name)]) + name
-    return bytes([VERSION, CONNECT, 0]) + address + struct.pack("!H", port)
+    return bytes([VERSION, command, 0]) + address + struct.pack("!H", port)
 
 
 def reply_failure(code: int) -> ConnectFailed:
@@ -86,12 +90,68 @@ async def socks5_connect(
 ) -> socket.socket:
     """A socket connected through the proxy to ``destination:port`` (the exchange done; what
     follows is the destination's stream), all within ``timeout`` seconds."""
+    sock, _ = await _exchange(proxy_host, proxy_port, CONNECT, destination, port, timeout, username, password)
+    return sock
+
+
+async def socks5_udp_associate(
+    proxy_host: str, proxy_port: int, timeout: float, username: str | None = None, password: str | None = None
+) -> tuple[socket.socket, tuple[str, int]]:
+    """RFC 1928 §4 UDP ASSOCIATE: the control connection (the association lasts while it is
+    open) and the relay's address, where datagrams go wrapped by :func:`udp_header`."""
+    sock, (host, port) = await _exchange(
+        proxy_host, proxy_port, UDP_ASSOCIATE, IPv4Address(0), 0, timeout, username, password
+    )
+    if host in ("0.0.0.0", "::"):  # "the same address as the proxy"
+        host = sock.getpeername()[0]
+    return sock, (host, port)
+
+
+def udp_header(destination: IPv4Address, port: int) -> bytes:
+    """RFC 1928 §7: RSV, FRAG (0: not fragmented), the destination."""
+    return b"\0\0\0" + bytes([ATYP_IPV4]) + destination.packed + struct.pack("!H", port)
+
+
+def parse_udp_reply(datagram: bytes) -> tuple[str, int, bytes] | None:
+    """A datagram from the relay: (source address, source port, payload), or None when it is
+    malformed or a fragment (RFC 1928 §7: a client that does not reassemble drops those)."""
+    if len(datagram) < 10 or datagram[2] != 0:
+        return None
+    address_type = datagram[3]
+    if address_type == ATYP_IPV4:
+        start = 8
+        host = str(IPv4Address(datagram[4:8]))
+    elif address_type == ATYP_DOMAIN:
+        start = 5 + datagram[4]
+        host = datagram[5:start].decode("ascii", "replace")
+    elif address_type == ATYP_IPV6 and len(datagram) >= 22:
+        start = 20
+        host = socket.inet_ntop(socket.AF_INET6, datagram[4:20])
+    else:
+        return None
+    if len(datagram) < start + 2:
+        return None
+    return host, struct.unpack_from("!H", datagram, start)[0], datagram[start + 2:]
+
+
+async def _exchange(
+    proxy_host: str,
+    proxy_port: int,
+    command: int,
+    destination: IPv4Address | str,
+    port: int,
+    timeout: float,
+    username: str | None,
+    password: str | None,
+) -> tuple[socket.socket, tuple[str, int]]:
+    """Connect to the proxy, authenticate, send ``command``: the socket and the reply's bound
+    address, all within ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     sock = await open_tcp(proxy_host, proxy_port, timeout)
     try:
-        await asyncio.wait_for(
-            _negotiate(sock, destination, port, username, password), max(0.0, deadline - loop.time())
+        bound = await asyncio.wait_for(
+            _negotiate(sock, command, destination, port, username, password), max(0.0, deadline - loop.time())
         )
     except asyncio.TimeoutError:
         sock.close()
@@ -102,12 +162,13 @@ async def socks5_connect(
     except BaseException:
         sock.close()
         raise
-    return sock
+    return sock, bound
 
 
 async def _negotiate(
-    sock: socket.socket, destination: IPv4Address | str, port: int, username: str | None, password: str | None
-) -> None:
+    sock: socket.socket, command: int, destination: IPv4Address | str, port: int,
+    username: str | None, password: str | None,
+) -> tuple[str, int]:
     loop = asyncio.get_running_loop()
     authenticate = username is not None and password is not None
     await loop.sock_sendall(sock, greeting(authenticate))
@@ -123,19 +184,23 @@ async def _negotiate(
         raise ConnectFailed("socks: the proxy accepts none of our authentication methods")
     elif method != NO_AUTHENTICATION:
         raise ConnectFailed(f"socks: the proxy chose a method we did not offer ({method:#04x})")
-    await loop.sock_sendall(sock, connect_request(destination, port))
+    await loop.sock_sendall(sock, request(command, destination, port))
     version, code, _, address_type = await _receive(sock, 4)
     if version != VERSION:
         raise ConnectFailed("socks: a malformed reply")
     if code != SUCCEEDED:
         raise reply_failure(code)
     if address_type == ATYP_DOMAIN:
-        length = (await _receive(sock, 1))[0]
-    elif address_type in _ADDRESS_LENGTHS:
-        length = _ADDRESS_LENGTHS[address_type]
+        name = await _receive(sock, (await _receive(sock, 1))[0])
+        host = name.decode("ascii", "replace")
+    elif address_type == ATYP_IPV4:
+        host = str(IPv4Address(await _receive(sock, 4)))
+    elif address_type == ATYP_IPV6:
+        host = socket.inet_ntop(socket.AF_INET6, await _receive(sock, 16))
     else:
         raise ConnectFailed(f"socks: a reply with an unknown address type ({address_type:#04x})")
-    await _receive(sock, length + 2)  # BND.ADDR, BND.PORT: where the proxy connected from
+    bound_port = struct.unpack("!H", await _receive(sock, 2))[0]  # where the proxy is bound
+    return host, bound_port
 
 
 async def _receive(sock: socket.socket, size: int) -> bytes:

@@ -1,10 +1,13 @@
-"""UDP relays: the client's datagrams to a UDP service or to the DNS upstream, and the replies back.
+"""UDP relays: the client's datagrams to a UDP service, to the DNS upstream, or out to another
+address (outbound UDP, directly or through the SOCKS5 proxy's UDP ASSOCIATE), and the replies back.
 
-A flow is one client address and port to one of our ports. Its first datagram passes the
+A flow is one client address and port to one of our ports, or to another address and port. Its first datagram passes the
 admission pipeline (:mod:`pyslirp.runtime.admission`, and the operator's ``async`` check if there
 is one); a refused flow is counted by reason, published to the observers (metrics, audit log)
 and answered with ICMP port unreachable, which the stack rate-limits. An admitted flow gets its
-own connected host UDP socket, so replies find their way back without any parsing.
+own connected host UDP socket, so replies find their way back without any parsing (through a
+SOCKS5 relay, each datagram carries the RFC 1928 §7 header, and the association lasts as long as
+its control connection).
 
 Flows end when idle past their timeout, and a DNS flow as soon as its queries are answered: it
 holds a host socket only while a query waits. At most ``max_flows`` flows are open at once; a
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import Counter
 from dataclasses import replace
 from ipaddress import IPv4Address
@@ -25,12 +29,14 @@ from pathlib import Path
 from typing import Callable
 
 from pyslirp.admission_extension import Extension
-from pyslirp.config import PyslirpConfig, ServiceConfig
+from pyslirp.config import PyslirpConfig, ServiceConfig, SocksConfig
 from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.net.stack import UDPDatagram
-from pyslirp.runtime.admission import REFUSED, Admission, Admitted, Refused
+from pyslirp.runtime.admission import OUTBOUND_PORT, REFUSED, Admission, Admitted, Refused
+from pyslirp.runtime.connector import ConnectFailed
 from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver
 from pyslirp.runtime.security import flow_info
+from pyslirp.runtime.socks5 import parse_udp_reply, socks5_udp_associate, udp_header
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,7 @@ RELAY_COUNTERS = CounterSet("udp_relay", [
     CounterSpec("dns_queries", "DNS queries from the client forwarded to the upstream resolver"),
     CounterSpec("dns_answers", "DNS answers from the upstream resolver relayed to the client"),
     CounterSpec("dns_failures", "DNS queries lost to an unreachable, failing or silent upstream resolver"),
+    CounterSpec("socks_malformed", "datagrams from the SOCKS5 relay dropped: malformed, or fragments"),
 ])
 
 
@@ -101,7 +108,7 @@ class _Flow(asyncio.DatagramProtocol):
 
     def __init__(self, relay: UDPRelay, datagram: UDPDatagram, flow: Flow, admitted: Admitted) -> None:
         self.relay = relay
-        self.key = (datagram.src, datagram.src_port, datagram.dst_port)
+        self.key = flow_key(datagram)
         self.flow = flow
         self.admitted = admitted
         self.is_dns = admitted.service.name == DNS_SERVICE and datagram.dst_port == DNS_PORT
@@ -111,6 +118,10 @@ class _Flow(asyncio.DatagramProtocol):
         self.to_service = self.to_client = 0
         self.queries = 0  # DNS queries unanswered
         self.ended = False
+        #: through a SOCKS5 relay: the header each datagram carries, and the association's
+        #: control connection
+        self.socks_header = b""
+        self.control: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -121,15 +132,24 @@ class _Flow(asyncio.DatagramProtocol):
         if self.transport is None:
             self.waiting.append(payload)
         else:
-            self.transport.sendto(payload)
+            self.transport.sendto(self.socks_header + payload)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         relay = self.relay
+        if self.socks_header:
+            reply = parse_udp_reply(data)
+            if reply is None:
+                relay.counters["socks_malformed"] += 1
+                return
+            data = reply[2]
         self.last_activity = relay.now()
         self.to_client += len(data)
         relay.counters["replies"] += 1
-        src, client_port, our_port = self.key
-        relay.send_to_client(our_port, client_port, data, src)
+        src, client_port, destination, our_port = self.key
+        if destination is None:
+            relay.send_to_client(our_port, client_port, data, src)
+        else:
+            relay.send_to_client(our_port, client_port, data, src, destination)
         if self.is_dns and self.queries:
             relay.counters["dns_answers"] += 1
             self._settled("closed")
@@ -150,13 +170,18 @@ class _Flow(asyncio.DatagramProtocol):
             self.relay.dns_in_flight -= 1
 
 
+def flow_key(datagram: UDPDatagram) -> tuple[bytes, int, bytes | None, int]:
+    """(client address, client port, destination if not ours, destination port)"""
+    return datagram.src, datagram.src_port, datagram.dst, datagram.dst_port
+
+
 class UDPRelay:
     """Relays the client's UDP flows that ``admission`` lets through to their service."""
 
     def __init__(
         self,
         admission: Admission,
-        send_to_client: Callable[[int, int, bytes, bytes], None],
+        send_to_client: Callable[..., None],
         refuse: Callable[[UDPDatagram], None],
         now: Callable[[], float],
         *,
@@ -167,9 +192,11 @@ class UDPRelay:
         dns_timeout: float = 5.0,
         max_flows: int = MAX_FLOWS,
         max_dns_in_flight: int = MAX_DNS_IN_FLIGHT,
+        outbound_socks: SocksConfig | None = None,
     ) -> None:
         self.admission = admission
-        self.send_to_client = send_to_client  # (our port, client port, payload, client address)
+        #: (our port, client port, payload, client address[, source: an outbound flow's destination])
+        self.send_to_client = send_to_client
         self.refuse = refuse
         self.now = now
         self.line = line
@@ -180,14 +207,15 @@ class UDPRelay:
         self.max_flows = max_flows
         self.max_dns_in_flight = max_dns_in_flight
         self.dns_in_flight = 0
-        #: (client address, client port, our port) -> the flow
-        self.flows: dict[tuple[bytes, int, int], _Flow] = {}
+        #: outbound UDP through this SOCKS5 proxy (None: direct, when the route admits it)
+        self.outbound_socks = outbound_socks
+        #: flow_key -> the flow
+        self.flows: dict[tuple[bytes, int, bytes | None, int], _Flow] = {}
         self.counters: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def datagram(self, datagram: UDPDatagram) -> None:
-        key = (datagram.src, datagram.src_port, datagram.dst_port)
-        flow = self.flows.get(key)
+        flow = self.flows.get(flow_key(datagram))
         if flow is None:
             flow = self._admit(datagram)
             if flow is None:
@@ -208,9 +236,9 @@ class UDPRelay:
 
     def _admit(self, datagram: UDPDatagram) -> _Flow | None:
         """A new flow: admitted and opening, or refused (counted, published, ICMP)."""
+        destination = self.admission.local_ip if datagram.dst is None else IPv4Address(datagram.dst)
         flow = Flow(
-            self.line, "udp", (IPv4Address(datagram.src), datagram.src_port),
-            (self.admission.local_ip, datagram.dst_port),
+            self.line, "udp", (IPv4Address(datagram.src), datagram.src_port), (destination, datagram.dst_port)
         )
         decision = Refused("flow_cap") if len(self.flows) >= self.max_flows else self.admission.admit(flow, self.now())
         if isinstance(decision, Refused):
@@ -238,25 +266,58 @@ class UDPRelay:
                 self._refused(datagram, flow.flow, reason)
                 return
         loop = asyncio.get_running_loop()
+        host, port = flow.flow.destination if flow.admitted.port == OUTBOUND_PORT else (service.host, service.port)
         try:
-            await loop.create_datagram_endpoint(lambda: flow, remote_addr=(service.host, service.port))
-        except OSError as exc:
+            if flow.admitted.port == OUTBOUND_PORT and self.outbound_socks is not None:
+                await self._associate(flow, self.outbound_socks)
+            else:
+                await loop.create_datagram_endpoint(lambda: flow, remote_addr=(str(host), port))
+        except (OSError, ConnectFailed) as exc:
             lost = len(flow.waiting)
             self.counters["dropped_upstream_unreachable"] += lost
             self.counters["dns_failures"] += flow.queries
-            log.warning("udp :%d: cannot reach %s:%d: %s", flow.key[2], service.host, service.port,
-                        exc.strerror or exc)
+            reason = exc.reason if isinstance(exc, ConnectFailed) else exc.strerror or exc
+            log.warning("udp %s: cannot reach %s:%d: %s", flow.flow.service, host, port, reason)
             self._forget(flow)
             self.observer.connection_refused(flow.flow, "service_unavailable")
             return
         if flow.ended:  # the link went down meanwhile
             flow.transport.close()  # type: ignore[union-attr]
+            if flow.control is not None:
+                flow.control.close()
             return
         self.counters["flows_opened"] += 1
         self.observer.connection_opened(flow.flow)
         for payload in flow.waiting:
-            flow.transport.sendto(payload)  # type: ignore[union-attr]
+            flow.transport.sendto(flow.socks_header + payload)  # type: ignore[union-attr]
         flow.waiting.clear()
+
+    async def _associate(self, flow: _Flow, socks: SocksConfig) -> None:
+        """Open ``flow`` through the SOCKS5 proxy's UDP relay; the flow ends when the proxy
+        closes the association's control connection."""
+        control, relay_address = await socks5_udp_associate(
+            socks.host, socks.port, socks.connect_timeout, socks.username, socks.password
+        )
+        flow.control = control
+        destination, port = flow.flow.destination
+        flow.socks_header = udp_header(destination, port)
+        try:
+            await asyncio.get_running_loop().create_datagram_endpoint(lambda: flow, remote_addr=relay_address)
+        except BaseException:
+            control.close()
+            raise
+        task = asyncio.get_running_loop().create_task(self._watch_association(flow, control))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch_association(self, flow: _Flow, control: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().sock_recv(control, 1)
+        except OSError:
+            pass
+        if not flow.ended:
+            log.info("udp %s: the SOCKS5 proxy ended the association", flow.flow.describe())
+            self.end(flow, "service_reset")
 
     def _forget(self, flow: _Flow) -> None:
         """A flow that never opened: its admission ends, no summary."""
@@ -282,6 +343,8 @@ class UDPRelay:
         self._release_queries(flow)
         del self.flows[flow.key]
         flow.transport.close()
+        if flow.control is not None:
+            flow.control.close()
         self.admission.closed(flow.admitted)
         summary = ConnectionSummary(outcome, flow.to_service, flow.to_client, self.now() - flow.started, None)
         self.observer.connection_closed(flow.flow, summary)
@@ -294,9 +357,10 @@ class UDPRelay:
                 self.counters["dns_failures"] += flow.queries
                 self.end(flow, "idle_closed")
 
-    def reconfigure(self, extension: Extension | None, now: float) -> None:
+    def reconfigure(self, extension: Extension | None, now: float, outbound_socks: SocksConfig | None = None) -> None:
         """After the admission took a new configuration: end the flows it no longer allows."""
         self.extension = extension
+        self.outbound_socks = outbound_socks
         for flow in list(self.flows.values()):
             if not self.admission.still_allowed(flow.flow, now):
                 self.end(flow, "closed_by_reload")

@@ -730,3 +730,91 @@ async def test_a_socks_reply_of_host_unreachable_reaches_the_client_as_icmp_not_
     assert client.network.proxy.counters["service_unavailable"] == 1
     client.close()
     socks.close()
+
+
+class UpperEcho(asyncio.DatagramProtocol):
+    """A UDP service answering each datagram upper-cased (through a SOCKS5 relay: the RFC 1928
+    §7 header kept as it came)."""
+
+    def __init__(self, header_length: int = 0) -> None:
+        self.header_length = header_length
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        head, body = data[: self.header_length], data[self.header_length:]
+        self.transport.sendto(head + body.upper(), addr)
+
+
+def send_udp(client: Client, destination: IPv4Address, port: int, payload: bytes, client_port: int = 6000) -> None:
+    datagram = udp.build(PEER.packed, destination.packed, client_port, port, payload)
+    client.network.receive(ipv4.build(PEER.packed, destination.packed, ipv4.PROTO_UDP, datagram, 9), client.loop.time())
+
+
+async def udp_replies(client: Client) -> list[tuple[bytes, int, bytes]]:
+    """The next UDP datagrams to the client: (source address, source port, payload)."""
+    replies: list[tuple[bytes, int, bytes]] = []
+
+    def replied() -> bool:
+        for packet in client.datagrams:
+            header = ipv4.parse(packet)
+            if header.protocol == ipv4.PROTO_UDP:
+                sport, _, payload = udp.parse(header.src, header.dst, packet[header.header_length:])
+                replies.append((header.src, sport, payload))
+        client.datagrams.clear()
+        return bool(replies)
+
+    await client.until(replied)
+    return replies
+
+
+async def test_outbound_udp_is_net_unreachable_by_default_and_relayed_directly_when_allowed() -> None:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(UpperEcho, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    refusing = Client({})
+    send_udp(refusing, IPv4Address("127.0.0.1"), port, b"hello")
+    await refusing.until(lambda: refusing.datagrams)
+    header = ipv4.parse(refusing.datagrams[0])
+    assert header.protocol == ipv4.PROTO_ICMP and refusing.datagrams[0][header.header_length:][:2] == bytes([3, 0])
+    refusing.close()
+
+    direct = Client({}, outbound={"mode": "direct", "allow": ["127.0.0.0/8"]})
+    send_udp(direct, IPv4Address("127.0.0.1"), port, b"hello")
+    assert await udp_replies(direct) == [(IPv4Address("127.0.0.1").packed, port, b"HELLO")]  # from there
+    assert direct.network.relay.counters["flows_opened"] == 1
+    direct.close()
+    transport.close()
+
+
+async def test_outbound_udp_through_a_socks5_udp_association() -> None:
+    """The proxy answers UDP ASSOCIATE with its relay's address; each datagram carries the RFC
+    1928 §7 header both ways; the association ends with its control connection."""
+    loop = asyncio.get_running_loop()
+    relay, _ = await loop.create_datagram_endpoint(lambda: UpperEcho(header_length=10), local_addr=("127.0.0.1", 0))
+    relay_port = relay.get_extra_info("sockname")[1]
+    requests: list[bytes] = []
+    control_open = asyncio.Event()
+    end_association = asyncio.Event()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.read(16))
+        writer.write(b"\x05\x00")
+        requests.append(await reader.read(64))
+        writer.write(b"\x05\x00\x00\x01" + IPv4Address("127.0.0.1").packed + struct.pack("!H", relay_port))
+        control_open.set()
+        await end_association.wait()
+        writer.close()
+
+    socks, socks_port = await serve(proxy)
+    client = Client({}, outbound={"mode": "socks"}, socks={"enabled": True, "port": socks_port, "udp": True})
+    host = IPv4Address("198.18.0.2")
+    send_udp(client, host, 7, b"echo me")
+    assert await udp_replies(client) == [(host.packed, 7, b"ECHO ME")]
+    assert requests[1] == b"\x05\x03\x00\x01" + bytes(6)  # UDP ASSOCIATE, from an address not known yet
+    end_association.set()
+    await client.until(lambda: not client.network.relay.flows)
+    client.close()
+    socks.close()
+    relay.close()
