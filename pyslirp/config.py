@@ -265,6 +265,9 @@ class SocksConfig(_Section):
     password: str | None = Field(None, max_length=255)
     connect_timeout: float = Field(10.0, gt=0, description="seconds for the proxy to connect a flow, handshake included")
     udp: bool = Field(False, description="outbound UDP through the proxy (UDP ASSOCIATE); off: refused")
+    remote_dns: bool = Field(
+        False, description="names resolved by the proxy: the DNS relay answers with outbound.fake_ip_range addresses"
+    )
 
     @model_validator(mode="after")
     def _credentials_in_pairs(self) -> "SocksConfig":
@@ -289,6 +292,16 @@ class OutboundConfig(_Section):
     ports: list[Port] | None = Field(None, description="allowed destination ports; null: any")
     max_connections: int = Field(64, ge=1, description="outbound connections open at once")
     connect_timeout: float = Field(10.0, gt=0, description="seconds for a direct connect (socks: socks.connect_timeout)")
+    fake_ip_range: IPv4Network = Field(
+        IPv4Network("100.64.0.0/10"), description="addresses that stand for names with socks.remote_dns (RFC 6598)"
+    )
+
+    @field_validator("fake_ip_range")
+    @classmethod
+    def _room_for_names(cls, network: IPv4Network) -> IPv4Network:
+        if network.prefixlen > 24:
+            raise ValueError("needs at least a /24: each name the client resolves takes an address")
+        return network
 
 
 

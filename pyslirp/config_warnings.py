@@ -79,6 +79,8 @@ def config_warnings(config: PyslirpConfig) -> list[str]:
 def _outbound_warnings(config: PyslirpConfig) -> list[str]:
     """A routing policy that cannot route anything, or routes more than it seems to."""
     outbound = config.outbound
+    if config.socks.remote_dns and outbound.mode != "socks":
+        return ["socks.remote_dns applies only with outbound.mode socks: names are resolved as usual"]
     if outbound.mode == "refuse":
         return []
     if outbound.mode == "socks" and not config.socks.enabled:

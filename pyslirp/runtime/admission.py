@@ -33,6 +33,7 @@ from typing import Protocol
 
 from pyslirp.config import ServiceConfig
 from pyslirp.runtime.connector import Connector
+from pyslirp.runtime.fake_names import FakeNames
 from pyslirp.counters import CounterSpec
 from pyslirp.runtime.observers import Flow
 
@@ -42,7 +43,8 @@ REFUSED = CounterSpec(
     "new connections refused before a host socket was opened, by reason",
     reasons=("no_service", "service_disabled", "no_route", "service_full", "port_blocked", "port_not_allowed",
              "rate_limit", "brute_force", "pending_cap", "flow_cap", "denied_by_extension", "admission_error",
-             "shutting_down", "breaker_open", "outbound_denied", "outbound_not_allowed", "outbound_port"),
+             "shutting_down", "breaker_open", "outbound_denied", "outbound_not_allowed", "outbound_port",
+             "outbound_unknown_name"),
 )
 #: the port the outbound route is accounted by (no service of ours is on port 0)
 OUTBOUND_PORT = 0
@@ -121,7 +123,12 @@ class PendingConnects:
 class OutboundRoute(Protocol):
     """Where TCP flows to other addresses go (:class:`pyslirp.runtime.outbound.OutboundRoutes`)."""
 
+    #: the names the SOCKS5 proxy resolves (``socks.remote_dns``), else None
+    names: FakeNames | None
+
     def route(self, destination: IPv4Address, port: int, protocol: str) -> "Decision": ...
+
+    def target(self, destination: IPv4Address) -> IPv4Address | str: ...
 
     def connector(self, destination: IPv4Address, port: int) -> Connector: ...
 

@@ -64,7 +64,7 @@ class LinkNetwork:
             reassembly_bytes=tcp.reassembly_memory,
         )
         #: one pipeline for the link's TCP connections and UDP flows
-        outbound = OutboundRoutes(config.outbound, config.socks)
+        outbound = OutboundRoutes(config.outbound, config.socks, self.now)
         self.stack.udp_outbound = outbound.udp
         self.admission = Admission(
             config.services, up.local_ip, checks, config.security.max_pending, relays, outbound
@@ -100,7 +100,10 @@ class LinkNetwork:
         """A reload: new flows see the new services, relays and checks at once; open ones that the
         new configuration no longer allows are closed (:meth:`Admission.still_allowed`)."""
         relays = dns_relay(config)
-        outbound = OutboundRoutes(config.outbound, config.socks)
+        previous = self.admission.outbound
+        outbound = OutboundRoutes(
+            config.outbound, config.socks, self.now, previous.names if previous is not None else None
+        )
         self.admission.update(config.services, checks, config.security.max_pending, relays, outbound)
         self.stack.udp_outbound = outbound.udp
         self.stack.udp_ports = udp_ports(config, relays)

@@ -9,17 +9,24 @@ order: ``deny`` (and the host's own loopback, link-local, multicast and ``0.0.0.
 destination refuses ``outbound_not_allowed``; ``ports`` that do not hold its port refuse
 ``outbound_port``. What passes is one route, the service ``outbound``, through the same checks
 as every service (its ``max_connections``, the security section's rate limits and port policy).
+
+With ``socks.remote_dns``, an address of ``outbound.fake_ip_range`` stands for a name the proxy
+resolves (:mod:`pyslirp.runtime.fake_names`): the flow's target is the name, and ``allow`` does
+not judge it (the proxy picks the address; ``deny`` and ``ports`` still apply). One the pool does
+not know (never handed out, or expired) is refused ``outbound_unknown_name``.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv4Network
 
 from pyslirp.config import OutboundConfig, ServiceConfig, SocksConfig
 from pyslirp.runtime.admission import OUTBOUND_PORT, Admitted, Refused
 from pyslirp.runtime.connector import open_tcp
+from pyslirp.runtime.fake_names import FakeNames
 from pyslirp.runtime.socks5 import socks5_connect
 
 #: never reached unless ``allow`` names them: the host's own and no one's addresses
@@ -52,7 +59,11 @@ _HOST_LOCAL = Networks(HOST_LOCAL)
 class OutboundRoutes:
     """The route of flows to other addresses, and the connector of each admitted one."""
 
-    def __init__(self, outbound: OutboundConfig, socks: SocksConfig) -> None:
+    def __init__(
+        self, outbound: OutboundConfig, socks: SocksConfig, now: Callable[[], float] = time.monotonic,
+        names: FakeNames | None = None,
+    ) -> None:
+        """``names``: the pool of the configuration before a reload, kept if it still applies."""
         self.config = outbound
         self.socks = socks
         self.allow, self.deny = Networks(outbound.allow), Networks(outbound.deny)
@@ -64,6 +75,12 @@ class OutboundRoutes:
         #: outbound UDP: direct, or through a proxy that relays it (``udp_socks``)
         self.udp = self.mode == "direct" or (self.mode == "socks" and socks.udp)
         self.udp_socks = socks if self.mode == "socks" and socks.udp else None
+        #: the names the proxy resolves, by the address that stands for each
+        self.names: FakeNames | None = None
+        if self.mode == "socks" and socks.remote_dns:
+            self.names = names if names is not None and names.network == outbound.fake_ip_range else FakeNames(
+                outbound.fake_ip_range, now
+            )
         self.admitted = {
             protocol: Admitted(
                 ServiceConfig(name="outbound", port=1, protocol=protocol, max_connections=outbound.max_connections,
@@ -76,7 +93,11 @@ class OutboundRoutes:
     def route(self, destination: IPv4Address, port: int, protocol: str = "tcp") -> Admitted | Refused:
         if self.mode == "refuse" or (protocol == "udp" and not self.udp):
             return Refused("no_route")
-        allowed = destination in self.allow
+        names = self.names
+        named = names is not None and destination in names
+        if named and names.name_for(destination) is None:  # type: ignore[union-attr]
+            return Refused("outbound_unknown_name", "outbound")
+        allowed = named or destination in self.allow
         if destination in self.deny or (not allowed and destination in _HOST_LOCAL):
             return Refused("outbound_denied", "outbound")
         if self.allow and not allowed:
@@ -85,9 +106,15 @@ class OutboundRoutes:
             return Refused("outbound_port", "outbound")
         return self.admitted[protocol]
 
+    def target(self, destination: IPv4Address) -> IPv4Address | str:
+        """What an admitted flow to ``destination`` goes to: the address, or the name it stands for."""
+        if self.names is not None and destination in self.names:
+            return self.names.name_for(destination) or destination
+        return destination
+
     def connector(self, destination: IPv4Address, port: int) -> "DirectConnector | SocksConnector":
         if self.mode == "socks":
-            return SocksConnector(self.socks, destination, port)
+            return SocksConnector(self.socks, self.target(destination), port)
         return DirectConnector(destination, port, self.timeout)
 
 
@@ -110,7 +137,7 @@ class DirectConnector:
 class SocksConnector:
     """Through the SOCKS5 proxy, which connects to the destination."""
 
-    def __init__(self, socks: SocksConfig, destination: IPv4Address, port: int) -> None:
+    def __init__(self, socks: SocksConfig, destination: IPv4Address | str, port: int) -> None:
         self.socks, self.destination, self.port = socks, destination, port
 
     def describe(self) -> str:

@@ -107,9 +107,9 @@ async def socks5_udp_associate(
     return sock, (host, port)
 
 
-def udp_header(destination: IPv4Address, port: int) -> bytes:
-    """RFC 1928 §7: RSV, FRAG (0: not fragmented), the destination."""
-    return b"\0\0\0" + bytes([ATYP_IPV4]) + destination.packed + struct.pack("!H", port)
+def udp_header(destination: IPv4Address | str, port: int) -> bytes:
+    """RFC 1928 §7: RSV, FRAG (0: not fragmented), the destination (an address or a name)."""
+    return b"\0\0\0" + request(0, destination, port)[3:]
 
 
 def parse_udp_reply(datagram: bytes) -> tuple[str, int, bytes] | None:

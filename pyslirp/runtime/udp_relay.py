@@ -31,6 +31,7 @@ from typing import Callable
 from pyslirp.admission_extension import Extension
 from pyslirp.config import PyslirpConfig, ServiceConfig, SocksConfig
 from pyslirp.counters import CounterSet, CounterSpec
+from pyslirp.net import dns
 from pyslirp.net.stack import UDPDatagram
 from pyslirp.runtime.admission import OUTBOUND_PORT, REFUSED, Admission, Admitted, Refused
 from pyslirp.runtime.connector import ConnectFailed
@@ -59,6 +60,8 @@ RELAY_COUNTERS = CounterSet("udp_relay", [
     CounterSpec("dns_answers", "DNS answers from the upstream resolver relayed to the client"),
     CounterSpec("dns_failures", "DNS queries lost to an unreachable, failing or silent upstream resolver"),
     CounterSpec("socks_malformed", "datagrams from the SOCKS5 relay dropped: malformed, or fragments"),
+    CounterSpec("dns_names_for_proxy", "DNS queries answered with an address standing for a name the proxy resolves"),
+    CounterSpec("dns_malformed", "DNS queries dropped as malformed (socks.remote_dns reads them)"),
 ])
 
 
@@ -98,8 +101,12 @@ def dns_relay(config: PyslirpConfig) -> dict[int, ServiceConfig]:
 
 
 def udp_ports(config: PyslirpConfig, relays: dict[int, ServiceConfig]) -> frozenset[int]:
-    """Our ports that take UDP: the enabled UDP services and the relays."""
+    """Our ports that take UDP: the enabled UDP services and the relays (and DNS when names are
+    resolved by the SOCKS5 proxy, upstream resolver or not)."""
     services = {port for port, service in config.services.items() if service.protocol == "udp" and service.enabled}
+    socks = config.socks
+    if config.outbound.mode == "socks" and socks.enabled and socks.remote_dns:
+        services.add(DNS_PORT)
     return frozenset(services | set(relays))
 
 
@@ -215,6 +222,8 @@ class UDPRelay:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def datagram(self, datagram: UDPDatagram) -> None:
+        if datagram.dst is None and datagram.dst_port == DNS_PORT and self._answer_for_the_proxy(datagram):
+            return
         flow = self.flows.get(flow_key(datagram))
         if flow is None:
             flow = self._admit(datagram)
@@ -233,6 +242,26 @@ class UDPRelay:
             self.counters["dns_queries"] += 1
         self.counters["datagrams"] += 1
         flow.send(datagram.payload)
+
+    def _answer_for_the_proxy(self, datagram: UDPDatagram) -> bool:
+        """With ``socks.remote_dns``: answer an A query (and AAAA: no record, so the client asks
+        for A) with the address that stands for the name (:mod:`pyslirp.runtime.fake_names`);
+        other queries go to the upstream resolver. Whether the query was answered here."""
+        outbound = self.admission.outbound
+        names = outbound.names if outbound is not None else None
+        if names is None:
+            return False
+        try:
+            question = dns.parse_query(datagram.payload)
+        except dns.DNSError:
+            self.counters["dns_malformed"] += 1
+            return True
+        if question.qclass != dns.CLASS_IN or question.qtype not in (dns.TYPE_A, dns.TYPE_AAAA) or not question.name:
+            return False
+        address = names.address_for(question.name) if question.qtype == dns.TYPE_A else None
+        self.counters["dns_names_for_proxy"] += 1
+        self.send_to_client(DNS_PORT, datagram.src_port, dns.answer(question, address, names.ttl), datagram.src)
+        return True
 
     def _admit(self, datagram: UDPDatagram) -> _Flow | None:
         """A new flow: admitted and opening, or refused (counted, published, ICMP)."""
@@ -300,7 +329,8 @@ class UDPRelay:
         )
         flow.control = control
         destination, port = flow.flow.destination
-        flow.socks_header = udp_header(destination, port)
+        outbound = self.admission.outbound
+        flow.socks_header = udp_header(outbound.target(destination) if outbound is not None else destination, port)
         try:
             await asyncio.get_running_loop().create_datagram_endpoint(lambda: flow, remote_addr=relay_address)
         except BaseException:

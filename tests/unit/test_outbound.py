@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Awaitable, Callable
 
 import pytest
 
 from pyslirp.config import OutboundConfig, SocksConfig
+from pyslirp.net import dns
 from pyslirp.runtime.admission import Admitted, Refused
 from pyslirp.runtime.connector import HOST_UNREACHABLE, NET_UNREACHABLE, RST, TTL_EXPIRED, ConnectFailed
+from pyslirp.runtime.fake_names import FakeNames
 from pyslirp.runtime.outbound import OutboundRoutes
 from pyslirp.runtime.socks5 import connect_request, credentials, greeting, socks5_connect
 
@@ -144,3 +146,54 @@ async def test_a_proxy_that_is_down_is_refused() -> None:
     await server.wait_closed()
     with pytest.raises(ConnectFailed, match="refused"):
         await socks5_connect("127.0.0.1", port, HOST, 80, timeout=2)
+
+
+def test_fake_names_stand_for_a_name_until_they_expire_and_the_pool_is_bounded() -> None:
+    clock = [0.0]
+    names = FakeNames(IPv4Network("100.64.0.0/30"), lambda: clock[0], ttl=60)  # room for 2
+    first = names.address_for("files.test")
+    assert first == IPv4Address("100.64.0.1").packed and names.address_for("files.test") == first
+    second = names.address_for("mail.test")
+    assert second == IPv4Address("100.64.0.2").packed
+    assert names.name_for(IPv4Address(first)) == "files.test"
+    assert IPv4Address("100.64.0.3") not in names and names.name_for(IPv4Address("100.64.0.3")) is None
+    clock[0] = 100.0
+    names.address_for("files.test")  # handed out again: lives on
+    third = names.address_for("news.test")  # full: mail.test, handed out longest ago, gives way
+    assert third == second and names.name_for(IPv4Address(second)) == "news.test"
+    assert names.evicted == 1 and len(names) == 2
+    clock[0] = 100.0 + 2 * 60 + 1
+    assert names.name_for(IPv4Address(first)) is None  # expired
+
+
+def test_a_dns_query_is_read_and_answered_as_rfc_1035_says() -> None:
+    query = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"\x05Files\x04test\x00" + struct.pack("!HH", 1, 1)
+    question = dns.parse_query(query)
+    assert (question.ident, question.name, question.qtype) == (0x1234, "files.test", dns.TYPE_A)
+    reply = dns.answer(question, bytes([100, 64, 0, 1]), 60)
+    ident, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", reply)
+    assert (ident, flags & 0x8000, flags & 0x0100, flags & 0x000F, qd, an) == (0x1234, 0x8000, 0x0100, 0, 1, 1)
+    assert reply[12:12 + len(question.raw)] == question.raw
+    assert reply[-16:] == struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + bytes([100, 64, 0, 1])
+    nodata = dns.answer(question, None, 60)
+    assert struct.unpack_from("!HHHHHH", nodata)[3] == 0
+    for bad in (query[:11], query[:20], struct.pack("!HHHHHH", 1, 0x8000, 1, 0, 0, 0) + query[12:],
+                struct.pack("!HHHHHH", 1, 0x0100, 2, 0, 0, 0) + query[12:],
+                query[:12] + b"\xc0\x0c" + query[-4:]):
+        with pytest.raises(dns.DNSError):
+            dns.parse_query(bad)
+
+
+def test_with_remote_dns_an_address_of_the_pool_routes_to_its_name_and_an_unknown_one_is_refused() -> None:
+    outbound = OutboundRoutes(OutboundConfig(mode="socks", allow=["198.18.0.0/15"], ports=[80]),
+                              SocksConfig(enabled=True, remote_dns=True), lambda: 0.0)
+    assert outbound.names is not None
+    address = IPv4Address(outbound.names.address_for("files.test"))
+    assert isinstance(outbound.route(address, 80), Admitted)  # allow does not judge a name
+    assert outbound.route(address, 443) == Refused("outbound_port", "outbound")
+    assert outbound.target(address) == "files.test"
+    assert outbound.connector(address, 80).describe() == "files.test:80 via socks 127.0.0.1:1080"
+    assert outbound.route(IPv4Address("100.64.0.99"), 80) == Refused("outbound_unknown_name", "outbound")
+    kept = OutboundRoutes(OutboundConfig(mode="socks"), SocksConfig(enabled=True, remote_dns=True), lambda: 0.0,
+                          names=outbound.names)  # a reload keeps the names handed out
+    assert kept.target(address) == "files.test"

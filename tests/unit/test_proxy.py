@@ -13,7 +13,7 @@ import os
 import socket
 import struct
 import weakref
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
@@ -818,3 +818,30 @@ async def test_outbound_udp_through_a_socks5_udp_association() -> None:
     client.close()
     socks.close()
     relay.close()
+
+
+async def test_with_remote_dns_the_client_resolves_a_name_and_its_connection_hands_the_proxy_the_name() -> None:
+    requests: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.read(16))
+        writer.write(b"\x05\x00")
+        requests.append(await reader.read(300))
+        writer.write(b"\x05\x00\x00\x01" + bytes(6) + b"hello from files.test")
+        await writer.drain()
+        writer.close()
+
+    socks, socks_port = await serve(proxy)
+    client = Client({}, outbound={"mode": "socks"}, socks={"enabled": True, "port": socks_port, "remote_dns": True})
+    query = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x05files\x04test\x00" + struct.pack("!HH", 1, 1)
+    send_udp(client, LOCAL, 53, query, client_port=5300)
+    [(source, port, answer)] = await udp_replies(client)
+    assert (source, port) == (LOCAL.packed, 53)
+    address = IPv4Address(answer[-4:])
+    assert address in IPv4Network("100.64.0.0/10")
+    conn = client.connect(80, address)
+    assert await client.read_all(conn) == b"hello from files.test"
+    assert requests[1] == b"\x05\x01\x00\x03\x0afiles.test\x00\x50"  # CONNECT to the name (RFC 1928 §5)
+    assert client.network.relay.counters["dns_names_for_proxy"] == 1
+    client.close()
+    socks.close()
