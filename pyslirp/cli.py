@@ -1,4 +1,4 @@
-"""The ``pyslirp`` command: ``serve``, ``validate``, ``status`` and ``--version``.
+"""The ``pyslirp`` command: ``serve``, ``validate``, ``status``, ``install-service`` and ``--version``.
 
 Exit status: 0 on success, 2 for a configuration or usage error (never a traceback), 1 when the
 server stops on a runtime fault or the installation is broken (protocol cores partly compiled).
@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--watch", nargs="?", type=float, const=2.0, metavar="SECONDS", help="redraw in place every SECONDS (2)"
     )
+    install = commands.add_parser(
+        "install-service", help="write a systemd unit (pyslirp@LINE) and a starting configuration",
+    )
+    install.add_argument("--user", default="pyslirp", help="the unprivileged user the service runs as (pyslirp)")
+    install.add_argument("--line", default="ttyUSB0", help="the device under /dev the commands shown enable (ttyUSB0)")
+    install.add_argument("--root", type=Path, default=Path("/"), help="write under this directory instead of /")
+    install.add_argument("--dry-run", action="store_true", help="print what would be written; write nothing")
     return parser
 
 
@@ -105,6 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_CONFIG
+    if args.command == "install-service":
+        from pyslirp.install_service import install
+
+        try:
+            return install(args.root, args.user, args.line, args.dry_run)
+        except OSError as exc:
+            print(f"pyslirp: cannot write the service: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+            return 1
     try:
         config = _load(args)
     except ConfigError as exc:
