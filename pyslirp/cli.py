@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
         "tcp-listen://host:port, or pty (the default)",
     )
     serve.add_argument(
+        "--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+        help="the event loop: uvloop where installed (auto), or asyncio's own",
+    )
+    serve.add_argument(
         "--debug", action="store_true",
         help="log at DEBUG level, with every LCP, IPCP, PAP and CHAP packet decoded as pppd's debug option shows them",
     )
@@ -155,4 +159,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("pyslirp").warning("configuration: %s", warning)
     from pyslirp.runtime.server import run_server
 
-    return run_server(config, debug_packets=args.debug, load=lambda: _load(args))
+    return run_server(config, debug_packets=args.debug, load=lambda: _load(args), loop=args.loop)

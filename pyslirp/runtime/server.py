@@ -305,12 +305,23 @@ class Server:
             self.gateway = None
 
 
-def _install_event_loop_policy() -> None:
+class LoopError(Exception):
+    """The event loop asked for cannot run here."""
+
+
+def _install_event_loop_policy(choice: str) -> str:
+    """The event loop ``serve --loop`` asks for (``auto``: uvloop where it is installed, else
+    asyncio's own); which one runs. LoopError when uvloop is asked for and not installed."""
+    if choice == "asyncio":
+        return "asyncio"
     try:
         import uvloop
     except ImportError:
-        return
+        if choice == "uvloop":
+            raise LoopError("--loop uvloop: uvloop is not installed (pip install uvloop)") from None
+        return "asyncio"
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
 
 
 async def _serve(config: PyslirpConfig, debug_packets: bool, load: Callable[[], PyslirpConfig] | None) -> int:
@@ -362,11 +373,20 @@ async def _serve(config: PyslirpConfig, debug_packets: bool, load: Callable[[], 
 
 
 def run_server(
-    config: PyslirpConfig, debug_packets: bool = False, load: Callable[[], PyslirpConfig] | None = None
+    config: PyslirpConfig,
+    debug_packets: bool = False,
+    load: Callable[[], PyslirpConfig] | None = None,
+    loop: str = "auto",
 ) -> int:
     """Run until interrupted; the process exit status. ``debug_packets``: log every control
-    packet decoded (``serve --debug``); ``load`` reads the configuration again on SIGHUP."""
-    _install_event_loop_policy()
+    packet decoded (``serve --debug``); ``load`` reads the configuration again on SIGHUP;
+    ``loop``: the event loop (``auto``, ``uvloop``, ``asyncio``)."""
+    try:
+        running = _install_event_loop_policy(loop)
+    except LoopError as exc:
+        print(f"pyslirp: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    log.info("event loop: %s", running)
     try:
         return asyncio.run(_serve(config, debug_packets, load))
     except ConfigError as exc:

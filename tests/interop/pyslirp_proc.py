@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import sys
@@ -25,6 +26,9 @@ import yaml
 LISTENING = re.compile(r"listening for the line on tcp 127\.0\.0\.1:(\d+)")
 SERVING = re.compile(r"serving PPP on serial port")
 STATS = re.compile(r"stats: (\{.*\})\s*$")
+#: the event loop every server of the run uses: ``PYSLIRP_TEST_LOOP=asyncio`` runs the VM tests
+#: on asyncio's own loop (the default, auto, is uvloop where installed)
+LOOP = os.environ.get("PYSLIRP_TEST_LOOP", "auto")
 
 
 class PyslirpProcess:
@@ -77,6 +81,7 @@ class PyslirpProcess:
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pyslirp", "serve", "--config", str(config_file), self.line or "tcp-listen://127.0.0.1:0",
             *(["--debug"] if self.debug else []),
+            "--loop", LOOP,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,

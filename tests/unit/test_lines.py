@@ -420,3 +420,15 @@ async def test_a_line_fault_its_retries_did_not_foresee_never_ends_the_server(
     serving.cancel()
     failures = [r for r in caplog.records if "line failed; opening it again" in r.getMessage()]
     assert len(failures) == 2
+
+
+def test_serve_runs_on_the_event_loop_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyslirp.runtime import server as server_module
+
+    monkeypatch.setattr(asyncio, "set_event_loop_policy", lambda policy: None)  # this process keeps its own
+    for choice, running in (("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")):
+        assert server_module._install_event_loop_policy(choice) == running
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as on Windows, where it is not installed
+    assert server_module._install_event_loop_policy("auto") == "asyncio"
+    with pytest.raises(server_module.LoopError, match="uvloop is not installed"):
+        server_module._install_event_loop_policy("uvloop")
