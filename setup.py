@@ -1,6 +1,10 @@
 """Build the compiled core (pyslirp/_core/*.pyx) and the protocol cores compiled from their
 Python source (pure-Python mode, types in the .pxd beside each) with Cython.
 
+Every extension is optional: where no C compiler can be called, the sdist still installs, and
+pyslirp runs on the pure-Python twins (it warns at start, and ``--version`` says so). A build
+that should be compiled is checked by ``.ci/run`` (``pyslirp --version``).
+
 Everything else lives in pyproject.toml. No -march=native: wheels must run on any x86-64/ARM64.
 """
 
@@ -35,8 +39,8 @@ protocol_extensions = [
     for name in protocol_cores()
 ]
 
-setup(
-    ext_modules=cythonize(
+compiled = (
+    cythonize(
         extensions,
         language_level=3,
         compiler_directives={"embedsignature": True},
@@ -47,5 +51,9 @@ setup(
         # Types come from the .pxd; the annotations are for readers and type checkers (a
         # "-> bytes" that returns a bytearray slice must not become a runtime check).
         compiler_directives={"annotation_typing": False, "infer_types": True, "embedsignature": True},
-    ),
+    )
 )
+for extension in compiled:
+    extension.optional = True  # set here: cythonize makes Extensions of its own
+
+setup(ext_modules=compiled)

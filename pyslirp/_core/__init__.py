@@ -38,8 +38,9 @@ del _name
 if PURE_MODULES:
     IMPLEMENTATION = "pure-Python fallback for " + ", ".join(PURE_MODULES) + " (compiled core not built)"
     warnings.warn(
-        f"pyslirp._core: compiled extension modules missing ({', '.join(PURE_MODULES)}); "
-        "using the slow pure-Python twins. Build with `python setup.py build_ext --inplace`.",
+        f"pyslirp._core: compiled extension modules missing ({', '.join(PURE_MODULES)}): running on the "
+        "pure-Python twins, at several times the CPU per byte (installed where no C compiler could be "
+        "called: install a wheel, or reinstall with one; a source checkout: `python setup.py build_ext --inplace`)",
         RuntimeWarning,
         stacklevel=2,
     )
