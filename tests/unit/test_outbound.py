@@ -197,3 +197,22 @@ def test_with_remote_dns_an_address_of_the_pool_routes_to_its_name_and_an_unknow
     kept = OutboundRoutes(OutboundConfig(mode="socks"), SocksConfig(enabled=True, remote_dns=True), lambda: 0.0,
                           names=outbound.names)  # a reload keeps the names handed out
     assert kept.target(address) == "files.test"
+
+
+def test_the_outbound_and_socks_settings_take_environment_overrides(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyslirp.config import ConfigError, load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text("outbound:\n  mode: refuse\nsocks:\n  enabled: true\n")
+    monkeypatch.setenv("PYSLIRP_OUTBOUND__MODE", "socks")
+    monkeypatch.setenv("PYSLIRP_OUTBOUND__ALLOW", '["198.18.0.0/15"]')
+    monkeypatch.setenv("PYSLIRP_SOCKS_HOST", "192.0.2.7")
+    monkeypatch.setenv("PYSLIRP_SOCKS_PORT", "1081")
+    config = load_config(path)
+    assert config.outbound.mode == "socks" and [str(n) for n in config.outbound.allow] == ["198.18.0.0/15"]
+    assert (config.socks.host, config.socks.port) == ("192.0.2.7", 1081)
+    monkeypatch.setenv("PYSLIRP_OUTBOUND__MODE", "tunnel")
+    with pytest.raises(ConfigError, match="outbound.mode"):
+        load_config(path)
