@@ -12,6 +12,7 @@ It cuts each direction's byte stream into HDLC frames at 0x7E flags (RFC 1662 §
 * drop a fraction of frames at random (seeded, so a failing run can be replayed);
 * stall a direction for a while (bytes queue up, order kept), or pause/resume it;
 * inject raw bytes between frames (line noise, hand-made frames);
+* cut the line for a while: hang up on the upstream, drop what either side sends, dial again;
 * count bytes and frames each way (:class:`DirStats`), for line-efficiency benchmarks.
 
 Usage::
@@ -22,6 +23,7 @@ Usage::
         shim.corrupt(DOWN, count=2)                            # corrupt the next two frames
         shim.set_loss(UP, 0.05)                                # lose 5 % of frames
         shim.stall(DOWN, 2.0)
+        await shim.cut(3.0)                                    # pyslirp sees a hang-up, then a new client
         shim.stats[UP].frames_out, shim.stats[DOWN].bytes_out
 
 Frames are counted as they come in (``*_in``) and as they leave (``*_out``); a frame is the bytes
@@ -44,7 +46,7 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Coroutine, Literal
 
 Direction = Literal["up", "down"]
 UP: Direction = "up"  # from the PPP client (the VM) to the server (pyslirp)
@@ -190,9 +192,19 @@ class DirStats:
     delayed: int = 0
     queued_max: int = 0  # peak bytes waiting in the shim
     injected_bytes: int = 0  # raw bytes sent by inject()
+    cut_bytes: int = 0  # bytes lost to cut(): queued when the line was cut, or sent while it was
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+
+@dataclass
+class _Link:
+    """One client connection as cut() sees it: a cut to make, and its end."""
+
+    cut_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    resumed: asyncio.Event = field(default_factory=asyncio.Event)
+    cut_seconds: float = 0.0
 
 
 @dataclass
@@ -218,6 +230,7 @@ class _Pipe:
         self.paused = False
         self.held = 0  # delayed frames not yet queued
         self.closing = False
+        self.discarding = False  # the line is cut
 
     @property
     def stats(self) -> DirStats:
@@ -245,12 +258,27 @@ class _Pipe:
         self._push(unit)
 
     def _push(self, unit: _Unit) -> None:
+        if self.discarding:
+            self.stats.cut_bytes += len(unit.data)
+            return
         self.queue.append(unit)
         self.queued_bytes += len(unit.data)
         self.stats.queued_max = max(self.stats.queued_max, self.queued_bytes)
         if self.queued_bytes > self.limit():
             self.space.clear()
         self.wake.set()
+
+    def discard(self) -> None:
+        """The line is cut: drop what is queued, and what comes until :meth:`restore`."""
+        self.discarding = True
+        self.stats.cut_bytes += self.queued_bytes
+        self.queue.clear()
+        self.queued_bytes = 0
+        self.space.set()
+        self.wake.set()
+
+    def restore(self) -> None:
+        self.discarding = False
 
     async def reader(self, src: asyncio.StreamReader) -> None:
         buf = bytearray()
@@ -386,6 +414,7 @@ class LineShim:
         self.record_limit = record_limit
         self.frames: dict[Direction, list[Frame]] = {UP: [], DOWN: []}
         self.connections = 0
+        self.cuts = 0  # connections cut by cut() and reconnected
         self.close_flush_timeout = 10.0  # after one side closes, deliver its queued bytes
         self.connected = asyncio.Event()
         self.disconnected = asyncio.Event()
@@ -398,6 +427,7 @@ class LineShim:
         self._frame_index: dict[Direction, int] = {UP: 0, DOWN: 0}
         self._stall_default: dict[Direction, float] = {UP: 0.0, DOWN: 0.0}
         self._paused: dict[Direction, bool] = {UP: False, DOWN: False}
+        self._links: list[_Link] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -511,6 +541,21 @@ class LineShim:
             self.stats[direction].injected_bytes += len(data)
         return len(pipes)
 
+    async def cut(self, seconds: float) -> int:
+        """Cut the line for ``seconds``: close the upstream connection (pyslirp sees its client
+        hang up), drop what is queued and what either side sends meanwhile, then connect to the
+        upstream again (pyslirp sees a new client). The client's connection (QEMU's) stays open
+        throughout. Returns once every connection is relayed again (or has ended); the result is
+        how many connections were cut."""
+        links = list(self._links)
+        for link in links:
+            link.resumed.clear()
+            link.cut_seconds = seconds
+            link.cut_requested.set()
+        if links:
+            await asyncio.wait([asyncio.create_task(link.resumed.wait()) for link in links])
+        return len(links)
+
     def clear_faults(self) -> None:
         self.faults.clear()
         self.loss = {UP: 0.0, DOWN: 0.0}
@@ -530,6 +575,14 @@ class LineShim:
 
     # -- relay -------------------------------------------------------------------------------
 
+    def _tune(self, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.baud[UP] or self.baud[DOWN]:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+
     async def _accept(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -542,12 +595,7 @@ class LineShim:
                 c_writer.close()
                 return
             for w in (c_writer, s_writer):
-                sock = w.get_extra_info("socket")
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        if self.baud[UP] or self.baud[DOWN]:
-                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+                self._tune(w)
             self._writers += [c_writer, s_writer]
             self.connections += 1
             self.connected.set()
@@ -558,6 +606,8 @@ class LineShim:
                 p.paused = self._paused[p.direction]
                 self._pipes[p.direction].append(p)
             up_done, down_done = asyncio.Event(), asyncio.Event()
+            link = _Link()
+            self._links.append(link)
 
             async def read(p: _Pipe, r: asyncio.StreamReader, done: asyncio.Event) -> None:
                 try:
@@ -575,16 +625,59 @@ class LineShim:
                 except (ConnectionError, OSError):
                     pass
 
-            tasks = [asyncio.create_task(read(up, c_reader, up_done)),
-                     asyncio.create_task(read(down, s_reader, down_done)),
-                     asyncio.create_task(write(up, s_writer, up_done)),
-                     asyncio.create_task(write(down, c_writer, down_done))]
-            self._tasks.update(tasks)
+            def start(*coros: Coroutine[object, object, None]) -> list[asyncio.Task[None]]:
+                started = [asyncio.create_task(c) for c in coros]
+                self._tasks.update(started)
+                tasks.extend(started)
+                return started
+
+            tasks: list[asyncio.Task[None]] = []
+            client_reader, client_writer = start(read(up, c_reader, up_done), write(down, c_writer, down_done))
+            # the upstream's reader tells the client's writer that the upstream closed, unless a
+            # cut closed it
+            upstream_reader, upstream_writer = start(read(down, s_reader, asyncio.Event()),
+                                                     write(up, s_writer, up_done))
             try:
+                while True:
+                    cut = asyncio.create_task(link.cut_requested.wait())
+                    await asyncio.wait({client_reader, upstream_reader, cut},
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    cut.cancel()
+                    if client_reader.done() or upstream_reader.done():
+                        break
+                    link.cut_requested.clear()
+                    for t in (upstream_reader, upstream_writer):
+                        t.cancel()
+                        with contextlib.suppress(BaseException):
+                            await t
+                    s_writer.close()
+                    up.discard()
+                    down.discard()
+                    await asyncio.wait({client_reader}, timeout=link.cut_seconds)
+                    while not client_reader.done():
+                        try:
+                            s_reader, s_writer = await asyncio.open_connection(*self.upstream)
+                            break
+                        except OSError as e:
+                            self.errors.append(f"reconnect to upstream {self.upstream}: {e}")
+                            await asyncio.wait({client_reader}, timeout=0.5)
+                    if client_reader.done():
+                        break
+                    self._tune(s_writer)
+                    self._writers.append(s_writer)
+                    up.restore()
+                    down.restore()
+                    upstream_reader, upstream_writer = start(read(down, s_reader, asyncio.Event()),
+                                                             write(up, s_writer, up_done))
+                    self.cuts += 1
+                    if not link.cut_requested.is_set():
+                        link.resumed.set()
                 # When either side closes, deliver what is queued its way, then close both.
-                finished, _ = await asyncio.wait({tasks[0], tasks[1]},
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                flush = tasks[2] if tasks[0] in finished else tasks[3]
+                if client_reader.done():
+                    flush = upstream_writer
+                else:
+                    down_done.set()
+                    flush = client_writer
                 await asyncio.wait({flush}, timeout=self.close_flush_timeout)
             finally:
                 for t in tasks:
@@ -597,6 +690,8 @@ class LineShim:
                     w.close()
                 for p in (up, down):
                     self._pipes[p.direction].remove(p)
+                self._links.remove(link)
+                link.resumed.set()
                 if not self._pipes[UP]:
                     self.disconnected.set()
         finally:
@@ -612,6 +707,9 @@ class LineShim:
             self.frames[d].append(frame)
         for fn in self.taps:
             fn(frame)
+        if pipe.discarding:
+            st.cut_bytes += len(body) + 1
+            return
         delay = 0.0
         for fault in self.faults:
             if not fault.active or fault.direction != d:

@@ -34,6 +34,7 @@ class Upstream:
         self.data = bytearray()
         self.arrivals: list[tuple[float, int]] = []  # (time, total bytes so far)
         self.writer: asyncio.StreamWriter | None = None
+        self.connections = 0
         self.connected = asyncio.Event()
         self.eof = asyncio.Event()
         self.server: asyncio.base_events.Server | None = None
@@ -44,6 +45,7 @@ class Upstream:
 
     async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         self.writer = w
+        self.connections += 1
         self.connected.set()
         while chunk := await r.read(65536):
             self.data += chunk
@@ -248,3 +250,23 @@ async def test_close_propagates(link) -> None:  # type: ignore[no-untyped-def]
     await asyncio.wait_for(up.eof.wait(), 5)
     await asyncio.wait_for(shim.disconnected.wait(), 5)
     assert shim.stats[UP].frames_out == 1
+
+
+async def test_cut_hangs_up_drops_meanwhile_and_reconnects(link) -> None:  # type: ignore[no-untyped-def]
+    up, make = link
+    shim, r, w = await make()
+    before, during, after, answer = hdlc(lcp(1)), hdlc(lcp(2)), hdlc(lcp(3)), hdlc(lcp(4))
+    w.write(before)
+    await up.wait_bytes(len(before))
+    cut = asyncio.create_task(shim.cut(1.0))
+    await asyncio.wait_for(up.eof.wait(), 5)  # the upstream saw its client hang up
+    w.write(during)
+    assert await asyncio.wait_for(cut, 5) == 1
+    assert up.connections == 2 and shim.connections == 1 and shim.cuts == 1
+    w.write(after)
+    await up.wait_bytes(len(before) + len(after))
+    assert bytes(up.data) == before + after
+    assert up.writer is not None
+    up.writer.write(answer)  # the new upstream connection reaches the client, still connected
+    assert await asyncio.wait_for(r.readexactly(len(answer)), 5) == answer
+    assert shim.stats[UP].cut_bytes == len(during)
