@@ -23,6 +23,11 @@
  *                                        source port with a random ISN, at the rate the line
  *                                        takes them (a full queue: wait 1 ms, send it again);
  *                                        nothing answers them (the kernel resets the SYN-ACKs)
+ *   pbench udpecho HOST PORT COUNT MAXSIZE  COUNT datagrams to a UDP echo service from one
+ *                                        socket, one at a time, their sizes from 1 to MAXSIZE
+ *                                        bytes, their bytes random; each must come back as it
+ *                                        went (unanswered for 3 s: sent again, twice at most);
+ *                                        how many did (the interop tests' UDP check)
  *
  * Bulk service protocol (benchmarks/e2e/hostsvc.py): the client sends "D <bytes>\n" and reads
  * until EOF, or "U <bytes>\n" followed by the bytes and reads "<count>\n".
@@ -537,6 +542,65 @@ static int mode_synflood(int argc, char **argv) {
     return 0;
 }
 
+/* udpecho: read one datagram within `ms` milliseconds: its length, 0 on timeout, -1 on error */
+static ssize_t recv_within(int fd, char *buf, size_t size, int ms) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r;
+    do r = poll(&p, 1, ms); while (r < 0 && errno == EINTR);
+    if (r <= 0) return r;
+    ssize_t n;
+    do n = recv(fd, buf, size, 0); while (n < 0 && errno == EINTR);
+    return n;
+}
+
+static int mode_udpecho(int argc, char **argv) {
+    if (argc < 6) return 2;
+    struct sockaddr_in sa = addr_of(argv[2], argv[3]);
+    long count = atol(argv[4]), max = atol(argv[5]);
+    enum { WAIT_MS = 3000, TRIES = 3 };
+    static char out[65507], in[65536];
+    if (count < 1 || max < 1 || max > (long)sizeof out) {
+        printf("error=arguments max_size=%zu\n", sizeof out);
+        return 1;
+    }
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);  /* connected: only the service's replies come in */
+    if (fd < 0 || connect(fd, (const struct sockaddr *)&sa, sizeof sa) < 0) {
+        printf("error=connect errno=%d\n", errno);
+        return 1;
+    }
+    srandom((unsigned)(getpid() ^ (unsigned)(now() * 1e6)));
+    long intact = 0, lost = 0, stray = 0, resent = 0;
+    for (long i = 0; i < count; i++) {
+        size_t size = (size_t)(count > 1 ? 1 + (max - 1) * i / (count - 1) : max);
+        for (size_t k = 0; k < size; k++) out[k] = (char)random();
+        int echoed = 0;
+        for (int try = 0; try < TRIES && !echoed; try++) {
+            resent += try > 0;
+            if (send(fd, out, size, 0) < 0) {
+                printf("error=send errno=%d at=%ld intact=%ld\n", errno, i, intact);
+                return 1;
+            }
+            /* a reply other than these bytes (damaged, or late for an earlier one) is a stray */
+            for (double deadline = now() + WAIT_MS / 1000.0; !echoed;) {
+                int left = (int)((deadline - now()) * 1000);
+                ssize_t got = left > 0 ? recv_within(fd, in, sizeof in, left) : 0;
+                if (got < 0) {
+                    printf("error=recv errno=%d at=%ld intact=%ld\n", errno, i, intact);
+                    return 1;
+                }
+                if (got == 0) break;
+                if ((size_t)got == size && !memcmp(in, out, size)) echoed = 1;
+                else stray++;
+            }
+        }
+        if (echoed) intact++;
+        else lost++;
+    }
+    close(fd);
+    printf("sent=%ld intact=%ld lost=%ld stray=%ld resent=%ld\n", count, intact, lost, stray, resent);
+    return intact == count ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     signal(SIGALRM, on_alarm);
@@ -557,8 +621,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[1], "short")) rc = mode_short(argc, argv);
         else if (!strcmp(argv[1], "serve")) rc = mode_serve(argc, argv);
         else if (!strcmp(argv[1], "synflood")) rc = mode_synflood(argc, argv);
+        else if (!strcmp(argv[1], "udpecho")) rc = mode_udpecho(argc, argv);
     }
     if (rc == 2)
-        fprintf(stderr, "usage: pbench down|up|rtt|hold|short|serve|synflood ... (see the source)\n");
+        fprintf(stderr, "usage: pbench down|up|rtt|hold|short|serve|synflood|udpecho ... (see the source)\n");
     return rc;
 }
