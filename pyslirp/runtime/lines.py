@@ -15,20 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import logging
 import os
-import select
 import socket
 import struct
-import termios
+import sys
 import time
-import tty
 from abc import ABC, abstractmethod
 from typing import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from pyslirp.counters import CounterSet, CounterSpec
+
+#: POSIX terminals (pseudo-terminals, termios on a serial port's descriptor); Windows has neither,
+#: and serves COM ports through pyserial's threads and TCP lines through socket calls
+POSIX = sys.platform != "win32"
+if POSIX:
+    import fcntl
+    import select
+    import termios
+    import tty
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +183,8 @@ class FdSession(LineSession):
         self._stream_reads = 0
         self._resting = False
         self.counters = {"reads": 0, "deliveries": 0, "batch_rests": 0}
-        os.set_blocking(fd, False)
+        if POSIX:  # a Windows socket is made non-blocking by its own call (SocketSession)
+            os.set_blocking(fd, False)
 
     async def read(self) -> bytes:
         while not self._buffer:
@@ -243,7 +250,7 @@ class FdSession(LineSession):
     def _read_once(self) -> bytes | None:
         """One read into the buffer: the bytes, None when there were none, b"" at the end."""
         try:
-            data = os.read(self.fd, READ_SIZE)
+            data = self._read_bytes(READ_SIZE)
         except BlockingIOError:
             return None
         except OSError as exc:
@@ -259,6 +266,12 @@ class FdSession(LineSession):
         self.counters["reads"] += 1
         self._buffer += data
         return data
+
+    def _read_bytes(self, size: int) -> bytes:
+        return os.read(self.fd, size)
+
+    def _write_bytes(self, data: bytes | memoryview) -> int:
+        return os.write(self.fd, data)
 
     def _on_readable(self) -> None:
         data = self._read_once()
@@ -312,7 +325,7 @@ class FdSession(LineSession):
         if self._closed:
             return len(data)
         try:
-            return os.write(self.fd, data)
+            return self._write_bytes(data)
         except BlockingIOError:
             return 0
         except OSError as exc:
@@ -324,7 +337,7 @@ class FdSession(LineSession):
         view = memoryview(data)
         while view and not self._closed:
             try:
-                sent = os.write(self.fd, view)
+                sent = self._write_bytes(view)
             except BlockingIOError:
                 await self._wait(self._loop.add_writer, self._loop.remove_writer)
                 continue
@@ -349,7 +362,7 @@ class FdSession(LineSession):
                 remove(self.fd)
 
     def os_queued(self) -> int:
-        if not self.counts_os_queue:
+        if not self.counts_os_queue or not POSIX:
             return 0
         try:
             raw = fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0")
@@ -377,6 +390,13 @@ class SocketSession(FdSession):
         sock.setblocking(False)
         self._sock = sock
         super().__init__(sock.fileno(), name, owns_fd=False)
+
+    # A socket's own calls: on Windows a socket is not a file descriptor.
+    def _read_bytes(self, size: int) -> bytes:
+        return self._sock.recv(size)
+
+    def _write_bytes(self, data: bytes | memoryview) -> int:
+        return self._sock.send(data)
 
     def close(self) -> None:
         if not self._closed:
@@ -480,6 +500,9 @@ class PtyLine(Line):
     """
 
     def __init__(self, baudrate: int = 115200) -> None:
+        if not POSIX:
+            raise LineError("pseudo-terminals need a POSIX system: name a COM port (COM3) or a "
+                            "tcp-listen://127.0.0.1:5555 line (serial.port, or pyslirp serve PORT)")
         self.baudrate = baudrate
         self.master, slave = os.openpty()
         tty.setraw(slave)
@@ -570,6 +593,8 @@ def _read_at_least_one_byte(fd: int) -> None:
     """VMIN=1, VTIME=0 on a tty: pyserial's ``timeout=0`` sets VMIN=0, with which a tty polls as
     readable while it has nothing and a read returns 0 bytes, which would look like a hang-up. With
     VMIN=1 a non-blocking read of nothing fails with EAGAIN, and 0 bytes means the device hung up."""
+    if not POSIX:
+        return
     try:
         attributes = termios.tcgetattr(fd)
         attributes[6][termios.VMIN], attributes[6][termios.VTIME] = 1, 0

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import subprocess
 import sys
 
 import pytest
@@ -432,3 +433,42 @@ def test_serve_runs_on_the_event_loop_asked_for(monkeypatch: pytest.MonkeyPatch)
     assert server_module._install_event_loop_policy("auto") == "asyncio"
     with pytest.raises(server_module.LoopError, match="uvloop is not installed"):
         server_module._install_event_loop_policy("uvloop")
+
+
+WINDOWS_SIMULATION = """
+import asyncio, sys
+sys.platform = "win32"
+for posix_only in ("fcntl", "termios", "tty", "select"):
+    sys.modules[posix_only] = None  # ImportError, as on Windows
+from pyslirp.runtime.lines import POSIX, LineError, open_line
+assert not POSIX
+try:
+    open_line("pty")
+except LineError as exc:
+    assert "COM port" in str(exc), exc
+else:
+    raise AssertionError("a pty line on Windows")
+
+async def round_trip():
+    line = open_line("tcp-listen://127.0.0.1:0")
+    reader, writer = await asyncio.open_connection("127.0.0.1", line.port)
+    session = await line.sessions().__anext__()
+    writer.write(b"\\x7eframe\\x7e")
+    assert await session.read() == b"\\x7eframe\\x7e"
+    await session.write(b"\\x7ereply\\x7e")
+    assert await reader.readexactly(7) == b"\\x7ereply\\x7e"
+    assert session.os_queued() == 0
+    session.close()
+    line.close()
+
+asyncio.run(round_trip())
+print("ok")
+"""
+
+
+def test_on_windows_lines_import_without_posix_terminals_and_tcp_lines_use_socket_calls() -> None:
+    """Windows cannot run here: a process that looks like it (sys.platform, and the POSIX-only
+    modules failing to import) imports the lines, refuses a pty line with the alternatives, and
+    moves bytes over a TCP line with socket calls."""
+    result = subprocess.run([sys.executable, "-c", WINDOWS_SIMULATION], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
