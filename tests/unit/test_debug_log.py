@@ -69,6 +69,7 @@ def test_serve_debug_asks_for_decoded_packets(monkeypatch: pytest.MonkeyPatch, t
     asked: list[bool] = []
     monkeypatch.chdir(tmp_path)  # no ./config.yaml
     monkeypatch.setattr(cli, "_setup_logging", lambda config: None)  # leave the test's logging be
-    monkeypatch.setattr(server_module, "run_server", lambda config, debug_packets, load: asked.append(debug_packets) or 0)
+    monkeypatch.setattr(server_module, "run_server",
+                        lambda config, debug_packets, load, loop: asked.append(debug_packets) or 0)
     assert cli.main(["serve", *flag]) == 0
     assert asked == [bool(flag)]
