@@ -109,6 +109,7 @@ class DataPath:
         self._ident = itertools.count(1)
         self._ports = itertools.cycle(range(32768, 61000))
         self.conns: dict[int, tcp.TCPConnection] = {}  # by the client's port
+        self.service_port = SERVICE_PORT  # the port at 10.0.0.1 the client's connections go to
         self.ready = asyncio.Event()
         self._kick = asyncio.Event()
 
@@ -194,7 +195,7 @@ class DataPath:
 
     def connect(self) -> tcp.TCPConnection:
         port = next(self._ports)
-        conn = tcp.TCPConnection(PEER.packed, port, LOCAL.packed, SERVICE_PORT,
+        conn = tcp.TCPConnection(PEER.packed, port, LOCAL.packed, self.service_port,
                                  iss=port * 7919, config=tcp_types.TCPConfig(mss=1460), now=self.loop.time())
         self.conns[port] = conn
         conn.connect(self.loop.time())

@@ -17,9 +17,8 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from pyslirp.ppp.protocols import MIN_MRU
 
@@ -466,6 +465,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"{path}: cannot read: {reason}") from None
+    import yaml  # only when there is a file: a megabyte of a server's memory otherwise
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -542,5 +543,7 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
         return PyslirpConfig(**dict(overrides or {}))
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
+    except SettingsError as exc:  # an environment value its field reads as JSON, and is not
+        raise ConfigError(f"invalid configuration ({source}): {exc}") from None
     finally:
         _yaml_data.reset(token)

@@ -16,15 +16,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 from pyslirp.config import MonitoringConfig
-from pyslirp.runtime.http_endpoints import EndpointServer, Handler, Response, json_response
+from pyslirp.runtime.http_endpoints import EndpointServer, Handler, MonitoringError, Response, json_response
 from pyslirp.runtime.metrics import GatewayCollector, EventStats, metrics_registry
 from pyslirp.runtime.status import GatewayView, health_document, status_document
 
 log = logging.getLogger(__name__)
-
-
-class MonitoringError(Exception):
-    """An endpoint could not be opened; ``str()`` names the address and the reason."""
 
 
 class Monitoring:

@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from pyslirp.admission_extension import ExtensionError
 from pyslirp.config import ConfigError, PyslirpConfig
@@ -23,13 +23,15 @@ from pyslirp.runtime.debug_log import PacketDebugLog
 from pyslirp.runtime.forwards import FORWARD_COUNTERS, ForwardError, start_forwards
 from pyslirp.runtime.gateway import Gateway
 from pyslirp.runtime.lines import Line, LineError, LineSession, open_line
-from pyslirp.runtime.metrics import EventStats
-from pyslirp.runtime.monitoring import Monitoring, MonitoringError
+from pyslirp.runtime.http_endpoints import MonitoringError
 from pyslirp.runtime.network import LinkNetwork
 from pyslirp.runtime.observers import LogObserver, Observers
 from pyslirp.runtime.security import SecurityPipeline, security_pipeline
 from pyslirp.runtime.settings import Applies, line_rate, link_options, reloaded
 from pyslirp.runtime.status import ServiceProbe, status_document
+
+if TYPE_CHECKING:
+    from pyslirp.runtime.monitoring import Monitoring
 
 log = logging.getLogger("pyslirp")
 
@@ -60,9 +62,8 @@ class Server:
         self.started = time.time()
         #: every counter of every gateway, live and past: what SIGUSR1, /status and /metrics read
         self.registry = CounterRegistry()
-        self.event_stats = EventStats()
         #: everything that watches the gateways: the log, the metrics and the audit log
-        self.observers = Observers(LogObserver(), self.event_stats)
+        self.observers = Observers(LogObserver())
         self.audit: AuditLog | None = None
         if config.security.audit_log is not None:
             self.audit = AuditLog(config.security.audit_log, time.time)  # AuditLogError: a config error
@@ -143,8 +144,7 @@ class Server:
 
     async def run(self) -> None:
         if self.config.monitoring.enable_metrics:
-            self.monitoring = Monitoring(self, self.config.monitoring, self.event_stats)
-            await self.monitoring.start()
+            await self._start_monitoring()
         if self.config.monitoring.packet_capture.enabled:
             self.capture.start()
         try:
@@ -160,6 +160,17 @@ class Server:
                 self.monitoring.close()
             if self.audit is not None:
                 self.audit.close()
+
+    async def _start_monitoring(self) -> None:
+        """The endpoints, and the observer counting what /metrics shows (from before the first
+        session). Imported here: prometheus_client is loaded only with metrics on."""
+        from pyslirp.runtime.metrics import EventStats
+        from pyslirp.runtime.monitoring import Monitoring
+
+        event_stats = EventStats()
+        self.observers.subscribe(event_stats)
+        self.monitoring = Monitoring(self, self.config.monitoring, event_stats)
+        await self.monitoring.start()
 
     def _record(self, event: str, **fields: object) -> None:
         """An audit record, when there is an audit log."""

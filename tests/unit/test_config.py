@@ -159,3 +159,36 @@ def test_cli_secrets_never_printed(tmp_path: Path) -> None:
     result = run_cli("validate", "--config", str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "topsecret" not in result.stdout + result.stderr
+
+
+def test_nested_environment_names_at_any_depth_with_json_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYSLIRP_SERVICES__2000__PORT", "2001")
+    monkeypatch.setenv("PYSLIRP_SERVICES__2000__RATE_LIMIT__BURST", "3")
+    monkeypatch.setenv("PYSLIRP_SERVICES__2000__BACKENDS", '["127.0.0.1:2002"]')
+    monkeypatch.setenv("PYSLIRP_PPP__AUTH__METHOD", "pap")
+    monkeypatch.setenv("PYSLIRP_PPP__AUTH__USERS", '{"alice": "s3cret"}')
+    monkeypatch.setenv("pyslirp_security__blocked_ports", "[25, 26]")  # names in any case
+    monkeypatch.setenv("PYSLIRP_FORWARDS", '[{"listen_port": 2222, "peer_port": 22}]')
+    config = load_config(None)
+    service = config.services[2000]
+    assert (service.port, service.rate_limit.burst if service.rate_limit else None) == (2001, 3)
+    assert service.targets() == [("127.0.0.1", 2001), ("127.0.0.1", 2002)]
+    assert config.ppp.auth.credentials() == {"alice": "s3cret"}
+    assert config.security.blocked_ports == [25, 26]
+    assert [(f.listen_port, f.peer_port) for f in config.forwards] == [(2222, 22)]
+
+
+def test_a_section_as_json_merges_with_its_nested_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYSLIRP_SERIAL", '{"Port": "/dev/ttyS3", "baudrate": 9600}')
+    monkeypatch.setenv("PYSLIRP_SERIAL__BAUDRATE", "57600")
+    config = load_config(None)
+    assert (config.serial.port, config.serial.baudrate) == ("/dev/ttyS3", 57600)
+
+
+def test_environment_json_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYSLIRP_OUTBOUND__PORTS", "80,443")  # may be null: text that is no JSON stays text
+    with pytest.raises(ConfigError, match="outbound.ports"):
+        load_config(None)
+    monkeypatch.setenv("PYSLIRP_SECURITY__BLOCKED_PORTS", "25,26")  # a list only: must be JSON
+    with pytest.raises(ConfigError, match='environment.*"security"'):  # an error, not a traceback
+        load_config(None)

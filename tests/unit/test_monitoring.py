@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -27,11 +29,14 @@ import datapath  # noqa: E402
 
 from pyslirp import cli, status_report  # noqa: E402
 from pyslirp.config import MonitoringConfig, PyslirpConfig  # noqa: E402
+from pyslirp.ppp.link import LinkDown  # noqa: E402
 from pyslirp.runtime.breaker import ServiceBreakers  # noqa: E402
 from pyslirp.runtime.counter_registry import CounterRegistry  # noqa: E402
+from pyslirp.runtime.lines import TcpListenLine  # noqa: E402
 from pyslirp.runtime.metrics import EventStats, GatewayCollector, metric_name, metrics_registry  # noqa: E402
 from pyslirp.runtime.monitoring import Monitoring, MonitoringError  # noqa: E402
 from pyslirp.runtime.observers import Observers  # noqa: E402
+from pyslirp.runtime.server import Server  # noqa: E402
 from pyslirp.runtime.status import ServiceProbe  # noqa: E402
 
 SERVICE = f"port {datapath.SERVICE_PORT}"  # the service has no name in the data path's config
@@ -219,6 +224,62 @@ async def test_a_port_in_use_is_a_one_line_error_naming_the_address() -> None:
         with pytest.raises(MonitoringError, match=f"monitoring: cannot listen on 127.0.0.1:{port}: "):
             await monitoring.start()
     assert not monitoring.serving
+
+
+async def test_the_server_with_metrics_on_serves_them_and_counts_its_links() -> None:
+    port = free_port()
+    config = PyslirpConfig(
+        dns={"enabled": False}, monitoring={"enable_metrics": True, "metrics_port": port, "health_port": port}
+    )
+    line = TcpListenLine("127.0.0.1", 0)
+    line.open()
+    server = Server(config, line)
+    running = asyncio.ensure_future(server.run())
+    try:
+        for _ in range(500):
+            if server.metrics_serving:
+                break
+            await asyncio.sleep(0.01)
+        server.observers.link_down("tcp", LinkDown("test"))  # the metrics' observer hears the server's events
+        status, _, body = await get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        assert samples(body.decode())[("pyslirp_link_downs_total", ())] == 1
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        line.close()
+    assert not server.metrics_serving
+
+
+SERVER_WITHOUT_METRICS = """
+import asyncio, sys
+from pyslirp.config import PyslirpConfig
+from pyslirp.runtime.lines import TcpListenLine
+from pyslirp.runtime.server import Server
+
+async def serve_a_moment():
+    line = TcpListenLine("127.0.0.1", 0)
+    line.open()
+    running = asyncio.ensure_future(Server(PyslirpConfig(dns={"enabled": False}), line).run())
+    await asyncio.sleep(0.2)
+    running.cancel()
+    line.close()
+
+asyncio.run(serve_a_moment())
+print(" ".join(name for name in ("prometheus_client", "serial") if name in sys.modules))
+"""
+
+
+def test_a_server_without_metrics_never_imports_prometheus_client(tmp_path: Path) -> None:
+    """Nor pyserial without a device line: what a server does not use stays out of its memory."""
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("PYSLIRP_")}
+    result = subprocess.run(
+        [sys.executable, "-c", SERVER_WITHOUT_METRICS], capture_output=True, text=True, cwd=tmp_path,
+        env=environment, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
 
 
 def test_status_without_a_gateway_is_one_line_and_exit_status_1(capsys: pytest.CaptureFixture[str]) -> None:
