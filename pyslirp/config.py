@@ -388,7 +388,14 @@ class _YamlSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return _yaml_data.get()
+        data = _yaml_data.get()
+        services = data.get("services")
+        if isinstance(services, dict):
+            # The environment names a service's port as text (PYSLIRP_SERVICES__80__PORT): with
+            # the file's keys as text too, the two merge, and the variable overrides one field
+            # instead of replacing the whole service.
+            data = {**data, "services": {str(port): service for port, service in services.items()}}
+        return data
 
 
 class _FlatEnvSource(PydanticBaseSettingsSource):

@@ -192,3 +192,13 @@ def test_environment_json_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYSLIRP_SECURITY__BLOCKED_PORTS", "25,26")  # a list only: must be JSON
     with pytest.raises(ConfigError, match='environment.*"security"'):  # an error, not a traceback
         load_config(None)
+
+
+def test_an_environment_variable_overrides_one_field_of_a_service_from_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("services:\n  80:\n    port: 8080\n    name: HTTP\n    idle_timeout: 600\n")
+    monkeypatch.setenv("PYSLIRP_SERVICES__80__PORT", "8081")
+    service = load_config(path).services[80]
+    assert (service.port, service.name, service.idle_timeout) == (8081, "HTTP", 600)
