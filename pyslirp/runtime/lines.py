@@ -30,6 +30,8 @@ from pyslirp.counters import CounterSet, CounterSpec
 #: POSIX terminals (pseudo-terminals, termios on a serial port's descriptor); Windows has neither,
 #: and serves COM ports through pyserial's threads and TCP lines through socket calls
 POSIX = sys.platform != "win32"
+#: the line ``pty`` stands for where there are no pseudo-terminals
+WINDOWS_DEFAULT_LINE = "tcp-listen://127.0.0.1:5555"
 if POSIX:
     import fcntl
     import select
@@ -500,9 +502,6 @@ class PtyLine(Line):
     """
 
     def __init__(self, baudrate: int = 115200) -> None:
-        if not POSIX:
-            raise LineError("pseudo-terminals need a POSIX system: name a COM port (COM3) or a "
-                            "tcp-listen://127.0.0.1:5555 line (serial.port, or pyslirp serve PORT)")
         self.baudrate = baudrate
         self.master, slave = os.openpty()
         tty.setraw(slave)
@@ -640,6 +639,10 @@ class ThreadedSerialSession(LineSession):
 def open_line(port: str, baudrate: int = 115200, rtscts: bool = False, xonxoff: bool = False) -> Line:
     """The line the ``serial.port`` setting names."""
     if port == "pty":
+        if not POSIX:  # no pseudo-terminals (Windows): still something a client can attach to
+            log.warning("pseudo-terminals need a POSIX system: serving the line on %s instead "
+                        "(name a COM port to serve one: pyslirp serve COM3)", WINDOWS_DEFAULT_LINE)
+            return open_line(WINDOWS_DEFAULT_LINE)
         return PtyLine(baudrate)
     if "://" in port:
         url = urlsplit(port)

@@ -323,6 +323,11 @@ class LoopError(Exception):
 def _install_event_loop_policy(choice: str) -> str:
     """The event loop ``serve --loop`` asks for (``auto``: uvloop where it is installed, else
     asyncio's own); which one runs. LoopError when uvloop is asked for and not installed."""
+    if sys.platform == "win32":  # no uvloop; the lines need add_reader, which Proactor lacks
+        if choice == "uvloop":
+            raise LoopError("--loop uvloop: uvloop does not run on Windows")
+        asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())  # type: ignore[attr-defined]
+        return "asyncio"
     if choice == "asyncio":
         return "asyncio"
     try:
@@ -333,6 +338,23 @@ def _install_event_loop_policy(choice: str) -> str:
         return "asyncio"
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return "uvloop"
+
+
+def install_signal_handlers(loop: asyncio.AbstractEventLoop, handlers: dict[str, Callable[[], None]]) -> list[str]:
+    """Each signal of ``handlers`` that this platform has runs its handler in the loop. Where the
+    loop takes no signal handlers (Windows: only SIGINT, SIGTERM and SIGBREAK exist, and Ctrl+C
+    arrives as SIGINT), ``signal.signal`` takes them and hands them to the loop. The names taken."""
+    taken = []
+    for name, handler in handlers.items():
+        signum = getattr(signal, name, None)
+        if signum is None:
+            continue
+        try:
+            loop.add_signal_handler(signum, handler)
+        except NotImplementedError:
+            signal.signal(signum, lambda _signum, _frame, handler=handler: loop.call_soon_threadsafe(handler))
+        taken.append(name)
+    return taken
 
 
 async def _serve(config: PyslirpConfig, debug_packets: bool, load: Callable[[], PyslirpConfig] | None) -> int:
@@ -365,11 +387,10 @@ async def _serve(config: PyslirpConfig, debug_packets: bool, load: Callable[[], 
 
         stopping.append(asyncio.ensure_future(stop_politely()))
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop)
-    loop.add_signal_handler(signal.SIGUSR1, server.log_stats)
-    loop.add_signal_handler(signal.SIGHUP, server.hangup)
-    loop.add_signal_handler(signal.SIGUSR2, server.capture.toggle)
+    install_signal_handlers(loop, {
+        "SIGINT": stop, "SIGTERM": stop, "SIGBREAK": stop,  # SIGBREAK: Ctrl+Break on Windows
+        "SIGUSR1": server.log_stats, "SIGHUP": server.hangup, "SIGUSR2": server.capture.toggle,
+    })
     try:
         await task
     except asyncio.CancelledError:

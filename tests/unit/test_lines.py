@@ -429,10 +429,16 @@ def test_serve_runs_on_the_event_loop_asked_for(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(asyncio, "set_event_loop_policy", lambda policy: None)  # this process keeps its own
     for choice, running in (("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")):
         assert server_module._install_event_loop_policy(choice) == running
-    monkeypatch.setitem(sys.modules, "uvloop", None)  # as on Windows, where it is not installed
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # not installed
     assert server_module._install_event_loop_policy("auto") == "asyncio"
     with pytest.raises(server_module.LoopError, match="uvloop is not installed"):
         server_module._install_event_loop_policy("uvloop")
+    # Windows: asyncio's selector loop, whose add_reader the lines use (its default, Proactor, has none)
+    policies: list[object] = []
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(asyncio, "WindowsSelectorEventLoopPolicy", lambda: "selector", raising=False)
+    monkeypatch.setattr(asyncio, "set_event_loop_policy", policies.append)
+    assert server_module._install_event_loop_policy("auto") == "asyncio" and policies == ["selector"]
 
 
 WINDOWS_SIMULATION = """
@@ -440,14 +446,11 @@ import asyncio, sys
 sys.platform = "win32"
 for posix_only in ("fcntl", "termios", "tty", "select"):
     sys.modules[posix_only] = None  # ImportError, as on Windows
-from pyslirp.runtime.lines import POSIX, LineError, open_line
+from pyslirp.runtime.lines import POSIX, TcpListenLine, open_line
 assert not POSIX
-try:
-    open_line("pty")
-except LineError as exc:
-    assert "COM port" in str(exc), exc
-else:
-    raise AssertionError("a pty line on Windows")
+default = open_line("pty")  # the default line: no pseudo-terminals, a TCP line to attach to
+assert isinstance(default, TcpListenLine) and (default.host, default.port) == ("127.0.0.1", 5555), default
+default.close()
 
 async def round_trip():
     line = open_line("tcp-listen://127.0.0.1:0")
@@ -468,7 +471,37 @@ print("ok")
 
 def test_on_windows_lines_import_without_posix_terminals_and_tcp_lines_use_socket_calls() -> None:
     """Windows cannot run here: a process that looks like it (sys.platform, and the POSIX-only
-    modules failing to import) imports the lines, refuses a pty line with the alternatives, and
-    moves bytes over a TCP line with socket calls."""
+    modules failing to import) imports the lines, serves the default line on TCP, and moves bytes
+    over a TCP line with socket calls."""
     result = subprocess.run([sys.executable, "-c", WINDOWS_SIMULATION], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_where_the_loop_takes_no_signal_handlers_ctrl_c_still_reaches_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows: the loop's add_signal_handler is not implemented and only SIGINT, SIGTERM and
+    SIGBREAK exist; Ctrl+C (SIGINT) must still run the shutdown in the loop."""
+    import signal
+
+    from pyslirp.runtime.server import install_signal_handlers
+
+    for posix_only in ("SIGHUP", "SIGUSR1", "SIGUSR2"):
+        monkeypatch.delattr(signal, posix_only)
+    previous = signal.getsignal(signal.SIGINT)
+    loop = asyncio.new_event_loop()
+
+    def not_implemented(signum: int, callback) -> None:
+        raise NotImplementedError
+
+    monkeypatch.setattr(loop, "add_signal_handler", not_implemented)
+    stopped: list[str] = []
+    try:
+        taken = install_signal_handlers(loop, {
+            "SIGINT": lambda: stopped.append("stop"), "SIGHUP": lambda: stopped.append("reload"),
+        })
+        assert taken == ["SIGINT"]
+        signal.raise_signal(signal.SIGINT)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert stopped == ["stop"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        loop.close()
