@@ -63,6 +63,20 @@ class LineError(Exception):
     """A line that cannot be opened; ``str()`` is a message fit for a user."""
 
 
+class LineAccessError(LineError):
+    """A line this process may not use (permission denied, the port taken): the message says
+    how to fix it; pyslirp exits 1, as for a runtime fault rather than a configuration one."""
+
+
+#: what to do about an errno when a serial device does not open, for the log and the error
+SERIAL_HINTS = {
+    errno.ENOENT: "is the adapter plugged in? `ls /dev/serial/by-id/` lists the ones that are",
+    errno.ENODEV: "is the adapter plugged in? `ls /dev/serial/by-id/` lists the ones that are",
+    errno.EBUSY: "another program has it: `fuser -v {port}` names it",
+    errno.EACCES: "add the user to the dialout group: `sudo usermod -a -G dialout $USER`, then log in again",
+}
+
+
 class Reopen:
     """When a line is tried again: at once after a session that lasted, then with capped
     exponential backoff (``first`` seconds doubling up to ``cap``) while opening keeps failing or
@@ -439,7 +453,13 @@ class TcpListenLine(Line):
             server.bind(address)
             server.listen(1)
         except OSError as exc:
-            raise LineError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
+            message = f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
+            if exc.errno == errno.EADDRINUSE:
+                raise LineAccessError(f"{message}: another program listens there "
+                                      f"(`ss -ltnp 'sport = :{self.port}'` names it)") from None
+            if exc.errno == errno.EACCES:
+                raise LineAccessError(f"{message}: ports below 1024 need privileges; choose another") from None
+            raise LineError(message) from None
         server.setblocking(False)
         self._server = server
         self.port = server.getsockname()[1]
@@ -558,12 +578,20 @@ class SerialLine(Line):
     async def sessions(self) -> AsyncIterator[LineSession]:
         # 10 bits per byte on the wire: start, 8 data, stop.
         rate = self.baudrate // 10
+        opened_once = False
         while True:
             try:
                 port = self._open()
             except OSError as exc:  # pyserial's SerialException is one
-                await self.reopen.wait(f"cannot open: {os.strerror(exc.errno) if exc.errno else exc}")
+                problem = f"cannot open: {os.strerror(exc.errno) if exc.errno else exc}"
+                hint = SERIAL_HINTS.get(exc.errno or 0)
+                if hint is not None:
+                    problem += f" ({hint.format(port=self.port)})"
+                if exc.errno == errno.EACCES and not opened_once:  # a setup to fix, not a fault to wait out
+                    raise LineAccessError(f"serial port {self.port}: {problem}") from None
+                await self.reopen.wait(problem)
                 continue
+            opened_once = True
             self.reopen.opened()
             try:
                 fd = port.fileno()

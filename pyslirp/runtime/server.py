@@ -22,7 +22,7 @@ from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.debug_log import PacketDebugLog
 from pyslirp.runtime.forwards import FORWARD_COUNTERS, ForwardError, start_forwards
 from pyslirp.runtime.gateway import Gateway
-from pyslirp.runtime.lines import Line, LineError, LineSession, open_line
+from pyslirp.runtime.lines import Line, LineAccessError, LineError, LineSession, open_line
 from pyslirp.runtime.http_endpoints import MonitoringError
 from pyslirp.runtime.network import LinkNetwork
 from pyslirp.runtime.observers import LogObserver, Observers
@@ -283,6 +283,10 @@ class Server:
 
     async def _serve_line(self) -> None:
         print(self.line.describe(), file=sys.stderr, flush=True)
+        ppp, outbound = self.config.ppp, self.config.outbound
+        log.info("PPP: we are %s, the client gets %s; other destinations: %s", ppp.local_ip, ppp.peer_ip,
+                 {"refuse": "refused", "socks": f"through SOCKS5 {self.config.socks.host}:{self.config.socks.port}",
+                  "direct": "connected directly"}[outbound.mode])
         enabled = {port: s for port, s in self.config.services.items() if s.enabled}
         if not enabled:
             log.warning("no services configured: the client can ping %s and resolve names, nothing more "
@@ -362,7 +366,7 @@ async def _serve(config: PyslirpConfig, debug_packets: bool, load: Callable[[], 
         line = open_line(config.serial.port, config.serial.baudrate, config.serial.rtscts, config.serial.xonxoff)
     except LineError as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_FAULT if isinstance(exc, LineAccessError) else EXIT_CONFIG
     try:
         server = Server(config, line, debug_packets, load)
     except (AuditLogError, ExtensionError) as exc:
@@ -398,7 +402,7 @@ async def _serve(config: PyslirpConfig, debug_packets: bool, load: Callable[[], 
         return EXIT_OK
     except (LineError, MonitoringError, ForwardError) as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_FAULT if isinstance(exc, LineAccessError) else EXIT_CONFIG
     finally:
         line.close()
     return EXIT_OK

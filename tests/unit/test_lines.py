@@ -505,3 +505,33 @@ def test_where_the_loop_takes_no_signal_handlers_ctrl_c_still_reaches_it(monkeyp
     finally:
         signal.signal(signal.SIGINT, previous)
         loop.close()
+
+
+def test_a_taken_tcp_port_exits_1_with_the_fix_and_no_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "pyslirp", "serve", f"tcp-listen://127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60, cwd="/",
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use: another program listens there" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_serial_port_the_user_may_not_open_says_how_to_fix_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import serial
+
+    from pyslirp.runtime.lines import LineAccessError
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise serial.SerialException(errno.EACCES, "could not open port /dev/ttyUSB0: [Errno 13] Permission denied")
+
+    monkeypatch.setattr(serial, "serial_for_url", denied)
+    line = open_line("/dev/ttyUSB0")
+    with pytest.raises(LineAccessError, match="Permission denied .*dialout group"):
+        await line.sessions().__anext__()
