@@ -222,10 +222,11 @@ class ForwardConfig(_Section):
 class TCPConfig(_Section):
     """Userspace TCP tuning; every buffer is a bound."""
 
-    receive_buffer: int = Field(256 * 1024, ge=4096)
-    send_buffer: int = Field(256 * 1024, ge=4096)
+    # At most the largest window TCP can offer (RFC 7323 §2.3: 2**30 with window scale 14).
+    receive_buffer: int = Field(256 * 1024, ge=4096, le=2**30)
+    send_buffer: int = Field(256 * 1024, ge=4096, le=2**30)
     time_wait: float = Field(2.0, ge=0)
-    max_connections: int = Field(16384, ge=1)
+    max_connections: int = Field(16384, ge=1, le=1_000_000, description="a link's connections at once")
     reassembly_memory: int = Field(
         4 * 1024 * 1024, ge=64 * 1024,
         description="bytes of out-of-order data all connections of a link may hold together; more is dropped",
