@@ -22,12 +22,9 @@ Sequence numbers. Internally every sequence number is an *unwrapped* int: ISS an
 value from a segment is unwrapped once, against RCV.NXT (SEG.SEQ) or SND.UNA (SEG.ACK, SACK
 edges); values go back to 32 bits (``& MASK``) only on output and at the reassembly queue.
 
-Parts. The connection is the state machine (RFC 9293 §3.10: the application's calls, SEGMENT
-ARRIVES, the timers) and the output; its state is in the parts it composes: ``receiver``
-(``tcp_receive``), ``sender`` (``tcp_send``), the ``options`` the SYNs agreed (``tcp_options``),
-and the ``scoreboard``, ``congestion`` control and ``rtt`` estimator the sender tells of every
-ACK (``tcp_scoreboard``, ``tcp_congestion``, ``tcp_rtt``). States, events, configuration and
-the counters' declaration (``TCP_COUNTERS``) are in ``tcp_types``.
+Parts. The connection is the state machine (RFC 9293 §3.10) and the output. Its state is in
+the parts it composes (``receiver``, ``sender``, ``options``, and the ``scoreboard``,
+``congestion`` and ``rtt`` the sender tells of every ACK), each in its ``tcp_*`` module.
 """
 
 from __future__ import annotations
@@ -150,21 +147,21 @@ class TCPConnection:
 
     def refuse(self, now: float) -> None:
         """The service refused or timed out: RST the held SYN (RFC 9293 §3.10.7.2) and close."""
-        if self.state != LISTEN:
-            raise TCPUsageError(f"refuse() in state {self.state.name}")
-        syn = self._syn
-        assert syn is not None
+        syn = self._leave_listen("refuse")
         self._send_ctl(0, (syn.seq + syn.seg_len) & MASK, RST | ACK)
-        self._enter_closed()
-        self._changed()
 
     def drop_syn(self, now: float) -> None:
         """The target cannot be reached and the stack answers the held SYN with an ICMP error
         instead (RFC 1122 §4.2.3.9: the client aborts its connect on it): close, sending nothing."""
+        self._leave_listen("drop_syn")
+
+    def _leave_listen(self, call: str) -> TCPSegment:
+        """Close a connection in LISTEN; return the held SYN, which the caller may answer."""
         if self.state != LISTEN:
-            raise TCPUsageError(f"drop_syn() in state {self.state.name}")
+            raise TCPUsageError(f"{call}() in state {self.state.name}")
         self._enter_closed()
         self._changed()
+        return self._syn
 
     # ------------------------------------------------------------------ application side
 
@@ -252,14 +249,8 @@ class TCPConnection:
         """Full close: FIN, and we read nothing more. Unread data, or data arriving later,
         makes it an abort (RST) as RFC 2525 §2.17 and Linux do."""
         st = self.state
-        if st == LISTEN:
-            self.refuse(now)
-            return
-        if st == SYN_SENT:
-            self._enter_closed()               # RFC 9293 §3.10.4: delete the TCB
-            self._changed()
-            return
-        if st == CLOSED:
+        if st == LISTEN or st == SYN_SENT or st == CLOSED:
+            self.abort(now)     # RFC 9293 §3.10.4: refuse the held SYN, or delete the TCB
             return
         if self.receiver.buf and st not in (TIME_WAIT, CLOSING, LAST_ACK):
             self._count("close_with_unread")
@@ -276,10 +267,9 @@ class TCPConnection:
         st = self.state
         if st == LISTEN:
             self.refuse(now)
-            return
-        if st in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
-            self._send_ctl(self.sender.snd_nxt & MASK, 0, RST)
-        if st != CLOSED:
+        elif st != CLOSED:
+            if st in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
+                self._send_ctl(self.sender.snd_nxt & MASK, 0, RST)
             self._enter_closed()
             self._changed()
 
@@ -703,8 +693,7 @@ class TCPConnection:
             self._rto_at = now + self.rtt.rto()
 
     def _enter_time_wait(self, now: float) -> None:
-        self._rto_at = None
-        self._persist_at = None
+        self._rto_at = self._persist_at = None
         self._in_persist = False
         self._tw_at = now + self.config.time_wait
 
@@ -900,8 +889,7 @@ class TCPConnection:
         self._out.append(OutSegment(data, True))
         if flags & RST:
             self._count("rst_sent")
-        ctr = self._ctr
-        ctr["segments_out"] = ctr.get("segments_out", 0) + 1
+        self._count("segments_out")
 
     def _count(self, name: str, n: int = 1) -> None:
         ctr = self._ctr
