@@ -75,7 +75,6 @@ class LinkNetwork:
         self.relay = UDPRelay(
             self.admission, self.stack.send_udp, self.stack.refuse_udp, self.now, line=line, observer=observer,
             extension=extension, idle_timeout=config.dns.timeout * 6, dns_timeout=config.dns.timeout,
-            outbound_socks=outbound.udp_socks,
         )
         self.counters: Counter[str] = Counter()
         self.registry = registry if registry is not None else CounterRegistry()
@@ -110,7 +109,7 @@ class LinkNetwork:
         self.stack.allow_sources(config.security.allowed_sources)
         now = self.now()
         self.proxy.reconfigure(config.services, extension, now)
-        self.relay.reconfigure(extension, now, outbound.udp_socks)
+        self.relay.reconfigure(extension, now)
 
     def stop_accepting(self) -> None:
         """Shutting down: new flows are refused; open ones go on."""

@@ -70,8 +70,6 @@ class OutboundRoutes:
         self.ports = frozenset(outbound.ports) if outbound.ports is not None else None
         self.mode = outbound.mode if outbound.mode != "socks" or socks.enabled else "refuse"
         self.timeout = socks.connect_timeout if self.mode == "socks" else outbound.connect_timeout
-        # The service outbound flows are accounted and labelled as (its host and port are unused:
-        # each flow's destination is its target).
         #: outbound UDP: direct, or through a proxy that relays it (``udp_socks``)
         self.udp = self.mode == "direct" or (self.mode == "socks" and socks.udp)
         self.udp_socks = socks if self.mode == "socks" and socks.udp else None
@@ -81,6 +79,8 @@ class OutboundRoutes:
             self.names = names if names is not None and names.network == outbound.fake_ip_range else FakeNames(
                 outbound.fake_ip_range, now
             )
+        # The service outbound flows are accounted and labelled as (its host and port are unused:
+        # each flow's destination is its target).
         self.admitted = {
             protocol: Admitted(
                 ServiceConfig(name="outbound", port=1, protocol=protocol, max_connections=outbound.max_connections,

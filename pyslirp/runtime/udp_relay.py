@@ -199,7 +199,6 @@ class UDPRelay:
         dns_timeout: float = 5.0,
         max_flows: int = MAX_FLOWS,
         max_dns_in_flight: int = MAX_DNS_IN_FLIGHT,
-        outbound_socks: SocksConfig | None = None,
     ) -> None:
         self.admission = admission
         #: (our port, client port, payload, client address[, source: an outbound flow's destination])
@@ -214,8 +213,6 @@ class UDPRelay:
         self.max_flows = max_flows
         self.max_dns_in_flight = max_dns_in_flight
         self.dns_in_flight = 0
-        #: outbound UDP through this SOCKS5 proxy (None: direct, when the route admits it)
-        self.outbound_socks = outbound_socks
         #: flow_key -> the flow
         self.flows: dict[tuple[bytes, int, bytes | None, int], _Flow] = {}
         self.counters: Counter[str] = Counter()
@@ -297,8 +294,10 @@ class UDPRelay:
         loop = asyncio.get_running_loop()
         host, port = flow.flow.destination if flow.admitted.port == OUTBOUND_PORT else (service.host, service.port)
         try:
-            if flow.admitted.port == OUTBOUND_PORT and self.outbound_socks is not None:
-                await self._associate(flow, self.outbound_socks)
+            # Outbound UDP goes through the proxy that relays it, if the route names one (RFC 1928 §7).
+            socks = self.admission.outbound.udp_socks if flow.admitted.port == OUTBOUND_PORT else None
+            if socks is not None:
+                await self._associate(flow, socks)
             else:
                 await loop.create_datagram_endpoint(lambda: flow, remote_addr=(str(host), port))
         except (OSError, ConnectFailed) as exc:
@@ -387,10 +386,9 @@ class UDPRelay:
                 self.counters["dns_failures"] += flow.queries
                 self.end(flow, "idle_closed")
 
-    def reconfigure(self, extension: Extension | None, now: float, outbound_socks: SocksConfig | None = None) -> None:
+    def reconfigure(self, extension: Extension | None, now: float) -> None:
         """After the admission took a new configuration: end the flows it no longer allows."""
         self.extension = extension
-        self.outbound_socks = outbound_socks
         for flow in list(self.flows.values()):
             if not self.admission.still_allowed(flow.flow, now):
                 self.end(flow, "closed_by_reload")
