@@ -39,11 +39,11 @@ from pyslirp.runtime.network import LinkNetwork  # noqa: E402
 from pyslirp.runtime.observers import FrameTap, Observers  # noqa: E402
 from pyslirp.runtime.metrics import EventStats, GatewayCollector, metrics_registry  # noqa: E402
 from pyslirp.runtime.security import security_pipeline  # noqa: E402
+from pyslirp.runtime.served_line import ServedLine  # noqa: E402
 from pyslirp.runtime.status import ServiceProbe  # noqa: E402
-from pyslirp.runtime.settings import link_options  # noqa: E402
+from pyslirp.runtime.settings import LineSettings, link_options  # noqa: E402
 
 LOCAL = IPv4Address("10.0.0.1")
-PEER = IPv4Address("10.0.0.2")
 SERVICE_PORT = 9
 
 
@@ -159,7 +159,7 @@ class DataPath:
                 packet = payload if protocol == 0x21 else self.vj_in.decompress(protocol, payload)
                 if packet is not None:
                     header = ipv4.parse(packet)
-                    seg = parse_segment(packet[header.header_length:], LOCAL.packed, PEER.packed)
+                    seg = parse_segment(packet[header.header_length:], LOCAL.packed, self.ppp.ip)
                     conn = self.conns.get(seg.dst_port) if seg is not None else None
                     if conn is not None:
                         conn.receive_segment(seg, self.loop.time())
@@ -175,7 +175,7 @@ class DataPath:
     def flush_client(self) -> None:
         """Send what the client's connections produced, framed as pppd would."""
         for segment in [s for conn in self.conns.values() for s in conn.take_segments()]:
-            packet = ipv4.build(PEER.packed, LOCAL.packed, ipv4.PROTO_TCP, segment.data, next(self._ident) & 0xFFFF)
+            packet = ipv4.build(self.ppp.ip, LOCAL.packed, ipv4.PROTO_TCP, segment.data, next(self._ident) & 0xFFFF)
             protocol, payload = self.vj_out.compress(packet)
             # One frame per read, as a virtio console delivers them.
             self.session.feed(encode_frame(bytes((protocol,)) + payload, 0))
@@ -195,7 +195,7 @@ class DataPath:
 
     def connect(self) -> tcp.TCPConnection:
         port = next(self._ports)
-        conn = tcp.TCPConnection(PEER.packed, port, LOCAL.packed, self.service_port,
+        conn = tcp.TCPConnection(self.ppp.ip, port, LOCAL.packed, self.service_port,
                                  iss=port * 7919, config=tcp_types.TCPConfig(mss=1460), now=self.loop.time())
         self.conns[port] = conn
         conn.connect(self.loop.time())
@@ -228,11 +228,65 @@ class DataPath:
         await asyncio.wait_for(self.task, 5)
 
 
+class _SocketLine:
+    """The client's end of a line that is a TCP socket: what :class:`DataPath` feeds goes out on it."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def feed(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class _LineClient(asyncio.Protocol):
+    def __init__(self, path: DataPath) -> None:
+        self.path = path
+
+    def data_received(self, data: bytes) -> None:
+        self.path._from_server(data)
+
+
+async def dial(port: int, service_port: int = SERVICE_PORT, timeout: float = 30.0) -> tuple[DataPath, asyncio.Transport]:
+    """A scripted pppd on a server's ``tcp-listen`` line at 127.0.0.1:``port``, with IPCP up;
+    its connections go to our ``service_port``. Close the transport to hang up."""
+    loop = asyncio.get_running_loop()
+    path = DataPath()
+    path.service_port = service_port
+    transport, _ = await loop.create_connection(lambda: _LineClient(path), "127.0.0.1", port)
+    path.session = _SocketLine(transport)  # type: ignore[assignment]
+    path.ppp.start()
+    path._send_ppp()
+    deadline = loop.time() + timeout
+    while not path.ppp.ipcp_open:
+        if loop.time() > deadline:
+            transport.close()
+            raise TimeoutError("the link did not come up")
+        await asyncio.sleep(0.01)
+    path._client_task = asyncio.ensure_future(path._client_timers())
+    return path, transport
+
+
 class NullTap:
     """A frame tap that does nothing: what attaching one costs the data path."""
 
     def frame(self, direction: object, frame: bytes, now: float) -> None:
         pass
+
+
+class MemoryLine:
+    """What a :class:`ServedLine` shows of the data path's in-memory line."""
+
+    def describe(self) -> str:
+        return "in-memory line"
+
+
+def served_line(gateway: Gateway | None, config: PyslirpConfig) -> ServedLine:
+    """The data path's one line as the server holds it (``Server.lines``): named as its session,
+    with ``gateway`` (if any) the client on it; what the metrics' ``line`` label takes."""
+    served = ServedLine(LineSettings(MemorySession.name, config), MemoryLine())  # type: ignore[arg-type]
+    if gateway is not None:
+        served.gateways[served.name] = gateway
+    return served
 
 
 class MonitoredView:
@@ -247,6 +301,10 @@ class MonitoredView:
         self.breakers = None
         self.started = time.time()
         self.metrics_serving = True
+
+    @property
+    def lines(self) -> list[ServedLine]:
+        return [served_line(self.path.gateway, self.config)]
 
     def line_description(self) -> str:
         return "in-memory line"

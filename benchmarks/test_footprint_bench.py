@@ -19,22 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import pathlib
-import re
-import signal
-import socket
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import datapath  # noqa: E402
+from server_process import Echo, compile_bytecode, free_port, start_server, stop_server, vm_rss_kb  # noqa: E402
 
-import pyslirp  # noqa: E402
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-PYSLIRP = pathlib.Path(sys.executable).with_name("pyslirp")  # the console script users run
 #: SLiRP (Debian's slirp-fullbolt) idle with the link up, from the e2e scale phase
 #: (benchmarks/e2e/run.py, row "RSS idle, link up (MB)"), the figure the issue quotes
 SLIRP_IDLE_MB = 2.1
@@ -51,100 +42,21 @@ SETTLE = 2.0
 HELD_SERVICE = 80
 
 
-def vm_rss_kb(pid: int) -> int:
-    status = pathlib.Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-    assert match, "no VmRSS: the server has exited"
-    return int(match.group(1))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Echo(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[attr-defined]
-
-
-class SocketSession:
-    """The client's end of the line: what datapath.DataPath feeds goes out on the socket."""
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-
-    def feed(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-class LineClient(asyncio.Protocol):
-    def __init__(self, path: datapath.DataPath) -> None:
-        self.path = path
-
-    def data_received(self, data: bytes) -> None:
-        self.path._from_server(data)
-
-
-async def dial(port: int) -> tuple[datapath.DataPath, asyncio.Transport]:
-    """A scripted pppd on the server's line, with IPCP up."""
-    loop = asyncio.get_running_loop()
-    path = datapath.DataPath()
-    path.service_port = HELD_SERVICE
-    transport, _ = await loop.create_connection(lambda: LineClient(path), "127.0.0.1", port)
-    path.session = SocketSession(transport)  # type: ignore[assignment]
-    path.ppp.start()
-    path._send_ppp()
-    deadline = loop.time() + 30
-    while not path.ppp.ipcp_open:
-        assert loop.time() < deadline, "the link did not come up"
-        await asyncio.sleep(0.01)
-    path._client_task = asyncio.ensure_future(path._client_timers())
-    return path, transport
-
-
-def compile_bytecode() -> None:
-    """pyslirp's .pyc files, as an installed package has them (see the module's docstring)."""
-    package = pathlib.Path(pyslirp.__file__).parent
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True, stdout=subprocess.DEVNULL)
-
-
-def start_server(workdir: pathlib.Path, service_port: int) -> tuple[subprocess.Popen[bytes], int]:
-    """``pyslirp serve`` with the shipped config.yaml; the process and its line's port."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("PYSLIRP_")}
-    env |= {
-        f"PYSLIRP_SERVICES__{HELD_SERVICE}__PORT": str(service_port),
-        f"PYSLIRP_SERVICES__{HELD_SERVICE}__MAX_CONNECTIONS": str(HELD),
-        "PYSLIRP_FORWARDS": json.dumps([{"listen_port": free_port(), "peer_port": 22}]),
-    }
-    log = workdir / "pyslirp.log"
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [str(PYSLIRP), "serve", "--config", str(REPO / "config.yaml"), "tcp-listen://127.0.0.1:0"],
-            cwd=workdir, env=env, stdout=output, stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while not (match := re.search(r"listening for the line on tcp 127\.0\.0\.1:(\d+)", log.read_text())):
-        assert server.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "the server did not open its line"
-        time.sleep(0.05)
-    return server, int(match.group(1))
-
-
 async def measure(workdir: pathlib.Path) -> dict[str, float]:
     """VmRSS of the server, MB: with no client, with the link up, with HELD connections."""
     loop = asyncio.get_running_loop()
     service = await loop.create_server(Echo, "127.0.0.1", 0)
-    server, line_port = start_server(workdir, service.sockets[0].getsockname()[1])
+    env = {
+        f"PYSLIRP_SERVICES__{HELD_SERVICE}__PORT": str(service.sockets[0].getsockname()[1]),
+        f"PYSLIRP_SERVICES__{HELD_SERVICE}__MAX_CONNECTIONS": str(HELD),
+        "PYSLIRP_FORWARDS": json.dumps([{"listen_port": free_port(), "peer_port": 22}]),
+    }
+    server, (line_port,) = start_server(workdir, ["tcp-listen://127.0.0.1:0"], env)
     transport: asyncio.Transport | None = None
     try:
         await asyncio.sleep(SETTLE)
         no_link = vm_rss_kb(server.pid)
-        path, transport = await dial(line_port)
+        path, transport = await datapath.dial(line_port, HELD_SERVICE)
         await asyncio.sleep(SETTLE)
         link_up = vm_rss_kb(server.pid)
         for first in range(0, HELD, OPENING_AT_ONCE):
@@ -157,11 +69,7 @@ async def measure(workdir: pathlib.Path) -> dict[str, float]:
     finally:
         if transport is not None:
             transport.close()
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
         service.close()
     return {"no link": no_link / 1024, "link up": link_up / 1024, "held": held / 1024}
 

@@ -1,7 +1,9 @@
-"""The ``pyslirp`` command: ``serve``, ``validate``, ``status``, ``install-service`` and ``--version``.
+"""The ``pyslirp`` command: ``serve``, ``validate``, ``status``, ``reload``, ``install-service`` and
+``--version``.
 
 Exit status: 0 on success, 2 for a configuration or usage error (never a traceback), 1 when the
-server stops on a runtime fault or the installation is broken (protocol cores partly compiled).
+server stops on a runtime fault, the installation is broken (protocol cores partly compiled), or
+``status``/``reload`` find no gateway or a reload is refused.
 """
 
 from __future__ import annotations
@@ -40,10 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="YAML file (default: ./config.yaml, /etc/pyslirp/config.yaml)")
     serve.add_argument(
         "port",
-        nargs="?",
+        nargs="*",
         metavar="PORT",
         help="the line: a device (/dev/ttyUSB0, COM3), a pyserial URL (socket://host:port), "
-        "tcp-listen://host:port, or pty (the default)",
+        "tcp-listen://host:port, or pty (the default); several serve several lines in this process",
     )
     serve.add_argument(
         "--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
@@ -54,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         help="log at DEBUG level, with every LCP, IPCP, PAP and CHAP packet decoded as pppd's debug option shows them",
     )
 
-    validate = commands.add_parser("validate", help="check a configuration and print it")
+    validate = commands.add_parser("validate", help="check a configuration, report every problem, print it")
     validate.add_argument("--config", type=Path, help="YAML file (default: ./config.yaml, /etc/pyslirp/config.yaml)")
 
     status = commands.add_parser("status", help="show a running gateway: link, services, connections")
@@ -64,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--watch", nargs="?", type=float, const=2.0, metavar="SECONDS", help="redraw in place every SECONDS (2)"
     )
+    reload = commands.add_parser("reload", help="reload a running gateway's configuration (as SIGHUP does)")
+    reload.add_argument("--config", type=Path, help="YAML file naming the metrics address (monitoring section)")
+    reload.add_argument("--url", help="the /reload URL (default: http://metrics_host:metrics_port/reload)")
     install = commands.add_parser(
         "install-service", help="write a systemd unit (pyslirp@LINE) and a starting configuration",
     )
@@ -74,10 +79,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _line_names(ports: list[str]) -> list[str]:
+    """A name for each line given on the command line: a device's own name (ttyUSB0), else the
+    port as written; lineN where that would repeat or is no valid name."""
+    names: list[str] = []
+    for number, port in enumerate(ports, 1):
+        name = port.rsplit("/", 1)[-1] if port.startswith("/dev/") else port
+        if name in names or "#" in name or len(name) > 64 or not name.isprintable():
+            name = f"line{number}"
+        names.append(name)
+    return names
+
+
 def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
-    if getattr(args, "port", None):
-        overrides["serial"] = {"port": args.port}
+    ports = getattr(args, "port", None)
+    if len(ports or ()) == 1:  # the command line's lines replace the configuration's
+        overrides["serial"] = {"port": ports[0]}
+        overrides["lines"] = []
+    elif ports:
+        overrides["lines"] = [{"name": name, "port": port} for name, port in zip(_line_names(ports), ports)]
     if getattr(args, "debug", False):
         overrides["logging"] = {"level": "DEBUG"}
     return overrides
@@ -96,10 +117,57 @@ def _setup_logging(config: PyslirpConfig) -> None:
 
 
 def _load(args: argparse.Namespace) -> PyslirpConfig:
-    config = load_config(args.config, _cli_overrides(args))
-    # Reading the secrets file is part of validating the configuration.
-    config.ppp.auth.credentials()
-    return config
+    return load_config(args.config, _cli_overrides(args))
+
+
+def _ask_gateway(args: argparse.Namespace) -> int:
+    """``status`` and ``reload``: the running gateway at ``--url``, else on the metrics port the
+    configuration names (which is read only then)."""
+    from pyslirp import status_report
+
+    url = args.url
+    if url is None:
+        try:
+            monitoring = load_config(args.config).monitoring
+        except ConfigError as exc:
+            print(f"pyslirp: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        url = status_report.monitoring_url(monitoring, f"/{args.command}")
+    if args.command == "reload":
+        return status_report.reload(url)
+    return status_report.run(url, as_json=args.json, watch=args.watch)
+
+
+def _check_admission(config: PyslirpConfig) -> None:
+    """The operator's admission check imports, as serve will need it to; ConfigError if not."""
+    if config.security.admission is None:
+        return
+    from pyslirp.admission_extension import ExtensionError, load_check
+
+    try:
+        load_check(config.security.admission)
+    except ExtensionError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """Every problem of the configuration at once (each line names its field), exit status 2;
+    else the configuration, with the warnings of config_warnings."""
+    try:
+        config = _load(args)
+        _check_admission(config)
+    except ConfigError as exc:
+        print(f"pyslirp: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    source = find_config_file(args.config)
+    print(f"configuration OK ({source if source else 'defaults'})")
+    for warning in config_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
+    shown = config.model_dump(mode="json", exclude={"ppp": {"auth": {"users"}}, "socks": {"password"}})
+    import yaml
+
+    print(yaml.safe_dump(shown, sort_keys=False), end="")
+    return 0
 
 
 def status_main() -> int:
@@ -124,29 +192,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             print(f"pyslirp: cannot write the service: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
             return 1
+    if args.command in ("status", "reload"):
+        return _ask_gateway(args)
+    if args.command == "validate":
+        return _validate(args)
     try:
         config = _load(args)
     except ConfigError as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-
-    if args.command == "status":
-        from pyslirp import status_report
-
-        monitoring = config.monitoring
-        url = args.url or f"http://{monitoring.metrics_host}:{monitoring.metrics_port}/status"
-        return status_report.run(url, as_json=args.json, watch=args.watch)
-
-    if args.command == "validate":
-        source = find_config_file(args.config)
-        print(f"configuration OK ({source if source else 'defaults'})")
-        for warning in config_warnings(config):
-            print(f"warning: {warning}", file=sys.stderr)
-        shown = config.model_dump(mode="json", exclude={"ppp": {"auth": {"users"}}, "socks": {"password"}})
-        import yaml
-
-        print(yaml.safe_dump(shown, sort_keys=False), end="")
-        return 0
 
     from pyslirp.protocol_cores import partly_compiled
 

@@ -12,13 +12,16 @@ Every error is a :class:`ConfigError` whose message names the field path and the
 from __future__ import annotations
 
 import os
+import re
 from contextvars import ContextVar
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+from pydantic_settings import (
+    BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError,
+)
 
 from pyslirp.ppp.protocols import MIN_MRU
 
@@ -41,6 +44,12 @@ class _Section(BaseModel):
 
 
 
+def _nonblank_port(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must name a device, a URL, tcp-listen://host:port or 'pty'")
+    return value.strip()
+
+
 class SerialConfig(_Section):
     """The line PPP runs over."""
 
@@ -56,12 +65,7 @@ class SerialConfig(_Section):
         None, gt=0, description="bytes per second to pace the line at; serial ports default to baudrate/10"
     )
 
-    @field_validator("port")
-    @classmethod
-    def _port_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must name a device, a URL, tcp-listen://host:port or 'pty'")
-        return value.strip()
+    _port_not_blank = field_validator("port")(_nonblank_port)
 
 
 class KeepaliveConfig(_Section):
@@ -80,6 +84,13 @@ class AuthConfig(_Section):
     chap_rechallenge_interval: float | None = Field(None, gt=0)
     timeout: float = Field(30.0, gt=0)
 
+    @field_validator("secrets_file")
+    @classmethod
+    def _secrets_readable(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            _read_secrets(path)  # a file that cannot be read is reported with every other problem
+        return path
+
     @model_validator(mode="after")
     def _credentials_present(self) -> "AuthConfig":
         if self.method != "none" and not self.users and self.secrets_file is None:
@@ -87,23 +98,33 @@ class AuthConfig(_Section):
         return self
 
     def credentials(self) -> dict[str, str]:
-        """The users from the config merged with the secrets file (the file wins)."""
+        """The users from the config merged with the secrets file (the file wins), read now."""
         creds = dict(self.users)
         if self.secrets_file is not None:
             try:
-                text = self.secrets_file.read_text()
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else "not text"
-                raise ConfigError(f"ppp.auth.secrets_file: cannot read {self.secrets_file}: {reason}") from None
-            for number, line in enumerate(text.splitlines(), 1):
-                line = line.split("#", 1)[0].strip()
-                if not line:
-                    continue
-                fields = line.split()
-                if len(fields) < 2:
-                    raise ConfigError(f"ppp.auth.secrets_file: {self.secrets_file}:{number}: expected 'user secret'")
-                creds[fields[0]] = fields[1]
+                creds.update(_read_secrets(self.secrets_file))
+            except ValueError as exc:
+                raise ConfigError(f"ppp.auth.secrets_file: {exc}") from None
         return creds
+
+
+def _read_secrets(path: Path) -> dict[str, str]:
+    """The 'user secret' lines of a secrets file; ValueError says what is wrong with it."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise ValueError(f"cannot read {path}: {reason}") from None
+    creds = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) < 2:
+            raise ValueError(f"{path}:{number}: expected 'user secret'")
+        creds[fields[0]] = fields[1]
+    return creds
 
 
 class PPPConfig(_Section):
@@ -111,6 +132,10 @@ class PPPConfig(_Section):
 
     local_ip: IPv4Address = IPv4Address("10.0.0.1")
     peer_ip: IPv4Address = IPv4Address("10.0.0.2")
+    peer_pool: str = Field(
+        "10.0.0.2-10.0.0.254",
+        description="FIRST-LAST or a network: the addresses clients of 'lines' get (serial's client gets peer_ip)",
+    )
     dns: list[IPv4Address] | None = Field(
         None, description="DNS servers offered to the client (RFC 1877); default: our own address"
     )
@@ -136,9 +161,44 @@ class PPPConfig(_Section):
             raise ValueError(f"local_ip and peer_ip must differ (both {self.local_ip})")
         return self
 
+    @field_validator("peer_pool")
+    @classmethod
+    def _address_range(cls, value: str) -> str:
+        first, last = parse_address_range(value)
+        if last < first:
+            raise ValueError(f"{first} comes after {last}")
+        return value.strip()
+
     @property
     def dns_servers(self) -> list[IPv4Address]:
         return list(self.dns) if self.dns is not None else [self.local_ip]
+
+    @property
+    def pool_range(self) -> tuple[IPv4Address, IPv4Address]:
+        """The first and last address of ``peer_pool``."""
+        return parse_address_range(self.peer_pool)
+
+
+def parse_address_range(text: str) -> tuple[IPv4Address, IPv4Address]:
+    """``FIRST-LAST``, or a network whose host addresses are the range; ValueError if neither."""
+    text = text.strip()
+    if "-" in text:
+        first, _, last = text.partition("-")
+        return IPv4Address(first.strip()), IPv4Address(last.strip())
+    network = IPv4Network(text, strict=False)
+    if network.num_addresses <= 2:
+        return network.network_address, network.broadcast_address
+    return network.network_address + 1, network.broadcast_address - 1
+
+
+def _overlay(model: BaseModel, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``model``'s fields with ``changes`` laid over them: a nested section is overlaid field by
+    field, any other value (a list, the users of ``auth``) is replaced whole."""
+    merged = dict(model)
+    for key, value in changes.items():
+        current = merged.get(key)
+        merged[key] = _overlay(current, value) if isinstance(current, BaseModel) and isinstance(value, Mapping) else value
+    return merged
 
 
 class RateLimit(_Section):
@@ -215,6 +275,11 @@ class ForwardConfig(_Section):
     allowed_remotes: list[IPv4Network] = Field(
         default_factory=lambda: [IPv4Network("127.0.0.0/8")],
         description="host client networks the forward accepts; others are closed at once",
+    )
+    line: str | None = Field(
+        None,
+        description="with 'lines': the one whose client it connects to (NAME, or NAME#k of a multi-client line); "
+        "default: the first line",
     )
 
 
@@ -380,6 +445,102 @@ class LoggingConfig(_Section):
 
 
 _yaml_data: ContextVar[dict[str, Any]] = ContextVar("pyslirp_yaml_data", default={})
+#: what is wrong with the environment, found as the sources are read; load_config reports it with
+#: the validation's problems (outside load_config, None: the first one raises)
+_environment_problems: ContextVar[list[str] | None] = ContextVar("pyslirp_environment_problems", default=None)
+
+
+class LineConfig(_Section):
+    """One of the lines ``lines`` serves in one process; unset fields take ``serial``'s values."""
+
+    name: str = Field(min_length=1, max_length=64, description="the line's name in logs, metrics, status and audit")
+    port: str = Field(description="as serial.port: a device, pyserial URL, tcp-listen://host:port or 'pty'")
+    baudrate: int | None = Field(None, gt=0)
+    rtscts: bool | None = None
+    xonxoff: bool | None = None
+    line_rate: int | None = Field(None, gt=0)
+    max_clients: int = Field(
+        1, ge=1, le=1024, description="tcp-listen:// only: clients served at once, each its own line NAME#k"
+    )
+    peer_ip: IPv4Address | None = Field(None, description="the client's address; default: one from ppp.peer_pool")
+    max_connections: int | None = Field(
+        None, ge=1, description="the client's flows at once, every service together (a service's own counts every line)"
+    )
+    rate_limit: RateLimit | None = Field(None, description="the client's new flows per second")
+    ppp: dict[str, Any] = Field(
+        default_factory=dict, description="this line's changes to the ppp section (e.g. auth.users: who may log in here)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not value.isprintable() or "#" in value or value != value.strip():
+            raise ValueError("a line name is printable, without '#' or surrounding spaces")
+        return value
+
+    _port_not_blank = field_validator("port")(_nonblank_port)
+
+    @model_validator(mode="after")
+    def _clients(self) -> "LineConfig":
+        if self.max_clients > 1:
+            if not self.port.startswith("tcp-listen://"):
+                raise ValueError("max_clients above 1 needs a tcp-listen:// port")
+            if self.peer_ip is not None:
+                raise ValueError("peer_ip fixes one client's address: leave it out with max_clients above 1")
+        return self
+
+    def effective_ppp(self, base: PPPConfig) -> PPPConfig:
+        """The ppp section as this line's clients see it (ValueError when the changes are invalid)."""
+        changes = dict(self.ppp)
+        if self.peer_ip is not None:
+            changes["peer_ip"] = self.peer_ip
+        return PPPConfig.model_validate(_overlay(base, changes)) if changes else base
+
+    def effective_serial(self, base: SerialConfig) -> SerialConfig:
+        """``serial`` with this line's port and whatever it sets of its own."""
+        own = {key: getattr(self, key) for key in ("baudrate", "rtscts", "xonxoff", "line_rate")}
+        return base.model_copy(update={"port": self.port, **{k: v for k, v in own.items() if v is not None}})
+
+
+def _environment_problem(problem: str) -> None:
+    """Note a problem of the environment for load_config's report (elsewhere, raise it)."""
+    problems = _environment_problems.get()
+    if problems is None:
+        raise SettingsError(problem)
+    problems.append(problem)
+
+
+class _NotJSON(ValueError):
+    """A variable's value that its setting reads as JSON, and is not; ``key`` ends its name."""
+
+    def __init__(self, key: str, value: str, reason: str) -> None:
+        super().__init__(reason)
+        self.key, self.value = key, value
+
+
+class _EnvSource(EnvSettingsSource):
+    """``PYSLIRP_<SECTION>__<FIELD>``, read as pydantic-settings does, except that a variable
+    that is not the JSON its setting takes is a problem named with the others, not the end."""
+
+    def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError as exc:
+            raise _NotJSON(field_name, value, str(exc)) from None
+
+    def prepare_field_value(self, field_name: str, field: Any, value: Any, value_is_complex: bool) -> Any:
+        try:
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
+        except _NotJSON as exc:
+            section = f"{ENV_PREFIX}{field_name.upper()}"
+            variable = next(
+                (name for name, text in os.environ.items() if text == exc.value
+                 and name.upper().startswith(section) and name.upper().endswith(exc.key.upper())),
+                section,
+            )
+            path = ".".join(variable[len(ENV_PREFIX):].lower().split("__"))
+            _environment_problem(f"{path}: {variable} must be JSON for this setting: {exc} (got {exc.value!r})")
+            return None
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -411,16 +572,29 @@ class _FlatEnvSource(PydanticBaseSettingsSource):
         found: dict[str, dict[str, Any]] = {}
         for section, info in self.settings_cls.model_fields.items():
             model = info.annotation
-            if not (isinstance(model, type) and issubclass(model, BaseModel)):
-                continue
+            scalars = [] if not (isinstance(model, type) and issubclass(model, BaseModel)) else [
+                name for name, sub in model.model_fields.items()
+                if not (isinstance(sub.annotation, type) and issubclass(sub.annotation, BaseModel))
+            ]
             for prefix in self.SECTION_ALIASES.get(section, (section.upper(),)):
-                for name, sub in model.model_fields.items():
-                    if isinstance(sub.annotation, type) and issubclass(sub.annotation, BaseModel):
-                        continue
+                for name in scalars:
                     value = os.environ.get(f"{ENV_PREFIX}{prefix}_{name.upper()}")
                     if value is not None:
                         found.setdefault(section, {})[name] = value
+                self._report_unknown(section, f"{ENV_PREFIX}{prefix}_", scalars)
         return found
+
+    @staticmethod
+    def _report_unknown(section: str, flat_prefix: str, scalars: list[str]) -> None:
+        """A flat name of the section that names none of its scalar settings (a typo, or a nested
+        key written with one '_') would set nothing: a problem, not silence."""
+        for variable in os.environ:
+            name = variable.removeprefix(flat_prefix)
+            if name != variable and name and not name.startswith("_") and name.lower() not in scalars:
+                _environment_problem(
+                    f"{section}: {variable} sets nothing: {section} has no setting {name.lower()!r} "
+                    f"(a nested key is joined by '__': {ENV_PREFIX}{section.upper()}__KEY__SUBKEY)"
+                )
 
 
 class PyslirpConfig(BaseSettings):
@@ -444,6 +618,51 @@ class PyslirpConfig(BaseSettings):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    lines: list[LineConfig] = Field(
+        default_factory=list, description="several lines served by this process; empty: the one line of 'serial'"
+    )
+
+    @model_validator(mode="after")
+    def _lines_consistent(self) -> "PyslirpConfig":
+        names: set[str] = set()
+        ports: dict[str, str] = {}
+        fixed: dict[IPv4Address, str] = {}
+        for index, line in enumerate(self.lines):
+            where = f"lines.{index}"
+            if line.name in names:
+                raise ValueError(f"{where}.name: another line is named {line.name!r}")
+            names.add(line.name)
+            if line.port != "pty" and not line.port.endswith(":0"):  # each of those opens its own
+                if line.port in ports:
+                    raise ValueError(f"{where}.port: line {ports[line.port]!r} has {line.port} too")
+                ports[line.port] = line.name
+            try:
+                line.effective_ppp(self.ppp)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(map(str, (where, "ppp", *first["loc"])))
+                raise ValueError(f"{field}: {first['msg'].removeprefix('Value error, ')}") from None
+            if line.peer_ip is not None:
+                if line.peer_ip in fixed:
+                    raise ValueError(f"{where}.peer_ip: line {fixed[line.peer_ip]!r} has {line.peer_ip} too")
+                fixed[line.peer_ip] = line.name
+        for index, forward in enumerate(self.forwards):
+            if forward.line is None:
+                continue  # the first line's client
+            if not self.lines:
+                raise ValueError(f"forwards.{index}.line: there is no 'lines' section; leave it out")
+            line_name, _, client = forward.line.partition("#")
+            target = next((line for line in self.lines if line.name == line_name), None)
+            if target is None:
+                raise ValueError(f"forwards.{index}.line: no line is named {line_name!r} (lines: {sorted(names)})")
+            if target.max_clients > 1 and not (client.isdigit() and 1 <= int(client) <= target.max_clients):
+                raise ValueError(
+                    f"forwards.{index}.line: line {line_name!r} has {target.max_clients} clients; "
+                    f"name one of them, {line_name}#1 to {line_name}#{target.max_clients}"
+                )
+            if target.max_clients == 1 and client:
+                raise ValueError(f"forwards.{index}.line: line {line_name!r} has one client; name it {line_name!r}")
+        return self
 
 
     @classmethod
@@ -455,7 +674,7 @@ class PyslirpConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FlatEnvSource(settings_cls), _YamlSource(settings_cls))
+        return (init_settings, _EnvSource(settings_cls), _FlatEnvSource(settings_cls), _YamlSource(settings_cls))
 
 
 def find_config_file(explicit: Path | None) -> Path | None:
@@ -523,13 +742,19 @@ def _shown(key: Any) -> str:
     return text if text.isprintable() else repr(text)
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
+def _format_problems(source: str, error: ValidationError | None, environment: list[str]) -> str:
+    """Every problem, one line each starting with its field path: the validation's, then the
+    environment's."""
     lines = [f"invalid configuration ({source}):"]
-    for item in error.errors():
+    for item in error.errors() if error is not None else ():
         path = ".".join(_shown(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
+        if not item["loc"] and (named := re.match(r"([\w.#]+): (.*)", message, re.DOTALL)):
+            # a check across sections names its field itself; the input is the whole document
+            lines.append(f"  {named.group(1)}: {named.group(2)}")
+            continue
         value = item.get("input")
         try:
             shown = repr(value)
@@ -537,8 +762,25 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
             shown = "a number too large to show"
         if len(shown) > 60:
             shown = shown[:57] + "..."
+        if variable := _variable_setting(item["loc"]):
+            shown += f" from {variable}"
         lines.append(f"  {path}: {message} (got {shown})")
+    lines.extend(f"  {problem}" for problem in environment)
     return "\n".join(lines)
+
+
+def _variable_setting(loc: tuple[Any, ...]) -> str | None:
+    """The environment variable that gave the value at ``loc``, if one did (it wins over the file)."""
+    if not loc:
+        return None
+    names = {name.upper(): name for name in os.environ if name.upper().startswith(ENV_PREFIX)}
+    parts = [str(part).upper() for part in loc]
+    candidates = [ENV_PREFIX + "__".join(parts)]
+    if len(parts) == 2:
+        section = str(loc[0])
+        candidates += [f"{ENV_PREFIX}{prefix}_{parts[1]}"
+                       for prefix in _FlatEnvSource.SECTION_ALIASES.get(section, (parts[0],))]
+    return next((names[name] for name in candidates if name in names), None)
 
 
 def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> PyslirpConfig:
@@ -546,12 +788,17 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
     config_file = find_config_file(path)
     data = _read_yaml(config_file) if config_file is not None else {}
     source = f"file {config_file} + environment" if config_file else "defaults + environment"
-    token = _yaml_data.set(data)
+    environment: list[str] = []
+    token, environment_token = _yaml_data.set(data), _environment_problems.set(environment)
     try:
-        return PyslirpConfig(**dict(overrides or {}))
+        config = PyslirpConfig(**dict(overrides or {}))
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
-    except SettingsError as exc:  # an environment value its field reads as JSON, and is not
+        raise ConfigError(_format_problems(source, exc, environment)) from None
+    except SettingsError as exc:  # the environment, in a way pydantic-settings cannot read
         raise ConfigError(f"invalid configuration ({source}): {exc}") from None
     finally:
         _yaml_data.reset(token)
+        _environment_problems.reset(environment_token)
+    if environment:
+        raise ConfigError(_format_problems(source, None, environment))
+    return config

@@ -73,7 +73,26 @@ def config_warnings(config: PyslirpConfig) -> list[str]:
             )
         if any(network == EVERYONE for network in security.allowlist):
             warnings.append("security.allowlist holds 0.0.0.0/0: brute-force blocking never applies")
-    return warnings + _outbound_warnings(config)
+    return warnings + _outbound_warnings(config) + _line_warnings(config)
+
+
+def _line_warnings(config: PyslirpConfig) -> list[str]:
+    """Lines whose clients cannot all get an address, or a serial port that is not opened."""
+    if not config.lines:
+        return []
+    warnings: list[str] = []
+    if "port" in config.serial.model_fields_set:
+        warnings.append(f"serial.port is {config.serial.port}, but 'lines' names the lines: it is not opened")
+    first, last = config.ppp.pool_range
+    reserved = {config.ppp.local_ip} | {line.peer_ip for line in config.lines if line.peer_ip is not None}
+    room = int(last) - int(first) + 1 - sum(first <= address <= last for address in reserved)
+    clients = sum(line.max_clients for line in config.lines if line.peer_ip is None)
+    if clients > room:
+        warnings.append(
+            f"ppp.peer_pool {config.ppp.peer_pool} has {room} addresses for up to {clients} clients of lines "
+            "without peer_ip: the others are refused until an address is returned"
+        )
+    return warnings
 
 
 def _outbound_warnings(config: PyslirpConfig) -> list[str]:

@@ -115,6 +115,7 @@ LINK_COUNTERS = CounterSet("link", [
     CounterSpec("vj_unavailable", "1 when VJ is configured but pyslirp.ppp.vj does not import"),
     CounterSpec("lcp_passive_wait", "LCP negotiations timed out into waiting for the peer (passive)"),
     CounterSpec("open_while_active", "open() calls during a session, ignored"),
+    CounterSpec("no_peer_address", "links closed because the address pool had no address for the client"),
 ])
 LINK_COUNTERS.include(_LCP_PREFIX, LCP_COUNTERS, protocol="lcp")
 LINK_COUNTERS.include(_IPCP_PREFIX, FSM_COUNTERS, protocol="ipcp")
@@ -248,6 +249,9 @@ class PPPLink:
         #: asked as each authentication begins: the message to refuse every login with (a line
         #: blocked for too many failures; the peer's pppd prints it), or None to authenticate
         self.login_refusal: Callable[[], str | None] = lambda: None
+        #: asked as the network phase begins: the address to give the client in place of the
+        #: options' peer_ip (an address pool), None when none is free; unset: the options' own
+        self.peer_address: Callable[[], IPv4Address | None] | None = None
         self._lcp = self._new_lcp()
         self._ipcp = self._new_ipcp()
 
@@ -562,7 +566,7 @@ class PPPLink:
                 "echo_rtt": lcp.echo_rtt,
             }
         if self._ipcp.fsm.state is State.OPENED:
-            addresses = self.options.ipcp
+            addresses = self._ipcp.options
             summary["ipcp"] = {
                 "local_ip": str(addresses.local_ip),
                 "peer_ip": str(addresses.peer_ip),
@@ -670,6 +674,13 @@ class PPPLink:
     def _enter_network(self, now: float) -> None:
         # RFC 1661 §3.6: the NCP starts once authentication (if any) is done.
         self.phase = Phase.NETWORK
+        if self.peer_address is not None:
+            address = self.peer_address()
+            if address is None:
+                self._counters["no_peer_address"] += 1
+                self._close("no address is free for this client", now)
+                return
+            self._ipcp.options = replace(self._ipcp.options, peer_ip=address)
         self._ipcp.fsm.open(now)
         self._ipcp.fsm.up(now)
 
@@ -702,7 +713,7 @@ class PPPLink:
                 self._vj_tx = module.VJCompressor(ipcp.tx_vj.max_slot_id, ipcp.tx_vj.compress_slot_id)
             if module is not None and ipcp.rx_vj is not None:
                 self._vj_rx = module.VJDecompressor(ipcp.rx_vj.max_slot_id, ipcp.rx_vj.compress_slot_id)
-            addresses = self.options.ipcp
+            addresses = ipcp.options
             event = LinkUp(
                 addresses.local_ip,
                 addresses.peer_ip,

@@ -11,7 +11,9 @@ in a fixed order:
    outbound route (:mod:`pyslirp.runtime.outbound`: refused ``no_route`` unless configured, or
    by its policy lists);
 2. **checks** — each :class:`AdmissionCheck` in order: the service's ``max_connections``
-   (``service_full``; for UDP, its flows), the TCP connects still in progress, per service
+   (``service_full``; for UDP, its flows; counted over every line when the server shares its
+   counts), the line's own ``max_connections`` (``line_full``: the client's flows of every
+   service together), the TCP connects still in progress, per service
    (``max_pending``) and in all (``security.max_pending``), refused ``pending_cap`` — a SYN flood
    from the client must not become a connect flood on the host — then the ``security``
    section's (:mod:`pyslirp.runtime.security`); the first refusal wins. A check that concerns
@@ -44,7 +46,7 @@ REFUSED = CounterSpec(
     reasons=("no_service", "service_disabled", "no_route", "service_full", "port_blocked", "port_not_allowed",
              "rate_limit", "brute_force", "pending_cap", "flow_cap", "denied_by_extension", "admission_error",
              "shutting_down", "breaker_open", "outbound_denied", "outbound_not_allowed", "outbound_port",
-             "outbound_unknown_name"),
+             "outbound_unknown_name", "line_full", "line_rate_limit"),
 )
 #: the port the outbound route is accounted by (no service of ours is on port 0)
 OUTBOUND_PORT = 0
@@ -101,6 +103,20 @@ class ServiceCapacity:
         return None
 
 
+class LineCapacity:
+    """A line's ``max_connections``: the client's flows of every service together; refused
+    ``line_full`` when that many are open."""
+
+    judges_open_flows = False
+
+    def __init__(self, active: Mapping[tuple[str, int], int], limit: int) -> None:
+        self._active = active
+        self.limit = limit
+
+    def check(self, flow: Flow, admitted: Admitted, now: float) -> str | None:
+        return "line_full" if sum(self._active.values()) >= self.limit else None
+
+
 class PendingConnects:
     """TCP connects to services still in progress: at most ``max_pending`` per service and ``total``."""
 
@@ -148,10 +164,17 @@ class Admission:
         max_pending: int = 64,
         relays: Mapping[int, ServiceConfig] | None = None,
         outbound: OutboundRoute | None = None,
+        service_flows: Counter[tuple[str, int]] | None = None,
+        line_limit: int | None = None,
     ) -> None:
         self.local_ip = local_ip
-        #: (protocol, our port) -> admitted flows still open
+        #: (protocol, our port) -> admitted flows of this link still open
         self.active: Counter[tuple[str, int]] = Counter()
+        #: the same over every line, when the server shares it: what a service's max_connections bounds
+        self.service_flows = service_flows if service_flows is not None else self.active
+        self._counts = (self.active,) if service_flows is None else (self.active, service_flows)
+        #: the line's max_connections (every service together), or None
+        self.line_limit = line_limit
         #: (protocol, our port) -> admitted TCP flows whose service has not accepted yet
         self.pending: Counter[tuple[str, int]] = Counter()
         #: set when pyslirp is shutting down: every new flow is refused ``shutting_down``
@@ -172,8 +195,9 @@ class Admission:
         self.routes: dict[str, dict[int, Admitted]] = {"tcp": {}, "udp": {}}
         for port, service in [*(relays or {}).items(), *services.items()]:
             self.routes[service.protocol][port] = Admitted(service, port)
+        line = (LineCapacity(self.active, self.line_limit),) if self.line_limit is not None else ()
         self.checks: tuple[AdmissionCheck, ...] = (
-            ServiceCapacity(self.active), PendingConnects(self.pending, max_pending), *checks
+            ServiceCapacity(self.service_flows), *line, PendingConnects(self.pending, max_pending), *checks
         )
 
     def still_allowed(self, flow: Flow, now: float) -> bool:
@@ -198,7 +222,8 @@ class Admission:
             reason = check.check(flow, decision, now)
             if reason is not None:
                 return Refused(reason, decision.label)
-        self.active[decision.key] += 1
+        for counts in self._counts:
+            counts[decision.key] += 1
         if flow.protocol == "tcp":
             self.pending[decision.key] += 1
         return decision
@@ -210,7 +235,8 @@ class Admission:
     def closed(self, admitted: Admitted, connected: bool = True) -> None:
         """A flow ``admit`` let through has ended (``connected``: a UDP flow, or a TCP flow
         after its service accepted)."""
-        _decrement(self.active, admitted.key)
+        for counts in self._counts:
+            _decrement(counts, admitted.key)
         if not connected:
             _decrement(self.pending, admitted.key)
 

@@ -25,8 +25,8 @@ FORWARD_COUNTERS = CounterSet("forward", [
                 reasons=("remote_not_allowed", "no_link")),
 ])
 
-#: (peer port, label) -> a protocol piping into the client, or None when no link is up
-OpenReverse = Callable[[int, str], "asyncio.Protocol | None"]
+#: (the forward, a label) -> a protocol piping into its client, or None when no link is up
+OpenReverse = Callable[[ForwardConfig, str], "asyncio.Protocol | None"]
 
 
 class ForwardError(Exception):
@@ -57,7 +57,7 @@ class ForwardGate(asyncio.Protocol):
         if not any(address in network for network in forward.allowed_remotes):
             self._refuse(transport, "remote_not_allowed", remote, remote_port)
             return
-        pipe = self.open_reverse(forward.peer_port, f"{label} -> client:{forward.peer_port}")
+        pipe = self.open_reverse(forward, f"{label} -> client:{forward.peer_port}")
         if pipe is None:
             self._refuse(transport, "no_link", remote, remote_port)
             return

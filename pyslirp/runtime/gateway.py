@@ -30,6 +30,7 @@ from pyslirp.ppp.link import LINK_COUNTERS, LinkDown, LinkOptions, LinkUp, Netwo
 from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.lines import LINE_COUNTERS, LineSession
 from pyslirp.runtime.observers import Direction, FrameTap, LogObserver, Observers
+from pyslirp.runtime.peer_pool import AddressLease
 from pyslirp.runtime.scheduler import SCHEDULER_COUNTERS, LineScheduler, Priority
 from pyslirp.runtime.settings import deframer_max_frame
 from pyslirp.runtime.timing import ProcessingTimes
@@ -92,8 +93,15 @@ class Gateway:
         observers: Observers | None = None,
         registry: CounterRegistry | None = None,
         login_refusal: Callable[[str], str | None] = lambda line: None,
+        name: str | None = None,
+        lease: AddressLease | None = None,
     ) -> None:
         self.session = session
+        #: the line as logs, observers and the audit log name it (default: the session's name)
+        self.name = name if name is not None else session.name
+        #: the client's address from the pool, leased at each network phase and returned at
+        #: each link down; None: the options' peer_ip
+        self.lease = lease
         self.options = options
         self.network_factory = network_factory
         self.observers = observers if observers is not None else Observers(LogObserver())
@@ -106,7 +114,9 @@ class Gateway:
         self.deframer = Deframer(accm=options.lcp.accm, max_frame=deframer_max_frame(options.lcp.mru))
         self._loop = asyncio.get_running_loop()
         self.link = PPPLink(options, rng=random.SystemRandom())
-        self.link.login_refusal = lambda: login_refusal(session.name)
+        self.link.login_refusal = lambda: login_refusal(self.name)
+        if lease is not None:
+            self.link.peer_address = lease.acquire
         #: the network of the link that is up (the stack with the proxy on it), else None
         self.network: Network | None = None
         self._taps: tuple[FrameTap, ...] = ()
@@ -125,20 +135,22 @@ class Gateway:
 
     async def run(self) -> None:
         """Serve the session until the client hangs up."""
-        writer = asyncio.create_task(self.scheduler.run(), name=f"line writer {self.session.name}")
+        writer = asyncio.create_task(self.scheduler.run(), name=f"line writer {self.name}")
         registrations = [
-            self.registry.attach(DEFRAMER_COUNTERS, self.deframer.counters),
-            self.registry.attach(LINK_COUNTERS, self.link.counters),
-            self.registry.attach(SCHEDULER_COUNTERS, self.scheduler.counters),
+            self.registry.attach(DEFRAMER_COUNTERS, self.deframer.counters, line=self.name),
+            self.registry.attach(LINK_COUNTERS, self.link.counters, line=self.name),
+            self.registry.attach(SCHEDULER_COUNTERS, self.scheduler.counters, line=self.name),
         ]
         if isinstance(getattr(self.session, "counters", None), dict):
-            registrations.append(self.registry.attach(LINE_COUNTERS, self.session.counters))  # type: ignore[attr-defined]
+            registrations.append(
+                self.registry.attach(LINE_COUNTERS, self.session.counters, line=self.name)  # type: ignore[attr-defined]
+            )
         try:
             self._start_link()
             await self.session.pump(self._receive)
-            log.info("%s: line hung up", self.session.name)
+            log.info("%s: line hung up", self.name)
         finally:
-            log.info("%s: session ended: %s", self.session.name, json.dumps(self.stats(), sort_keys=True))
+            log.info("%s: session ended: %s", self.name, json.dumps(self.stats(), sort_keys=True))
             self._cancel_timer()
             self.link.line_down(self._loop.time())
             self._handle_link_events()
@@ -146,6 +158,8 @@ class Gateway:
             self.scheduler.close()
             writer.cancel()
             self.session.close()
+            if self.lease is not None:
+                self.lease.release()
             for registration in registrations:
                 self.registry.detach(registration)
 
@@ -162,7 +176,7 @@ class Gateway:
             while network is self.network and network.open_flows() and self._loop.time() < deadline:
                 await asyncio.sleep(SHUTDOWN_POLL)
             if network is self.network and network.open_flows():
-                log.info("%s: %d flows still open after %.0f s; closing them", self.session.name,
+                log.info("%s: %d flows still open after %.0f s; closing them", self.name,
                          network.open_flows(), grace)
         self.link.close("shutdown", self._loop.time())
         self._flush()
@@ -175,7 +189,7 @@ class Gateway:
         """This session's state beyond its counters (those are in the registry): queues, per-frame
         processing times, and the network's connections and buffers."""
         stats: dict[str, object] = {
-            "line": self.session.name,
+            "line": self.name,
             "queued": {p.name.lower(): self.scheduler.queued(p) for p in Priority},
             "processing": {"rx_frame": self.rx_times.stats(), "tx_datagram": self.tx_times.stats()},
         }
@@ -289,7 +303,7 @@ class Gateway:
                 self.detach_tap(tap)
 
     def _handle_link_events(self) -> None:
-        line = self.session.name
+        line = self.name
         for event in self.link.events():
             # The gateway's own part: a network for each link that is up.
             if isinstance(event, LinkUp):
@@ -298,6 +312,8 @@ class Gateway:
             elif isinstance(event, (NetworkDown, LinkDown)):
                 self._stop_network()
                 if isinstance(event, LinkDown):
+                    if self.lease is not None:
+                        self.lease.release()  # a redial leases again
                     self._restart_soon()
             self.observers.link_event(line, event)
 

@@ -52,7 +52,11 @@ class LinkNetwork:
         registry: CounterRegistry | None = None,
         checks: Sequence[AdmissionCheck] = (),
         extension: Extension | None = None,
+        service_flows: Counter[tuple[str, int]] | None = None,
+        line_limit: int | None = None,
     ) -> None:
+        """``service_flows``: every line's open flows by service, which the server shares so that
+        a service's max_connections bounds them all; ``line_limit``: this line's own bound."""
         loop = asyncio.get_running_loop()
         self.now = loop.time
         tcp = config.tcp
@@ -67,7 +71,8 @@ class LinkNetwork:
         outbound = OutboundRoutes(config.outbound, config.socks, self.now)
         self.stack.udp_outbound = outbound.udp
         self.admission = Admission(
-            config.services, up.local_ip, checks, config.security.max_pending, relays, outbound
+            config.services, up.local_ip, checks, config.security.max_pending, relays, outbound,
+            service_flows=service_flows, line_limit=line_limit,
         )
         self.proxy = ServiceProxy(
             config.services, self.stack, self.now, self.admission, line=line, observer=observer, extension=extension
@@ -78,15 +83,16 @@ class LinkNetwork:
         )
         self.counters: Counter[str] = Counter()
         self.registry = registry if registry is not None else CounterRegistry()
+        label = line or None  # the counters' line label: the client's
         self._registrations = [
-            self.registry.attach(STACK_COUNTERS, self.stack.counters),
-            self.registry.attach(TCP_COUNTERS, self.stack.tcp_counters),
-            self.registry.attach(PROXY_COUNTERS, self.proxy.counters),
-            self.registry.attach(RELAY_COUNTERS, self.relay.counters),
-            self.registry.attach(DISPATCH_COUNTERS, self.counters),
+            self.registry.attach(STACK_COUNTERS, self.stack.counters, line=label),
+            self.registry.attach(TCP_COUNTERS, self.stack.tcp_counters, line=label),
+            self.registry.attach(PROXY_COUNTERS, self.proxy.counters, line=label),
+            self.registry.attach(RELAY_COUNTERS, self.relay.counters, line=label),
+            self.registry.attach(DISPATCH_COUNTERS, self.counters, line=label),
         ]
         if self.stack.budget is not None:
-            self._registrations.append(self.registry.attach(BUDGET_COUNTERS, self.stack.budget.counters))
+            self._registrations.append(self.registry.attach(BUDGET_COUNTERS, self.stack.budget.counters, line=label))
         self.batch_acks = tcp.batch_acks
         # Sweep often enough that no connection outlives its idle timeout by more than half.
         idle_timeouts = [service.idle_timeout / 2 for service in config.services.values()]

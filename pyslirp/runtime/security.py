@@ -90,6 +90,19 @@ class ConnectionRate:
         return None
 
 
+class LineRate:
+    """A line's ``rate_limit``: its client's new flows a second, refused ``line_rate_limit``.
+    The server keeps the bucket for the line's name, so a redial does not refill it."""
+
+    judges_open_flows = False
+
+    def __init__(self, bucket: TokenBucket) -> None:
+        self.bucket = bucket
+
+    def check(self, flow: Flow, admitted: Admitted, now: float) -> str | None:
+        return None if self.bucket.take(now) else "line_rate_limit"
+
+
 def flow_info(flow: Flow) -> FlowInfo:
     """What the operator's check is shown of a flow."""
     (src, _), (dst, dport) = flow.client, flow.destination

@@ -1,4 +1,4 @@
-"""``pyslirp serve``: open the configured line and run a gateway on each session it yields."""
+"""``pyslirp serve``: open the configured lines and run a gateway on each session they yield."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import signal
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from pyslirp.admission_extension import ExtensionError
-from pyslirp.config import ConfigError, PyslirpConfig
+from pyslirp.config import ConfigError, ForwardConfig, PyslirpConfig
 from pyslirp.ppp.link import LinkUp
 from pyslirp.runtime.admission import AdmissionCheck
 from pyslirp.runtime.audit import AUDIT_COUNTERS, AuditLog, AuditLogError
@@ -26,8 +27,10 @@ from pyslirp.runtime.lines import Line, LineAccessError, LineError, LineSession,
 from pyslirp.runtime.http_endpoints import MonitoringError
 from pyslirp.runtime.network import LinkNetwork
 from pyslirp.runtime.observers import LogObserver, Observers
+from pyslirp.runtime.peer_pool import PeerPool
 from pyslirp.runtime.security import SecurityPipeline, security_pipeline
-from pyslirp.runtime.settings import Applies, line_rate, link_options, reloaded
+from pyslirp.runtime.served_line import ServedLine
+from pyslirp.runtime.settings import Applies, line_rate, line_settings, link_options, pool_reserved, reloaded
 from pyslirp.runtime.status import ServiceProbe, status_document
 
 if TYPE_CHECKING:
@@ -42,23 +45,43 @@ EXIT_CONFIG = 2
 LINE_RESTART_DELAY = 5.0
 
 
+@dataclass(frozen=True)
+class ReloadReport:
+    """What a reload did: each changed field with when it applies, or why it was refused."""
+
+    reloaded: bool
+    changes: dict[str, Applies] = field(default_factory=dict)
+    error: str | None = None
+
+
 class Server:
-    """Owns the line and runs one gateway at a time on it."""
+    """Owns the lines and runs a gateway for each client on them, all on one event loop."""
 
     def __init__(
         self,
         config: PyslirpConfig,
-        line: Line,
+        lines: Line | list[Line],
         debug_packets: bool = False,
         load: Callable[[], PyslirpConfig] | None = None,
     ) -> None:
         self.config = config
-        self.line = line
+        opened = lines if isinstance(lines, list) else [lines]
+        settings = line_settings(config)
+        if len(opened) != len(settings):
+            raise ValueError(f"{len(settings)} lines configured, {len(opened)} opened")
+        #: every line, in the configuration's order
+        self.lines = [ServedLine(each, line) for each, line in zip(settings, opened)]
+        #: the clients' addresses, when a line takes them from ppp.peer_pool
+        self.pool: PeerPool | None = None
+        if any(each.pooled for each in settings):
+            self.pool = PeerPool(*config.ppp.pool_range, reserved=pool_reserved(settings))
+        #: (protocol, our port) -> flows open on every line: what a service's max_connections bounds
+        self.service_flows: Counter[tuple[str, int]] = Counter()
         #: reads the configuration again (the file and the environment) for a SIGHUP reload
         self.load = load
         #: ``serve --debug``: every control packet logged decoded, as pppd's debug option does
         self.packet_log = PacketDebugLog() if debug_packets else None
-        self.options = link_options(config)
+        self.options = {served.name: link_options(served.settings.config) for served in self.lines}
         self.started = time.time()
         #: every counter of every gateway, live and past: what SIGUSR1, /status and /metrics read
         self.registry = CounterRegistry()
@@ -80,9 +103,9 @@ class Server:
         self._replace_breakers(ServiceBreakers(config.services, self._clock))
         self.forwards: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Task[object]] = set()
+        self._reloading = asyncio.Lock()
         self.probe = ServiceProbe(config.services)
         self.monitoring: Monitoring | None = None
-        self.gateway: Gateway | None = None
         capture = config.monitoring.packet_capture
         #: every frame of every gateway to a pcap file while on (SIGUSR2 toggles it)
         self.capture = PacketCapture(capture.pcap_file, capture.max_bytes, capture.keep)
@@ -90,8 +113,18 @@ class Server:
 
     # -- what the monitoring documents read (runtime.status.GatewayView) -------------------------
 
+    @property
+    def line(self) -> Line:
+        """The first line (the only one without ``lines``)."""
+        return self.lines[0].line
+
     def line_description(self) -> str:
         return self.line.describe().splitlines()[0]
+
+    @property
+    def gateway(self) -> Gateway | None:
+        """The first line's gateway, if a client is on it (the one gateway without ``lines``)."""
+        return next(iter(self.lines[0].gateways.values()), None)
 
     def session(self) -> Gateway | None:
         return self.gateway
@@ -108,11 +141,13 @@ class Server:
     def _clock() -> float:
         return asyncio.get_running_loop().time()
 
-    def admission_checks(self) -> list[AdmissionCheck]:
+    def admission_checks(self, served: ServedLine | None = None, label: str = "") -> list[AdmissionCheck]:
         """What every new flow passes after its route and capacity: the services' breakers (if
-        any has one: a breaker refuses before a rate limit takes a token), then security's."""
+        any has one: a breaker refuses before a rate limit takes a token), the line's own rate
+        limit (of ``served``'s client ``label``), then security's."""
         breakers: list[AdmissionCheck] = [self.breakers] if self.breakers.breakers else []
-        return [*breakers, *self.security.checks]
+        line = served.checks(label) if served is not None else []
+        return [*breakers, *line, *self.security.checks]
 
     def _security_pipeline(self, config: PyslirpConfig) -> SecurityPipeline:
         return security_pipeline(
@@ -122,25 +157,44 @@ class Server:
             record=self._record,
         )
 
-    def _gateway(self, session: LineSession) -> Gateway:
+    def _gateway(self, served: ServedLine, session: LineSession, label: str) -> Gateway:
+        config = served.settings.config
+        name = label  # the line's name (NAME#k on a multi-client line): bounded, unlike sessions'
+
         def network(up: LinkUp, wake: Callable[[], None]) -> LinkNetwork:
             return LinkNetwork(
-                self.config, up, wake, line=session.name, observer=self.observers, registry=self.registry,
-                checks=self.admission_checks(), extension=self.security.extension,
+                config, up, wake, line=name, observer=self.observers, registry=self.registry,
+                checks=self.admission_checks(served, label), extension=self.security.extension,
+                service_flows=self.service_flows, line_limit=served.settings.max_connections,
             )
 
-        rate = line_rate(self.config, session.native_rate)
+        rate = line_rate(config, session.native_rate)
         guard = self.security.guard
+        lease = self.pool.lease(name) if self.pool is not None and served.settings.pooled else None
         gateway = Gateway(
-            session, self.options, network, rate=rate, observers=self.observers, registry=self.registry,
-            login_refusal=guard.login_refusal if guard is not None else lambda line: None,
+            session, self.options[served.name], network, rate=rate, observers=self.observers,
+            registry=self.registry, login_refusal=guard.login_refusal if guard is not None else lambda line: None,
+            name=name, lease=lease,
         )
         if self.packet_log is not None:
             gateway.attach_tap(self.packet_log)
         return gateway
 
-    def _open_reverse(self, peer_port: int, label: str) -> asyncio.Protocol | None:
-        return self.gateway.open_reverse(peer_port, label) if self.gateway is not None else None
+    def gateways(self) -> list[Gateway]:
+        """Every client's gateway, line by line."""
+        return [gateway for served in self.lines for gateway in served.gateways.values()]
+
+    def _open_reverse(self, forward: ForwardConfig, label: str) -> asyncio.Protocol | None:
+        """A forward's host client: piped to the client of the forward's line (the first line's
+        without 'lines'), or None when that client's link is not up."""
+        wanted = forward.line
+        if wanted is None:
+            gateway = self.gateway
+        else:
+            name, _, _ = wanted.partition("#")
+            served = next(served for served in self.lines if served.name == name)
+            gateway = served.gateways.get(wanted)
+        return gateway.open_reverse(forward.peer_port, label) if gateway is not None else None
 
     async def run(self) -> None:
         if self.config.monitoring.enable_metrics:
@@ -150,7 +204,7 @@ class Server:
         try:
             self.forwards = await self._start_forwards(self.config)
             try:
-                await self._serve_line()
+                await self._serve_lines()
             finally:
                 for server in self.forwards:
                     server.close()
@@ -169,7 +223,8 @@ class Server:
 
         event_stats = EventStats()
         self.observers.subscribe(event_stats)
-        self.monitoring = Monitoring(self, self.config.monitoring, event_stats)
+        reload = self.reload_report if self.load is not None else None  # POST /reload
+        self.monitoring = Monitoring(self, self.config.monitoring, event_stats, reload)
         await self.monitoring.start()
 
     def _record(self, event: str, **fields: object) -> None:
@@ -192,9 +247,10 @@ class Server:
         the audit log."""
         for server in self.forwards:
             server.close()
-        if self.gateway is not None:
+        gateways = self.gateways()
+        if gateways:
             log.info("shutting down: open connections get %.0f s", self.config.tcp.shutdown_grace)
-            await self.gateway.shutdown(self.config.tcp.shutdown_grace)
+            await asyncio.gather(*(gateway.shutdown(self.config.tcp.shutdown_grace) for gateway in gateways))
 
     def hangup(self) -> None:
         """SIGHUP: reopen the audit log, then reload the configuration."""
@@ -205,9 +261,18 @@ class Server:
             task.add_done_callback(self._tasks.discard)
 
     async def reload(self) -> bool:
+        """:meth:`reload_report`, whether the new configuration was taken."""
+        return (await self.reload_report()).reloaded
+
+    async def reload_report(self) -> ReloadReport:
         """Read the configuration again and put it in force without dropping the link: services,
         forwards, security, DNS and the log level at once, other changes as ``APPLIES`` says.
-        An invalid configuration is refused (logged, audited) and the running one stays."""
+        An invalid configuration is refused (logged, audited) and the running one stays. One
+        reload at a time (SIGHUP and ``pyslirp reload`` may come together)."""
+        async with self._reloading:
+            return await self._reload()
+
+    async def _reload(self) -> ReloadReport:
         assert self.load is not None
         try:
             new = self.load()
@@ -215,24 +280,29 @@ class Server:
             effective, changes = reloaded(self.config, new)
             security = self._security_pipeline(effective)
         except (ConfigError, ExtensionError) as exc:
-            problem = "; ".join(line.strip() for line in str(exc).splitlines())
+            heading, *problems = (line.strip() for line in str(exc).splitlines())
+            problem = " ".join([heading, "; ".join(problems)]) if problems else heading
             log.error("reload refused, the running configuration stays: %s", problem)
             self._record("config_reloaded", reason="invalid_config")
-            return False
+            return ReloadReport(False, error=problem)
         if not changes:
             log.info("reload: the configuration is unchanged")
             self._record("config_reloaded", reason="unchanged")
-            return True
+            return ReloadReport(True)
         old = self.config
         self.config = effective
-        self.options = link_options(effective)
-        if self.gateway is not None:
-            self.gateway.link.set_options(self.options)  # from the client's next negotiation
         self.probe.watch(effective.services)
         self._replace_security(security)
         self._replace_breakers(ServiceBreakers(effective.services, self._clock))
-        if self.gateway is not None and isinstance(self.gateway.network, LinkNetwork):
-            self.gateway.network.reconfigure(effective, self.admission_checks(), security.extension)
+        for served, settings in zip(self.lines, line_settings(effective)):
+            served.settings = settings
+            self.options[served.name] = link_options(settings.config)
+            for label, gateway in served.gateways.items():
+                gateway.link.set_options(self.options[served.name])  # from the client's next negotiation
+                if isinstance(gateway.network, LinkNetwork):
+                    gateway.network.reconfigure(
+                        settings.config, self.admission_checks(served, label), security.extension
+                    )
         if effective.forwards != old.forwards:
             await self._restart_forwards(old)
         logging.getLogger().setLevel(effective.logging.level)
@@ -244,7 +314,7 @@ class Server:
                 log.log(logging.WARNING if when is Applies.RESTART else logging.INFO,
                         "reload: %s %s", ", ".join(fields), text)
         self._record("config_reloaded", changed=sorted(changes))
-        return True
+        return ReloadReport(True, changes)
 
     def _replace_security(self, security: SecurityPipeline) -> None:
         """The new pipeline takes over, with the brute-force guard's failures and blocks."""
@@ -281,12 +351,18 @@ class Server:
                 log.error("reload: %s; no forwards until the next reload", again)
                 self.forwards = []
 
-    async def _serve_line(self) -> None:
-        print(self.line.describe(), file=sys.stderr, flush=True)
+    async def _serve_lines(self) -> None:
         ppp, outbound = self.config.ppp, self.config.outbound
-        log.info("PPP: we are %s, the client gets %s; other destinations: %s", ppp.local_ip, ppp.peer_ip,
-                 {"refuse": "refused", "socks": f"through SOCKS5 {self.config.socks.host}:{self.config.socks.port}",
-                  "direct": "connected directly"}[outbound.mode])
+        for served in self.lines:
+            prefix = f"line {served.name}: " if self.config.lines else ""
+            print(prefix + served.line.describe(), file=sys.stderr, flush=True)
+            line_ppp = served.settings.config.ppp
+            clients = f"{served.settings.max_clients} clients at once, each" if served.settings.max_clients > 1 else "the client"
+            given = f"an address of {ppp.peer_pool}" if served.settings.pooled else line_ppp.peer_ip
+            log.info("%sPPP: we are %s, %s gets %s", prefix, line_ppp.local_ip, clients, given)
+        log.info("other destinations: %s", {
+            "refuse": "refused", "socks": f"through SOCKS5 {self.config.socks.host}:{self.config.socks.port}",
+            "direct": "connected directly"}[outbound.mode])
         enabled = {port: s for port, s in self.config.services.items() if s.enabled}
         if not enabled:
             log.warning("no services configured: the client can ping %s and resolve names, nothing more "
@@ -294,30 +370,41 @@ class Server:
         for port, service in sorted(enabled.items()):
             log.info("service %s: %s:%d/%s -> %s:%d", service.name or port, self.config.ppp.local_ip, port,
                      service.protocol, service.host, service.port)
+        serving = [asyncio.create_task(self._serve_line(served), name=f"line {served.name}") for served in self.lines]
+        try:
+            # A line the configuration does not let work (LineError) stops the server; every
+            # other fault stays within its line.
+            await asyncio.gather(*serving)
+        finally:
+            for task in serving:
+                task.cancel()
+            await asyncio.gather(*serving, return_exceptions=True)
+
+    async def _serve_line(self, served: ServedLine) -> None:
         while True:
             try:
-                async for session in self.line.sessions():
-                    await self._serve_session(session)
+                await served.serve(self._serve_client)
             except (LineError, asyncio.CancelledError):
                 raise  # a configuration the line cannot work with; a signal
             except Exception:
                 # A line fault must not end the server: the line's own retries failed in a way
                 # they did not foresee. Log it and open the line again.
-                log.exception("line failed; opening it again in %.0f s", LINE_RESTART_DELAY)
+                log.exception("%s: line failed; opening it again in %.0f s", served.name, LINE_RESTART_DELAY)
                 await asyncio.sleep(LINE_RESTART_DELAY)
 
-    async def _serve_session(self, session: LineSession) -> None:
-        log.info("%s: line up", session.name)
-        self.gateway = self._gateway(session)
-        self.capture.watch(self.gateway)
+    async def _serve_client(self, served: ServedLine, session: LineSession, label: str) -> None:
+        gateway = self._gateway(served, session, label)
+        log.info("%s: line up (%s)", label, session.name)
+        served.gateways[label] = gateway
+        self.capture.watch(gateway)
         try:
-            await self.gateway.run()
+            await gateway.run()
         except Exception:
             # A fault on one session must not end the server: log it and take the next one.
-            log.exception("%s: session failed", session.name)
+            log.exception("%s: session failed", gateway.name)
         finally:
-            self.capture.unwatch(self.gateway)
-            self.gateway = None
+            self.capture.unwatch(gateway)
+            del served.gateways[label]
 
 
 class LoopError(Exception):
@@ -362,15 +449,22 @@ def install_signal_handlers(loop: asyncio.AbstractEventLoop, handlers: dict[str,
 
 
 async def _serve(config: PyslirpConfig, debug_packets: bool, load: Callable[[], PyslirpConfig] | None) -> int:
+    lines: list[Line] = []
     try:
-        line = open_line(config.serial.port, config.serial.baudrate, config.serial.rtscts, config.serial.xonxoff)
+        for settings in line_settings(config):
+            serial = settings.config.serial
+            lines.append(open_line(serial.port, serial.baudrate, serial.rtscts, serial.xonxoff))
     except LineError as exc:
-        print(f"pyslirp: {exc}", file=sys.stderr)
+        for line in lines:
+            line.close()
+        prefix = f"line {settings.name}: " if config.lines else ""
+        print(f"pyslirp: {prefix}{exc}", file=sys.stderr)
         return EXIT_FAULT if isinstance(exc, LineAccessError) else EXIT_CONFIG
     try:
-        server = Server(config, line, debug_packets, load)
+        server = Server(config, lines, debug_packets, load)
     except (AuditLogError, ExtensionError) as exc:
-        line.close()
+        for line in lines:
+            line.close()
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     task = asyncio.ensure_future(server.run())
@@ -404,7 +498,8 @@ async def _serve(config: PyslirpConfig, debug_packets: bool, load: Callable[[], 
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_FAULT if isinstance(exc, LineAccessError) else EXIT_CONFIG
     finally:
-        line.close()
+        for line in lines:
+            line.close()
     return EXIT_OK
 
 

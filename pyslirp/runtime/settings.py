@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address
 from typing import Any
 
-from pyslirp.config import PyslirpConfig
+from pyslirp.config import PyslirpConfig, RateLimit
 from pyslirp.net.stack import IP_TCP_HEADERS
 from pyslirp.net.tcp_types import TCPConfig
 from pyslirp.ppp.auth import AuthOptions
@@ -46,6 +48,8 @@ class Applies(enum.Enum):
 APPLIES: dict[str, Applies] = {
     "serial": Applies.RESTART,
     "ppp": Applies.NEXT_LINK,
+    "ppp.peer_pool": Applies.RESTART,
+    "lines": Applies.RESTART,
     "services": Applies.LIVE,
     "forwards": Applies.LIVE,
     "tcp": Applies.NEXT_LINK,
@@ -165,3 +169,41 @@ def line_rate(config: PyslirpConfig, native_rate: int | None) -> int | None:
     """Bytes per second to pace the line at: ``serial.line_rate``, else the line's own rate (a
     serial port's baud rate / 10), else None (a pty or TCP line is not paced)."""
     return config.serial.line_rate or native_rate
+
+
+@dataclass(frozen=True)
+class LineSettings:
+    """One line the server serves: its name, and the configuration as its clients see it (its
+    own ``serial`` and ``ppp`` sections, with the line's changes applied)."""
+
+    name: str
+    config: PyslirpConfig
+    max_clients: int = 1
+    #: its clients lease addresses from ``ppp.peer_pool``; else each gets ``ppp.peer_ip``
+    pooled: bool = False
+    #: each client's flows at once (every service together), and new flows a second; None: no bound
+    max_connections: int | None = None
+    rate_limit: RateLimit | None = None
+
+
+def line_settings(config: PyslirpConfig) -> list[LineSettings]:
+    """Every line to serve: those of ``lines``, else the one of ``serial`` (named by its port)."""
+    if not config.lines:
+        return [LineSettings(config.serial.port, config)]
+    return [
+        LineSettings(
+            line.name,
+            config.model_copy(update={"serial": line.effective_serial(config.serial), "ppp": line.effective_ppp(config.ppp)}),
+            line.max_clients,
+            pooled=line.peer_ip is None,
+            max_connections=line.max_connections,
+            rate_limit=line.rate_limit,
+        )
+        for line in config.lines
+    ]
+
+
+def pool_reserved(lines: list[LineSettings]) -> set[IPv4Address]:
+    """Addresses the pool never hands out: ours on each line, and those lines fix."""
+    reserved = {line.config.ppp.local_ip for line in lines}
+    return reserved | {line.config.ppp.peer_ip for line in lines if not line.pooled}

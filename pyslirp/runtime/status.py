@@ -94,8 +94,10 @@ class GatewayView(Protocol):
     started: float  # wall clock
     metrics_serving: bool
 
+    lines: list[Any]  # runtime.served_line.ServedLine, in the configuration's order
+
     def line_description(self) -> str: ...
-    def session(self) -> Any: ...  # the current Gateway, or None
+    def session(self) -> Any: ...  # the first line's Gateway, or None
 
 
 def status_document(server: GatewayView) -> dict[str, Any]:
@@ -120,6 +122,29 @@ def status_document(server: GatewayView) -> dict[str, Any]:
         "services": _services(server),
         "session": gateway.stats() if gateway is not None else None,
         "counters": server.registry.snapshot(),
+        "lines": [_line(served) for served in server.lines],
+    }
+
+
+def _line(served: Any) -> dict[str, Any]:
+    """One line of ``/status``'s ``lines``: where it is, and each client on it."""
+    clients = []
+    for label, gateway in sorted(served.gateways.items()):
+        link = gateway.link.negotiated()
+        network = gateway.network
+        clients.append({
+            "name": label,
+            "session": gateway.session.name,
+            "phase": link["phase"],
+            "client": link.get("ipcp", {}).get("peer_ip"),
+            "connections": len(network.proxy.connections()) if network is not None else 0,
+            "links_started": gateway.links_started,
+        })
+    return {
+        "name": served.name,
+        "port": served.line.describe().splitlines()[0],
+        "max_clients": served.settings.max_clients,
+        "clients": clients,
     }
 
 
@@ -129,6 +154,12 @@ def health_document(server: GatewayView) -> tuple[int, dict[str, Any]]:
     line_open = gateway is not None
     phase = gateway.link.phase.value if gateway is not None else "dead"
     link_up = gateway is not None and gateway.network is not None
+    gateways = [each for served in server.lines for each in served.gateways.values()]
+    if len(server.lines) > 1 or any(served.settings.max_clients > 1 for served in server.lines):
+        # Several lines: healthy while any client's link is up (idle lines are normal).
+        line_open = bool(gateways)
+        link_up = any(each.network is not None for each in gateways)
+        phase = "network" if link_up else "dead" if not gateways else gateways[0].link.phase.value
     if not line_open:
         reason = "no client on the line"
     elif not link_up:

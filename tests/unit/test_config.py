@@ -190,8 +190,10 @@ def test_environment_json_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="outbound.ports"):
         load_config(None)
     monkeypatch.setenv("PYSLIRP_SECURITY__BLOCKED_PORTS", "25,26")  # a list only: must be JSON
-    with pytest.raises(ConfigError, match='environment.*"security"'):  # an error, not a traceback
+    with pytest.raises(ConfigError) as refused:  # an error naming the variable, with the others; no traceback
         load_config(None)
+    assert "\n  outbound.ports: " in str(refused.value)
+    assert "\n  security.blocked_ports: PYSLIRP_SECURITY__BLOCKED_PORTS must be JSON for this setting: " in str(refused.value)
 
 
 def test_an_environment_variable_overrides_one_field_of_a_service_from_the_file(
@@ -202,3 +204,42 @@ def test_an_environment_variable_overrides_one_field_of_a_service_from_the_file(
     monkeypatch.setenv("PYSLIRP_SERVICES__80__PORT", "8081")
     service = load_config(path).services[80]
     assert (service.port, service.name, service.idle_timeout) == (8081, "HTTP", 600)
+
+
+def test_validate_reports_every_problem_at_once_each_with_its_field_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, (
+        "services:\n  22:\n    port: 70000\n  80:\n    port: 8080\n    colour: blue\n"
+        f"ppp:\n  local_ip: 10.0.0.300\n  auth:\n    method: pap\n    secrets_file: {tmp_path / 'absent'}\n"
+        "monitorng:\n  enable_metrics: true\n"
+    ))
+    monkeypatch.setenv("PYSLIRP_TCP__MIN_RTO", "-1")
+    monkeypatch.setenv("PYSLIRP_SECURITY__BLOCKED_PORTS", "25,26")  # a list: JSON only
+    monkeypatch.setenv("PYSLIRP_PPP_AUTH_METHOD", "chap")  # flat names are for scalar settings only
+    result = run_cli("validate", "--config", str(path), cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    heading, *problems = result.stderr.splitlines()
+    assert heading == f"pyslirp: invalid configuration (file {path} + environment):"
+    secrets = f"  ppp.auth.secrets_file: cannot read {tmp_path / 'absent'}: No such file or directory (got "
+    assert problems[1].startswith(secrets)  # read as the file is validated, reported with the rest
+    assert problems[:1] + problems[2:] == [
+        "  ppp.local_ip: Input is not a valid IPv4 address (got '10.0.0.300')",
+        "  services.22.port: Input should be less than or equal to 65535 (got 70000)",
+        "  services.80.colour: unknown key (got 'blue')",
+        "  tcp.min_rto: Input should be greater than 0 (got '-1' from PYSLIRP_TCP__MIN_RTO)",
+        "  monitorng: unknown key (got {'enable_metrics': True})",
+        "  security.blocked_ports: PYSLIRP_SECURITY__BLOCKED_PORTS must be JSON for this setting: "
+        "Extra data: line 1 column 3 (char 2) (got '25,26')",
+        "  ppp: PYSLIRP_PPP_AUTH_METHOD sets nothing: ppp has no setting 'auth_method' "
+        "(a nested key is joined by '__': PYSLIRP_PPP__KEY__SUBKEY)",
+    ]
+
+
+def test_validate_imports_the_admission_check_serve_would_need(tmp_path: Path) -> None:
+    path = write(tmp_path, "security:\n  admission: 'no_such_module_here:check'\n")
+    result = run_cli("validate", "--config", str(path), cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "pyslirp: security.admission: cannot import no_such_module_here: No module named 'no_such_module_here'\n"
+    )

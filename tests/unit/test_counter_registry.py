@@ -46,3 +46,24 @@ def test_two_different_sets_may_not_share_a_name() -> None:
     registry.attach(STACK, {})
     with pytest.raises(ValueError):
         registry.attach(CounterSet("stack", [CounterSpec("other", "")]), {})
+
+
+def test_sources_on_lines_are_counted_per_line_and_kept_per_line_when_retired() -> None:
+    registry = CounterRegistry()
+    a = registry.attach(STACK, Counter({"ip_in": 5}), line="a")
+    registry.attach(STACK, Counter({"ip_in": 2, "ip_drop_truncated": 1}), line="b#1")
+    registry.detach(a)
+    a_again: Counter[str] = Counter({"ip_in": 1})  # the next client on line a
+    registry.attach(STACK, a_again, line="a")
+    per_line = registry.by_line("stack")
+    assert per_line["a"] == {"ip_drop_no_route": 0, "ip_drop_truncated": 0, "ip_in": 6}  # retired + live
+    assert per_line["b#1"]["ip_in"] == 2
+    assert registry.totals("stack") == {"ip_drop_no_route": 0, "ip_drop_truncated": 1, "ip_in": 8}
+    assert registry.snapshot()["stack"] == registry.totals("stack")  # SIGUSR1 and /status: over every line
+    samples = {(spec.name, tuple(sorted(labels.items()))): v for _, spec, labels, v in registry.samples()}
+    assert samples[("ip_in", (("line", "a"),))] == 6 and samples[("ip_in", (("line", "b#1"),))] == 2
+    assert samples[("ip_drop", (("line", "b#1"), ("reason", "truncated")))] == 1
+    assert ("ip_in", ()) not in samples  # a component on lines is exported per line only
+    # A server-wide component has no line label.
+    registry.attach(CounterSet("audit", [CounterSpec("records", "")]), {"records": 4})
+    assert {labels.get("line") for counters, _, labels, _ in registry.samples() if counters.component == "audit"} == {None}

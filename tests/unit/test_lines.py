@@ -412,7 +412,7 @@ async def test_a_line_fault_its_retries_did_not_foresee_never_ends_the_server(
             return "a flaky line"
 
     server = server_module.Server(PyslirpConfig(dns={"enabled": False}), FlakyLine())
-    serving = asyncio.ensure_future(server._serve_line())
+    serving = asyncio.ensure_future(server._serve_line(server.lines[0]))
     deadline = asyncio.get_running_loop().time() + 5
     while not served or server.gateway is not None:
         assert asyncio.get_running_loop().time() < deadline and not serving.done()

@@ -40,6 +40,7 @@ from pyslirp.runtime.server import Server  # noqa: E402
 from pyslirp.runtime.status import ServiceProbe  # noqa: E402
 
 SERVICE = f"port {datapath.SERVICE_PORT}"  # the service has no name in the data path's config
+LINE = (("line", datapath.MemorySession.name),)  # the data path's one line, named as its session
 
 
 def free_port() -> int:
@@ -62,6 +63,11 @@ class View:
         self.started = time.time()
         self.metrics_serving = True
         self.path = path
+
+    @property
+    def lines(self) -> list[Any]:
+        """One line, named as the data path's session, whose client is the gateway session() gives."""
+        return [datapath.served_line(self.session(), self.config)]
 
     def line_description(self) -> str:
         return "in-memory line"
@@ -123,27 +129,28 @@ async def test_metrics_status_and_health_of_a_dialled_gateway() -> None:
     status, content_type, body = await get(base + "/metrics")
     assert status == 200 and content_type.startswith("text/plain")
     metrics = samples(body.decode())
-    assert metrics[("pyslirp_link_up", ())] == 1
-    assert metrics[("pyslirp_link_ups_total", ())] == 1 and metrics[("pyslirp_link_downs_total", ())] == 0
-    assert metrics[("pyslirp_link_problems_total", (("problem", "keepalive_failed"),))] == 0
-    assert metrics[("pyslirp_deframer_in_bytes_total", ())] == path.registry.totals("deframer")["bytes_in"] > 0
-    assert metrics[("pyslirp_line_open", ())] == 1
-    assert metrics[("pyslirp_link_phase", (("pyslirp_link_phase", "network"),))] == 1
+    assert metrics[("pyslirp_link_up", LINE)] == 1
+    assert metrics[("pyslirp_link_ups_total", LINE)] == 1 and metrics[("pyslirp_link_downs_total", LINE)] == 0
+    assert metrics[("pyslirp_link_problems_total", (*LINE, ("problem", "keepalive_failed")))] == 0
+    assert metrics[("pyslirp_deframer_in_bytes_total", LINE)] == path.registry.totals("deframer")["bytes_in"] > 0
+    assert metrics[("pyslirp_line_open", LINE)] == 1
+    assert metrics[("pyslirp_link_phase", (*LINE, ("pyslirp_link_phase", "network")))] == 1
     info = next(labels for (name, labels) in metrics if name == "pyslirp_link_info")
-    assert ("peer_ip", "10.0.0.2") in info and ("vj", "true") in info
+    assert ("peer_ip", "10.0.0.2") in info and ("vj", "true") in info and LINE[0] in info
     service = (("service", SERVICE),)
-    assert metrics[("pyslirp_service_connections_opened_total", service)] == 2
-    assert metrics[("pyslirp_service_connections_active", service)] == 1
-    assert metrics[("pyslirp_service_connections_closed_total", (("outcome", "closed"), *service))] == 1
+    on_line = (*LINE, *service)  # the connection families: per service and line
+    assert metrics[("pyslirp_service_connections_opened_total", on_line)] == 2
+    assert metrics[("pyslirp_service_connections_active", on_line)] == 1
+    assert metrics[("pyslirp_service_connections_closed_total", (*LINE, ("outcome", "closed"), *service))] == 1
     # Bytes per service: the closed connection's and the open one's, each way.
     moved = len(b"hello") + len(b"still open")
-    assert metrics[("pyslirp_service_bytes_total", (("direction", "to_service"), *service))] == moved
-    assert metrics[("pyslirp_service_bytes_total", (("direction", "to_client"), *service))] == moved
+    assert metrics[("pyslirp_service_bytes_total", (("direction", "to_service"), *on_line))] == moved
+    assert metrics[("pyslirp_service_bytes_total", (("direction", "to_client"), *on_line))] == moved
     assert metrics[("pyslirp_service_up", service)] == 1
     assert metrics[("pyslirp_service_breaker_state", (*service, ("state", "closed")))] == 1
     assert metrics[("pyslirp_service_breaker_state", (*service, ("state", "open")))] == 0
     assert metrics[("pyslirp_tcp_connection_rtt_seconds_count", ())] == 1
-    assert metrics[("pyslirp_frame_processing_seconds_count", ())] > 0
+    assert metrics[("pyslirp_frame_processing_seconds_count", LINE)] > 0
     # The declared counters are the registry's, name for name and value for value (nothing
     # moves meanwhile: the open connection is idle and keepalive is off).
     for counter_set, spec, labels, value in path.registry.samples():
@@ -192,8 +199,10 @@ async def test_metrics_status_and_health_of_a_dialled_gateway() -> None:
     status, _, body = await get(f"http://127.0.0.1:{health_port}/health")
     assert status == 503 and json.loads(body)["reason"] == "no client on the line"
     metrics = samples((await get(base + "/metrics"))[2].decode())
-    assert metrics[("pyslirp_line_open", ())] == 0 and metrics[("pyslirp_link_up", ())] == 0
-    assert metrics[("pyslirp_link_downs_total", ())] == 1
+    assert metrics[("pyslirp_line_open", LINE)] == 0 and metrics[("pyslirp_link_up", LINE)] == 0
+    assert metrics[("pyslirp_link_downs_total", LINE)] == 1
+    # The line's counters stay after its session ended: totals never go backwards.
+    assert metrics[("pyslirp_deframer_in_bytes_total", LINE)] == path.registry.totals("deframer")["bytes_in"] > 0
     monitoring.close()
     server.close()
 
@@ -240,10 +249,15 @@ async def test_the_server_with_metrics_on_serves_them_and_counts_its_links() -> 
             if server.metrics_serving:
                 break
             await asyncio.sleep(0.01)
-        server.observers.link_down("tcp", LinkDown("test"))  # the metrics' observer hears the server's events
+        (served,) = server.lines  # one line without 'lines', named by serial.port
+        server.observers.link_down(served.name, LinkDown("test"))  # the metrics' observer hears the server's events
+        server.observers.link_down("a session's name", LinkDown("test"))  # not a configured line: left out
         status, _, body = await get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
-        assert samples(body.decode())[("pyslirp_link_downs_total", ())] == 1
+        metrics = samples(body.decode())
+        assert metrics[("pyslirp_link_downs_total", (("line", served.name),))] == 1
+        assert metrics[("pyslirp_line_open", (("line", served.name),))] == 0
+        assert {value for _, labels in metrics for key, value in labels if key == "line"} == {served.name}
     finally:
         running.cancel()
         with pytest.raises(asyncio.CancelledError):

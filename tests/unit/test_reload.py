@@ -53,7 +53,7 @@ async def test_reload_takes_services_security_and_forwards_and_refuses_a_bad_fil
         }))
 
     write({22: {"port": 2222}}, first_forward)
-    server = Server(load_config(path), line=None, load=lambda: load_config(path))  # type: ignore[arg-type]
+    server = Server(load_config(path), lines=[None], load=lambda: load_config(path))  # type: ignore[arg-type]
     server.forwards = await server._start_forwards(server.config)
     guard = server.security.guard
     assert isinstance(guard, BruteForceGuard)

@@ -284,7 +284,7 @@ def test_the_server_adds_the_guard_last_and_wires_it_to_the_audit_log(tmp_path: 
         security={"brute_force": {"enabled": True}, "rate_limiting": {"enabled": True},
                   "audit_log": str(tmp_path / "audit.jsonl")},
     )
-    server = Server(config, line=None)  # type: ignore[arg-type]
+    server = Server(config, lines=[None])  # type: ignore[arg-type]
     rate, guard = server.security.checks
     assert isinstance(rate, ConnectionRate) and isinstance(guard, BruteForceGuard)
     assert guard is server.security.guard
@@ -340,8 +340,8 @@ async def test_a_reverse_forward_takes_only_its_allowed_remotes(tmp_path: Path) 
             transport.write(b"into the client\n")
             transport.close()
 
-    def open_reverse(peer_port: int, label: str) -> asyncio.Protocol | None:
-        opened.append((peer_port, label))
+    def open_reverse(forward: ForwardConfig, label: str) -> asyncio.Protocol | None:
+        opened.append((forward.peer_port, label))
         return Into() if len(opened) == 1 else None  # the second finds no link up
 
     port = free_tcp_port()
