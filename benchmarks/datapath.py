@@ -246,11 +246,16 @@ class _LineClient(asyncio.Protocol):
         self.path._from_server(data)
 
 
-async def dial(port: int, service_port: int = SERVICE_PORT, timeout: float = 30.0) -> tuple[DataPath, asyncio.Transport]:
-    """A scripted pppd on a server's ``tcp-listen`` line at 127.0.0.1:``port``, with IPCP up;
-    its connections go to our ``service_port``. Close the transport to hang up."""
+async def dial(
+    port: int, service_port: int = SERVICE_PORT, timeout: float = 30.0, **pppd: Any
+) -> tuple[DataPath, asyncio.Transport]:
+    """A scripted pppd (``Pppd(**pppd)``: ``user=..., password=...`` to log in) on a server's
+    ``tcp-listen`` line at 127.0.0.1:``port``, with IPCP up; its connections go to our
+    ``service_port``. Close the transport to hang up."""
     loop = asyncio.get_running_loop()
     path = DataPath()
+    if pppd:
+        path.ppp = Pppd(**pppd)
     path.service_port = service_port
     transport, _ = await loop.create_connection(lambda: _LineClient(path), "127.0.0.1", port)
     path.session = _SocketLine(transport)  # type: ignore[assignment]

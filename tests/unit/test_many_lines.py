@@ -62,7 +62,10 @@ class Running:
         return self
 
     async def dial(self, line: str) -> tuple[datapath.DataPath, asyncio.Transport]:
-        client = await datapath.dial(self.ports[line], service_port=7)
+        return await self.dial_as(line)
+
+    async def dial_as(self, line: str, timeout: float = 30.0, **pppd: str) -> tuple[datapath.DataPath, asyncio.Transport]:
+        client = await datapath.dial(self.ports[line], service_port=7, timeout=timeout, **pppd)
         self.clients.append(client)
         return client
 
@@ -278,3 +281,18 @@ async def test_pyslirp_status_lists_every_line_with_its_clients() -> None:
     assert table[1].split()[:4] == ["hub#1", str(address(first)), "network", "1"]
     assert table[2].split()[:4] == ["hub#2", str(address(second)), "network", "0"]
     assert "1 connection of hub#1" in text
+
+
+async def test_a_user_of_one_line_cannot_log_in_on_another() -> None:
+    pap = {"auth": {"method": "pap", "users": {"staff": "s3cret"}}}
+    lines = [{"name": "lab", "max_clients": 2, "ppp": {"auth": {"users": {"alice": "wonderland"}}}}, {"name": "desk"}]
+    async with Running(lines, ppp=pap) as running:
+        alice, _ = await running.dial_as("lab", user="alice", password="wonderland")
+        await alice.exchange(b"alice on lab")
+        with pytest.raises(TimeoutError):
+            await running.dial_as("desk", user="alice", password="wonderland", timeout=3)
+        with pytest.raises(TimeoutError):
+            await running.dial_as("lab", user="staff", password="s3cret", timeout=3)
+        staff, _ = await running.dial_as("desk", user="staff", password="s3cret")
+        await staff.exchange(b"staff on desk")
+        assert running.server.registry.totals("link")["auth_failure"] >= 2
