@@ -516,6 +516,9 @@ def figures(outcomes: list[RunOutcome], p: Params) -> dict[str, dict[str, Any]]:
                     100 * nbytes / x["secs"] / rate if ok and x.get("secs") else None)  # type: ignore[operator]
                 wire = shim_delta(a, b, d)
                 put(f"115200 payload/wire bytes {what} %", v, 100 * nbytes / wire if ok and wire else None)  # type: ignore[operator]
+                cpu = cpu_delta(ph, a, b)  # the server's CPU over the saturated paced line
+                put(f"115200 server CPU {what} % of a core", v,
+                    100 * cpu / x["secs"] if ok and cpu is not None and x.get("secs") else None)
             t1, tn = kv(r.get("trip1")), kv(r.get("tripN"))
             if t1.get("rc") == 0 and tn.get("rc") == 0:
                 for d, label in ((UP, "client→server"), (DOWN, "server→client")):
