@@ -33,6 +33,8 @@ ENV_PREFIX = "PYSLIRP_"
 _LARGEST_NUMBER = 2**63 - 1
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+#: the most addresses ppp.peer_pool may hold (each free one is kept in a list)
+MAX_POOL = 65536
 
 
 class ConfigError(Exception):
@@ -167,6 +169,8 @@ class PPPConfig(_Section):
         first, last = parse_address_range(value)
         if last < first:
             raise ValueError(f"{first} comes after {last}")
+        if int(last) - int(first) >= MAX_POOL:
+            raise ValueError(f"at most {MAX_POOL} addresses (a /16); got {int(last) - int(first) + 1}")
         return value.strip()
 
     @property

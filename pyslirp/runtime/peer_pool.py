@@ -9,6 +9,7 @@ that redials usually gets the one it had.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from ipaddress import IPv4Address
 
@@ -16,14 +17,18 @@ log = logging.getLogger(__name__)
 
 
 class PeerPool:
-    """Addresses ``first``..``last`` less ``reserved``, leased to one holder each."""
+    """Addresses ``first``..``last`` less ``reserved``, leased to one holder each. Memory grows
+    with the addresses held, not with the pool's size."""
 
     def __init__(self, first: IPv4Address, last: IPv4Address, reserved: set[IPv4Address] = frozenset()) -> None:
         self.description = f"{first}-{last}"
-        self._free = sorted(
-            IPv4Address(number) for number in range(int(first), int(last) + 1) if IPv4Address(number) not in reserved
-        )
-        self.size = len(self._free)
+        self._reserved = {int(address) for address in reserved}
+        self._last = int(last)
+        self.size = sum(1 for n in range(int(first), self._last + 1) if n not in self._reserved)
+        #: the lowest address never handed out; every one below it is held or returned
+        self._next = int(first)
+        #: addresses returned, below ``_next``: the lowest is leased first
+        self._returned: list[int] = []
         #: address -> the line label holding it
         self.held: dict[IPv4Address, str] = {}
 
@@ -32,20 +37,26 @@ class PeerPool:
         return AddressLease(self, holder)
 
     def _take(self, holder: str) -> IPv4Address | None:
-        if not self._free:
-            log.warning(
-                "%s: no address for the client: all %d addresses of ppp.peer_pool %s are in use; "
-                "IPCP is refused until one is returned", holder, self.size, self.description,
-            )
-            return None
-        address = self._free.pop(0)
+        if self._returned:
+            number = heapq.heappop(self._returned)
+        else:
+            while self._next <= self._last and self._next in self._reserved:
+                self._next += 1
+            if self._next > self._last:
+                log.warning(
+                    "%s: no address for the client: all %d addresses of ppp.peer_pool %s are in use; "
+                    "IPCP is refused until one is returned", holder, self.size, self.description,
+                )
+                return None
+            number = self._next
+            self._next += 1
+        address = IPv4Address(number)
         self.held[address] = holder
         return address
 
     def _give_back(self, address: IPv4Address) -> None:
         del self.held[address]
-        self._free.append(address)
-        self._free.sort()
+        heapq.heappush(self._returned, int(address))
 
 
 class AddressLease:
