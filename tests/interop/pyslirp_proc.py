@@ -5,7 +5,9 @@
         await server.wait_log(r"link up")
 
 The configuration is a dict written to a YAML file; the line is ``tcp-listen://`` on a free loopback
-port (:attr:`port`), or ``line`` (a device path, say). Everything the server logs is kept in :attr:`PyslirpProcess.lines` for assertions and is
+port (:attr:`port`), or ``line`` (a device path, say). A configuration with ``lines`` names every
+port there (``tcp-listen://127.0.0.1:0``: a free one each); :attr:`ports` maps each such line's name
+to the port it listens on. Everything the server logs is kept in :attr:`PyslirpProcess.lines` for assertions and is
 shown when a test fails.
 """
 
@@ -24,6 +26,8 @@ from typing import Any
 import yaml
 
 LISTENING = re.compile(r"listening for the line on tcp 127\.0\.0\.1:(\d+)")
+#: with ``lines``, each tcp-listen line says where it listens, prefixed with its name
+LINE_LISTENING = r"line {name}: listening for the line on tcp 127\.0\.0\.1:(\d+)"
 SERVING = re.compile(r"serving PPP on serial port")
 STATS = re.compile(r"stats: (\{.*\})\s*$")
 #: the event loop every server of the run uses: ``PYSLIRP_TEST_LOOP=asyncio`` runs the VM tests
@@ -38,6 +42,8 @@ class PyslirpProcess:
         self.line = line
         self.lines: list[str] = []
         self.port = 0
+        #: with ``lines``: each tcp-listen line's name -> its port
+        self.ports: dict[str, int] = {}
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -78,8 +84,10 @@ class PyslirpProcess:
     async def start(self) -> None:
         self._write_config(self.config)
         config_file = self.config_file
+        lines = self.config.get("lines") or []
+        port = [] if lines else [self.line or "tcp-listen://127.0.0.1:0"]  # 'lines' names every port
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pyslirp", "serve", "--config", str(config_file), self.line or "tcp-listen://127.0.0.1:0",
+            sys.executable, "-m", "pyslirp", "serve", "--config", str(config_file), *port,
             *(["--debug"] if self.debug else []),
             "--loop", LOOP,
             stdin=asyncio.subprocess.DEVNULL,
@@ -88,6 +96,13 @@ class PyslirpProcess:
             cwd=self._dir.name,
         )
         self._reader = asyncio.create_task(self._read())
+        if lines:
+            for line in lines:
+                if str(line["port"]).startswith("tcp-listen://"):
+                    match = await self.wait_log(LINE_LISTENING.format(name=re.escape(line["name"])), timeout=30)
+                    self.ports[line["name"]] = int(match.group(1))
+            self.port = next(iter(self.ports.values()), 0)
+            return
         if self.line is not None:
             await self.wait_log(SERVING.pattern, timeout=30)
             return
