@@ -296,3 +296,36 @@ async def test_a_user_of_one_line_cannot_log_in_on_another() -> None:
         staff, _ = await running.dial_as("desk", user="staff", password="s3cret")
         await staff.exchange(b"staff on desk")
         assert running.server.registry.totals("link")["auth_failure"] >= 2
+
+
+async def test_a_reverse_forward_connects_into_the_client_of_the_line_it_names() -> None:
+    from pyslirp.config import ForwardConfig
+
+    async with Running([{"name": "a"}, {"name": "hub", "max_clients": 2}]) as running:
+        server = running.server
+        await running.dial("a")
+        await running.dial("hub")
+
+        def opened(label: str) -> int:
+            line = next(served for served in server.lines if label.startswith(served.name))
+            return len(line.gateways[label].network.stack.connections)
+
+        before = {label: opened(label) for label in ("a", "hub#1")}
+        assert server._open_reverse(ForwardConfig(listen_port=2222, peer_port=22, line="hub#1"), "to hub#1")
+        assert (opened("a"), opened("hub#1")) == (before["a"], before["hub#1"] + 1)
+        assert server._open_reverse(ForwardConfig(listen_port=2222, peer_port=22), "to the first line")
+        assert (opened("a"), opened("hub#1")) == (before["a"] + 1, before["hub#1"] + 1)
+        # hub#2 has no client: the forward's host client is refused (no_link), nothing is opened
+        assert server._open_reverse(ForwardConfig(listen_port=2222, peer_port=22, line="hub#2"), "to hub#2") is None
+
+
+@pytest.mark.parametrize(("lines", "forward_line", "problem"), [
+    ([], "a", "forwards.0.line: there is no 'lines' section; leave it out"),
+    ([{"name": "a", "port": "pty"}], "b", "forwards.0.line: no line is named 'b' (lines: ['a'])"),
+    ([{"name": "hub", "port": "tcp-listen://127.0.0.1:0", "max_clients": 2}], "hub",
+     "forwards.0.line: line 'hub' has 2 clients; name one of them, hub#1 to hub#2"),
+    ([{"name": "a", "port": "pty"}], "a#1", "forwards.0.line: line 'a' has one client; name it 'a'"),
+])
+def test_a_forward_must_name_a_line_and_client_that_exist(lines: list, forward_line: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        PyslirpConfig(lines=lines, forwards=[{"listen_port": 2222, "peer_port": 22, "line": forward_line}])
