@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -176,6 +177,16 @@ def status_main() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _command(argv)
+    except BrokenPipeError:
+        # The reader of our output went away (`pyslirp status --json | head`): stop quietly,
+        # with stdout pointed at nothing so that the interpreter's own flush at exit is silent.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _command(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -189,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             return install(args.root, args.user, args.line, args.dry_run)
+        except BrokenPipeError:
+            raise  # main's: the reader of our output went away
         except OSError as exc:
             print(f"pyslirp: cannot write the service: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
             return 1

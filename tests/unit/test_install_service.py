@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,16 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
                             cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     assert str(instance) not in result.stderr + result.stdout, result.stderr  # no warning about the unit
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `pyslirp install-service --dry-run | head -1` once head has exited
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pyslirp", "install-service", "--user", "x", "--dry-run"],
+            stdout=write_end, stderr=subprocess.PIPE, timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (1, b"")
