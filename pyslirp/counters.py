@@ -18,10 +18,21 @@ The standard library only: protocol cores and the runtime both import this modul
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["CounterSet", "CounterSpec"]
+__all__ = ["CounterSet", "CounterSpec", "Counts"]
+
+
+class Counts(Counter):  # type: ignore[type-arg]
+    """A :class:`collections.Counter` (a missing key reads 0) whose item assignment costs what a
+    dict's does. ``Counter`` defines ``__delitem__`` in Python, which makes every ``c[key] = n``
+    and ``c[key] += 1`` go through a generic slot that looks ``__setitem__`` up and calls it:
+    several times the cost of the dict's own, on every packet of a protocol core written in C.
+    Here deleting is dict's own too, so a key must be there to be deleted."""
+
+    __delitem__ = dict.__delitem__
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,13 @@
 # becomes C fields, and its demultiplexing and collecting call the connections' methods in C.
 
 cimport cython
+from pyslirp.net cimport ipv4
 from pyslirp.net.ipv4 cimport IPv4Header
+from pyslirp.net.tcp_segment cimport parse_segment
 from pyslirp.net.tcp cimport TCPConnection
+
+
+cdef tuple _key(TCPConnection conn)
 
 
 @cython.final
@@ -17,6 +22,7 @@ cdef class Stack:
     cdef public list _output, _events, _timers
     cdef public int _ident
     cdef public bytes _isn_secret
+    cdef public object _isn_prf
     cdef public dict connections, _dirty, _scheduled
     cdef public double _now, _icmp_tokens, _icmp_updated
 
@@ -25,4 +31,5 @@ cdef class Stack:
     @cython.locals(conn=TCPConnection)
     cdef void _collect(self)
     cdef void _forget(self, tuple key, TCPConnection conn)
+    cpdef void _emit_datagram(self, bytes dst, int protocol, object payload, bint interactive, object source)
     cdef void _schedule(self, TCPConnection conn)

@@ -12,17 +12,16 @@ traffic to other addresses gets what such a router sends (RFC 1812 §4.3.3.1, §
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import os
 import struct
-from collections import Counter
 from dataclasses import dataclass
+from heapq import heappop, heappush
 from ipaddress import IPv4Address, IPv4Network
 from typing import Callable, Sequence, Union
 
 from pyslirp._core.reassembly import FragmentReassembler
-from pyslirp.counters import CounterSet, CounterSpec
+from pyslirp.counters import CounterSet, CounterSpec, Counts
 from pyslirp.net import icmp, ipv4, udp
 from pyslirp.net.ipv4 import IPv4Error
 from pyslirp.net.line_budget import LineBudget
@@ -33,12 +32,15 @@ from pyslirp.net.tcp_types import (
     TCPConfig,
     TCPEvent,
     is_connection_request,
-    isn,
+    isn_keyed,
+    isn_prf,
     reset_for_segment,
 )
 from pyslirp.net.tcp_receive import ReassemblyPool
 from pyslirp.net.tcp_segment import parse_segment
 
+PROTO_TCP = ipv4.PROTO_TCP
+TTL = ipv4.DEFAULT_TTL
 FRAGMENT_BYTES = 256 * 1024
 REASSEMBLY_BYTES = 4 * 1024 * 1024
 #: ICMP errors we send (unreachables) a second, and at once (RFC 1812 §4.3.2.8: rate-limit them):
@@ -155,8 +157,8 @@ class Stack:
         #: UDP to other addresses is handed up (outbound UDP is on), not answered net unreachable
         self.udp_outbound = False
         self.wake = wake
-        self.counters: Counter[str] = Counter()
-        self.tcp_counters: Counter[str] = Counter()
+        self.counters: Counts[str] = Counts()
+        self.tcp_counters: Counts[str] = Counts()
         self._fragments = FragmentReassembler(FRAGMENT_BYTES, FRAGMENT_TIMEOUT)
         #: out-of-order TCP octets held by all the connections together, and their bound
         self.reassembly = ReassemblyPool(reassembly_bytes)
@@ -164,6 +166,7 @@ class Stack:
         self._events: list[StackEvent] = []
         self._ident = 0
         self._isn_secret = os.urandom(16)
+        self._isn_prf = isn_prf(self._isn_secret)
         #: (remote address, remote port, local address, local port) -> connection
         self.connections: dict[tuple[bytes, int, bytes, int], TCPConnection] = {}
         self._dirty: dict[TCPConnection, None] = {}
@@ -198,7 +201,7 @@ class Stack:
             packet = whole
             header = ipv4.parse(packet)
         payload = packet[header.header_length : header.total_length]
-        if header.protocol == ipv4.PROTO_TCP:
+        if header.protocol == PROTO_TCP:
             self._tcp(header, packet, payload, now)
         elif header.dst != self.local:
             if header.protocol == ipv4.PROTO_UDP and self.udp_outbound:
@@ -257,7 +260,7 @@ class Stack:
             self.counters["tcp_refused_table_full"] += 1
             self._emit_tcp_reset(seg, header)
             return
-        iss = isn(self._isn_secret, (header.dst, seg.dst_port), (header.src, seg.src_port), now)
+        iss = isn_keyed(self._isn_prf, (header.dst, seg.dst_port), (header.src, seg.src_port), now)
         conn = TCPConnection.from_syn(
             seg, header.dst, header.src, iss=iss, config=self.tcp_config, now=now, counters=self.tcp_counters
         )
@@ -312,7 +315,7 @@ class Stack:
                 break
         else:
             raise RuntimeError("no free local port")
-        iss = isn(self._isn_secret, (self.local, local_port), (self.peer, port), now)
+        iss = isn_keyed(self._isn_prf, (self.local, local_port), (self.peer, port), now)
         conn = TCPConnection(
             self.local, local_port, self.peer, port, iss=iss, config=self.tcp_config, now=now,
             counters=self.tcp_counters,
@@ -355,7 +358,7 @@ class Stack:
         kind, code = _ICMP_ANSWERS[answer]
         syn = conn._syn
         quoted = struct.pack("!HHI", conn.remote_port, conn.local_port, syn.seq)
-        packet = ipv4.build(conn.remote_addr, conn.local_addr, ipv4.PROTO_TCP, quoted, 0, dont_fragment=True)
+        packet = ipv4.build(conn.remote_addr, conn.local_addr, PROTO_TCP, quoted, 0, TTL, 0, True)  # DF set
         conn.drop_syn(now)
         self._send_icmp_error(kind, code, ipv4.parse(packet), packet, source=self.local)
         self.wake()
@@ -382,8 +385,7 @@ class Stack:
             for segment in conn.take_segments():
                 # From the connection's own address, which its checksum covers (RFC 9293 §3.1): a
                 # SYN to another address is answered from there (RFC 1812 §5.2.7.1).
-                self._emit(conn.remote_addr, ipv4.PROTO_TCP, segment.data, interactive=segment.interactive,
-                           source=conn.local_addr)
+                self._emit_datagram(conn.remote_addr, PROTO_TCP, segment.data, segment.interactive, conn.local_addr)
             for event in conn.events():
                 self._events.append(ConnectionEvent(conn, event))
                 if isinstance(event, Closed):
@@ -402,7 +404,7 @@ class Stack:
             return
         if self._scheduled.get(conn) != deadline:
             self._scheduled[conn] = deadline
-            heapq.heappush(self._timers, (deadline, next(self._timer_seq), conn))
+            heappush(self._timers, (deadline, next(self._timer_seq), conn))
 
     def _send_unreachable(
         self, code: int, header: ipv4.IPv4Header, packet: bytes, source: bytes | None = None
@@ -428,8 +430,13 @@ class Stack:
     # -- output --------------------------------------------------------------------------------
 
     def _emit(self, dst: bytes, protocol: int, payload: bytes, *, interactive: bool, source: bytes | None = None) -> None:
+        self._emit_datagram(dst, protocol, payload, interactive, source)
+
+    def _emit_datagram(self, dst: bytes, protocol: int, payload: bytes, interactive: bool, source: bytes | None) -> None:
+        """:meth:`_emit`, positionally: a C call from the per-segment paths when compiled."""
         self._ident = (self._ident + 1) & 0xFFFF
-        packet = ipv4.build(source or self.local, dst, protocol, payload, self._ident, dont_fragment=False)
+        # (positional: a C call when compiled; ttl, tos, dont_fragment)
+        packet = ipv4.build(source or self.local, dst, protocol, payload, self._ident, TTL, 0, False)
         try:
             pieces = ipv4.fragment(packet, self.mtu)
         except IPv4Error as exc:
@@ -448,7 +455,7 @@ class Stack:
         self._collect()
         timers = self._timers
         while timers and self._scheduled.get(timers[0][2]) != timers[0][0]:
-            heapq.heappop(timers)  # superseded entry
+            heappop(timers)  # superseded entry
         due = timers[0][0] if timers else None
         fragments = self._fragments.next_deadline()
         if fragments is not None and (due is None or fragments < due):
@@ -460,7 +467,7 @@ class Stack:
         self._fragments.expire(now)
         timers = self._timers
         while timers and timers[0][0] <= now:
-            deadline, _, conn = heapq.heappop(timers)
+            deadline, _, conn = heappop(timers)
             if self._scheduled.get(conn) != deadline:
                 continue
             del self._scheduled[conn]

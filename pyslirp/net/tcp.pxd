@@ -12,7 +12,7 @@ from pyslirp.net.tcp_options cimport NegotiatedOptions
 from pyslirp.net.tcp_receive cimport Receiver
 from pyslirp.net.tcp_rtt cimport RTTEstimator
 from pyslirp.net.tcp_scoreboard cimport Scoreboard, SentSegment
-from pyslirp.net.tcp_segment cimport TCPSegment
+from pyslirp.net.tcp_segment cimport TCPSegment, encode_segment
 from pyslirp.net.tcp_send cimport Sender
 
 
@@ -74,3 +74,20 @@ cdef class TCPConnection:
                    wnd=cython.longlong, room=cython.longlong, ack=cython.longlong)
     cdef void _xmit(self, int flags, long long seq, object payload, double now, bytes opts=*)
     cpdef void _count(self, str name, long long n=*)
+
+    # opening, closing and the timers: once or twice per connection, but every short connection
+    # pays each (C calls, not method lookups)
+    cpdef void _open(self, object state, double now)
+    cpdef TCPSegment _leave_listen(self, str call)
+    cpdef void _queue_fin(self, double now)
+    cpdef void _rx_syn_sent(self, TCPSegment seg, double now)
+    cpdef void _on_rto(self, double now)
+    cpdef void _on_persist(self, double now)
+    cpdef void _leave_persist(self, double now)
+    cpdef void _enter_time_wait(self, double now)
+    cpdef void _abort_with_reset(self, str reason, long long ack)
+    cpdef void _enter_closed(self)
+    cpdef void _establish(self, double now)
+    cpdef void _learn_syn(self, TCPSegment syn, double now)
+    cpdef void _send_syn(self, double now)
+    cpdef void _send_ctl(self, long long seq32, long long ack32, int flags)

@@ -50,6 +50,9 @@ from pyslirp.net.tcp_types import (
 
 __all__ = ["TCPConnection"]
 
+#: ``OutSegment(data, interactive)`` without the named tuple's Python-level ``__new__``
+_tuple_new = tuple.__new__
+
 
 class TCPConnection:
     """RFC 9293 TCP endpoint for one 4-tuple. See the module docstring."""
@@ -877,7 +880,7 @@ class TCPConnection:
             rcv.ack_sent(sack_sent)
         data = encode_segment(self.local_port, self.remote_port, seq & MASK, ack, flags, wnd,
                               opts, payload, self._ph)
-        self._out.append(OutSegment(data, self._low_delay(n)))
+        self._out.append(_tuple_new(OutSegment, (data, self._low_delay(n))))
         self._last_xmit = now
         ctr = self._ctr
         ctr["segments_out"] = ctr.get("segments_out", 0) + 1
@@ -886,7 +889,7 @@ class TCPConnection:
         """A bare control segment (RST, RST+ACK) that does not touch the ACK state."""
         data = encode_segment(self.local_port, self.remote_port, seq32 & MASK, ack32 & MASK,
                               flags, 0, b"", b"", self._ph)
-        self._out.append(OutSegment(data, True))
+        self._out.append(_tuple_new(OutSegment, (data, True)))
         if flags & RST:
             self._count("rst_sent")
         self._count("segments_out")

@@ -201,7 +201,9 @@ def parse_segment(data: bytes, src: Optional[bytes] = None, dst: Optional[bytes]
         if not ok:
             _count(counters, "bad_checksum")
             return None
-    seg = TCPSegment(sport, dport, seq, ack, flags, wnd, bytes(data[hl:]), urgent=urp)
+    seg = TCPSegment(sport, dport, seq, ack, flags, wnd, bytes(data[hl:]))  # positional: no keyword parsing
+    if urp:
+        seg.urgent = urp
     if hl > 20 and not _parse_options(seg, bytes(data[20:hl])):
         _count(counters, "bad_options")
         return None

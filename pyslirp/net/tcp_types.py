@@ -185,10 +185,20 @@ def isn(secret: bytes, local: tuple[bytes, int], remote: tuple[bytes, int], now:
     """RFC 6528 §3 initial sequence number: ISN = M + F(localip, localport, remoteip,
     remoteport, secretkey), M a 4-microsecond timer, F a keyed PRF (BLAKE2s here; Linux uses
     SipHash)."""
+    return isn_keyed(isn_prf(secret), local, remote, now)
+
+
+def isn_prf(secret: bytes) -> object:
+    """F of :func:`isn` keyed with ``secret``, made once: a stack keeps it for its SYNs (keying
+    BLAKE2s costs as much as hashing the 4-tuple)."""
     key = secret if len(secret) <= 32 else hashlib.blake2s(secret).digest()
-    h = hashlib.blake2s(bytes(local[0]) + local[1].to_bytes(2, "big")
-                        + bytes(remote[0]) + remote[1].to_bytes(2, "big"),
-                        key=key, digest_size=4)
+    return hashlib.blake2s(key=key, digest_size=4)
+
+
+def isn_keyed(prf: object, local: tuple[bytes, int], remote: tuple[bytes, int], now: float) -> int:
+    """:func:`isn` with F already keyed (:func:`isn_prf`): the same number."""
+    h = prf.copy()  # type: ignore[attr-defined]
+    h.update(bytes(local[0]) + local[1].to_bytes(2, "big") + bytes(remote[0]) + remote[1].to_bytes(2, "big"))
     return (int(now * 250_000) + int.from_bytes(h.digest(), "big")) & MASK
 
 

@@ -36,7 +36,7 @@ from typing import Protocol
 from pyslirp.config import ServiceConfig
 from pyslirp.runtime.connector import Connector
 from pyslirp.runtime.fake_names import FakeNames
-from pyslirp.counters import CounterSpec
+from pyslirp.counters import CounterSpec, Counts
 from pyslirp.runtime.observers import Flow
 
 #: every reason a flow can be refused, declared once (the proxy counts ``refused_<reason>``)
@@ -169,14 +169,14 @@ class Admission:
     ) -> None:
         self.local_ip = local_ip
         #: (protocol, our port) -> admitted flows of this link still open
-        self.active: Counter[tuple[str, int]] = Counter()
+        self.active: Counts[tuple[str, int]] = Counts()
         #: the same over every line, when the server shares it: what a service's max_connections bounds
         self.service_flows = service_flows if service_flows is not None else self.active
         self._counts = (self.active,) if service_flows is None else (self.active, service_flows)
         #: the line's max_connections (every service together), or None
         self.line_limit = line_limit
         #: (protocol, our port) -> admitted TCP flows whose service has not accepted yet
-        self.pending: Counter[tuple[str, int]] = Counter()
+        self.pending: Counts[tuple[str, int]] = Counts()
         #: set when pyslirp is shutting down: every new flow is refused ``shutting_down``
         self.closing = False
         self.update(services, checks, max_pending, relays, outbound)

@@ -70,6 +70,9 @@ class ServiceConnector:
         self.targets = service.targets()
         self.counters: MutableMapping[str, int] = counters if counters is not None else {}
         self._next = 0  # round robin: the target the next connection starts from
+        #: each target's socket family when it is a loopback address (connect_now's), else None:
+        #: worked out once, not per connection
+        self._loopback = [_loopback_family(host) for host, _ in self.targets]
 
     def describe(self) -> str:
         first = f"{self.service.host}:{self.service.port}"
@@ -85,14 +88,12 @@ class ServiceConnector:
     def connect_now(self) -> socket.socket | None:
         """A socket already connected if the first target listens on a loopback address; None
         when it is elsewhere, by name (resolving would block), or not (yet) accepting."""
-        host, port = self.targets[self._next if self.service.balance == "round_robin" else 0]
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
+        index = self._next if self.service.balance == "round_robin" else 0
+        family = self._loopback[index]
+        if family is None:
             return None
-        if not address.is_loopback:
-            return None
-        sock = socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
+        host, port = self.targets[index]
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
             if sock.connect_ex((host, port)) in (0, errno.EINPROGRESS):
@@ -141,6 +142,17 @@ class ServiceConnector:
         except ConnectFailed as exc:
             exc.answer = RST  # the service is at our address: it refuses, whatever the path to it
             raise
+
+
+def _loopback_family(host: str) -> socket.AddressFamily | None:
+    """AF_INET or AF_INET6 for a loopback address; None for any other address, or a name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if not address.is_loopback:
+        return None
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
 
 
 #: what a direct connect's error tells the client (any other: RST)

@@ -77,8 +77,20 @@ class Pipe(asyncio.Protocol):
         self._fin_queued = False
         self._host_gone = False
         self._pump_timer: asyncio.TimerHandle | None = None
+        self._prepared = False  # the socket's receive buffer is set (see prepare)
 
     # -- the host socket side (asyncio.Protocol) -----------------------------------------------
+
+    def prepare(self, sock: socket.socket) -> None:
+        """Set up the connected host socket before it joins the event loop as this pipe's
+        transport: the same as :meth:`connection_made` does through the transport, where uvloop
+        hands out a stand-in socket object whose calls cost several times more. A socket that
+        refuses is left to connection_made."""
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RECEIVE_BUFFER)
+        except OSError:
+            return
+        self._prepared = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.closed:
@@ -91,9 +103,10 @@ class Pipe(asyncio.Protocol):
             return
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RECEIVE_BUFFER)
+        if not self._prepared:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RECEIVE_BUFFER)
         if self.wait_established:
             # A reverse forward: hold the host client's data until the client side is open.
             self._host_paused = True

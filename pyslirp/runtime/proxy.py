@@ -25,14 +25,13 @@ import asyncio
 import functools
 import logging
 import socket
-from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Callable
 
 from pyslirp.admission_extension import Extension
 from pyslirp.config import ServiceConfig
-from pyslirp.counters import CounterSet, CounterSpec
+from pyslirp.counters import CounterSet, CounterSpec, Counts
 from pyslirp.net import tcp, tcp_types
 from pyslirp.net.stack import ConnectionEvent, ConnectionRequest, Stack
 from pyslirp.runtime.admission import OUTBOUND_PORT, REFUSED, Admission, Admitted, Refused
@@ -87,11 +86,12 @@ class ServiceProxy:
         self.line = line
         self.observer = observer if observer is not None else GatewayObserver()
         self.local_ip = IPv4Address(stack.local)
+        self._local_packed = self.local_ip.packed
         self.peer_ip = IPv4Address(stack.peer)
         self.admission = admission
         #: the operator's async check (security.admission), awaited before the connect
         self.extension = extension
-        self.counters: Counter[str] = Counter()
+        self.counters: Counts[str] = Counts()
         self.connectors: dict[int, Connector] = {
             port: ServiceConnector(service, self.counters) for port, service in services.items()
             if service.protocol == "tcp"
@@ -119,28 +119,32 @@ class ServiceProxy:
             self._request(event)
 
     def _request(self, request: ConnectionRequest) -> None:
+        # Every short connection passes here: the flow is built once per outcome (no
+        # dataclasses.replace), our own address is not parsed again, and a socket connected
+        # within the call joins the loop through one task with one done callback.
         conn = request.conn
-        flow = Flow(
-            self.line, "tcp", (self.peer_ip, conn.remote_port), (IPv4Address(request.address), request.port)
-        )
-        decision = self.admission.admit(flow, self.now())
+        address = request.address
+        client = (self.peer_ip, conn.remote_port)
+        destination = (self.local_ip if address == self._local_packed else IPv4Address(address), request.port)
+        decision = self.admission.admit(Flow(self.line, "tcp", client, destination), self.now())
         if isinstance(decision, Refused):
             self.counters[REFUSED.key(decision.reason)] += 1
-            self.observer.connection_refused(replace(flow, service=decision.service), decision.reason)
+            self.observer.connection_refused(Flow(self.line, "tcp", client, destination, decision.service),
+                                             decision.reason)
             conn.refuse(self.now())
             return
-        service = decision.service
-        flow = replace(flow, service=decision.label)
-        pipe = Pipe(self, conn, f"{flow.service} <- :{conn.remote_port}")
+        label = decision.label
+        flow = Flow(self.line, "tcp", client, destination, label)
+        pipe = Pipe(self, conn, f"{label} <- :{conn.remote_port}")
         self.pipes[conn] = pipe
         self._tracked[pipe] = _Tracked(flow, decision, self.now())
+        port = decision.port
         connector = (
-            self.connectors[decision.port] if decision.port != OUTBOUND_PORT
-            else self.outbound_connector(flow.destination[0], flow.destination[1])
+            self.connectors[port] if port != OUTBOUND_PORT else self.outbound_connector(destination[0], destination[1])
         )
         if self.extension is not None:
             task = asyncio.create_task(
-                self._decide_then_connect(pipe, connector, self.extension, service.connect_timeout)
+                self._decide_then_connect(pipe, connector, self.extension, decision.service.connect_timeout)
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -149,11 +153,13 @@ class ServiceProxy:
         if sock is not None:
             self._sockets.add(pipe)
             self._accepted(pipe)
+            pipe.prepare(sock)
             loop = asyncio.get_running_loop()
             task = loop.create_task(loop.create_connection(lambda: pipe, sock=sock))
-            task.add_done_callback(functools.partial(self._attached, pipe, sock))
-        else:
-            task = asyncio.create_task(self._connect(pipe, connector))
+            self._tasks.add(task)
+            task.add_done_callback(functools.partial(self._attached, pipe, sock))  # which discards the task
+            return
+        task = asyncio.create_task(self._connect(pipe, connector))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -178,6 +184,7 @@ class ServiceProxy:
     ) -> None:
         """A socket ``connect_now`` connected has joined the event loop as ``pipe``'s transport,
         or failed to (the socket is closed; the transport detaches it otherwise)."""
+        self._tasks.discard(task)
         if task.cancelled() or task.exception() is not None:
             try:
                 sock.close()
@@ -225,6 +232,7 @@ class ServiceProxy:
             self._end(pipe, "client_aborted")
             return
         self._accepted(pipe)
+        pipe.prepare(sock)
         try:
             transport, _ = await asyncio.get_running_loop().create_connection(lambda: pipe, sock=sock)
         except OSError as exc:

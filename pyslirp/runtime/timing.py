@@ -7,6 +7,7 @@ import math
 #: buckets per doubling of the time: each is about 19% wide
 STEPS_PER_OCTAVE = 4
 BUCKETS = 96  # up to 2**(95/4) µs, about 14 s
+_log2 = math.log2
 
 
 class ProcessingTimes:
@@ -21,7 +22,12 @@ class ProcessingTimes:
         if packets <= 0:
             return
         us = seconds * 1e6 / packets
-        index = 0 if us < 1.0 else min(BUCKETS - 1, int(math.log2(us) * STEPS_PER_OCTAVE) + 1)
+        if us < 1.0:
+            index = 0
+        else:  # called after every read and flush: no min(), no module attribute lookups
+            index = int(_log2(us) * STEPS_PER_OCTAVE) + 1
+            if index >= BUCKETS:
+                index = BUCKETS - 1
         self.counts[index] += packets
         self.packets += packets
 
