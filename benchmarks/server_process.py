@@ -74,8 +74,17 @@ def free_port() -> int:
 
 
 class Echo(asyncio.Protocol):
+    """A loopback echo service as benchmarks/e2e/hostsvc.py's: TCP_NODELAY, and it closes at the
+    client's FIN."""
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[attr-defined]
+
+    def eof_received(self) -> bool:
+        return False  # close our side too

@@ -50,6 +50,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import datapath  # noqa: E402
+from server_process import Echo  # noqa: E402
 
 from pyslirp.net import tcp_types  # noqa: E402
 
@@ -59,22 +60,6 @@ MESSAGE = b"x"
 WARMUP = 200
 LISTENING = re.compile(r"listening for the line on tcp 127\.0\.0\.1:(\d+)")
 INSTRUCTIONS = re.compile(r"I\s+refs:\s+([\d,]+)")
-
-
-class EchoService(asyncio.Protocol):
-    """benchmarks/e2e/hostsvc.py's echo: TCP_NODELAY, echoes, closes at the client's FIN."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[attr-defined]
-
-    def eof_received(self) -> bool:
-        return False
 
 
 def server_config(echo_port: int) -> dict[str, Any]:
@@ -313,7 +298,7 @@ async def run(mode: str, n: int, rounds: int, *, warmup: int = WARMUP, profile: 
     profiler command to run over the server during the rounds (its pid appended); ``wrapper``:
     a command the server runs under."""
     loop = asyncio.get_running_loop()
-    echo = await loop.create_server(EchoService, "127.0.0.1", 0)
+    echo = await loop.create_server(Echo, "127.0.0.1", 0)
     echo_port = echo.sockets[0].getsockname()[1]
     result = Result(mode, n)
     path = ShortPath()
