@@ -23,6 +23,9 @@ from pydantic_settings import (
     BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError,
 )
 
+from pyslirp.config_records import (
+    AuthRules, ConfigError, LineRules, PPPRules, ServiceRecord, ServiceRules, parse_address_range, read_secrets,
+)
 from pyslirp.ppp.protocols import MIN_MRU
 
 DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/pyslirp/config.yaml"))
@@ -35,10 +38,6 @@ _LARGEST_NUMBER = 2**63 - 1
 Port = Annotated[int, Field(ge=1, le=65535)]
 #: the most addresses ppp.peer_pool may hold (each free one is kept in a list)
 MAX_POOL = 65536
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; ``str()`` is a message fit for a user."""
 
 
 class _Section(BaseModel):
@@ -77,7 +76,7 @@ class KeepaliveConfig(_Section):
     failures: int = Field(3, ge=1)
 
 
-class AuthConfig(_Section):
+class AuthConfig(AuthRules, _Section):
     """Server-side authentication of the client (RFC 1334 PAP, RFC 1994 CHAP-MD5)."""
 
     method: Literal["none", "pap", "chap"] = "none"
@@ -90,7 +89,7 @@ class AuthConfig(_Section):
     @classmethod
     def _secrets_readable(cls, path: Path | None) -> Path | None:
         if path is not None:
-            _read_secrets(path)  # a file that cannot be read is reported with every other problem
+            read_secrets(path)  # a file that cannot be read is reported with every other problem
         return path
 
     @model_validator(mode="after")
@@ -99,37 +98,9 @@ class AuthConfig(_Section):
             raise ValueError(f"method '{self.method}' needs users or a secrets_file")
         return self
 
-    def credentials(self) -> dict[str, str]:
-        """The users from the config merged with the secrets file (the file wins), read now."""
-        creds = dict(self.users)
-        if self.secrets_file is not None:
-            try:
-                creds.update(_read_secrets(self.secrets_file))
-            except ValueError as exc:
-                raise ConfigError(f"ppp.auth.secrets_file: {exc}") from None
-        return creds
 
 
-def _read_secrets(path: Path) -> dict[str, str]:
-    """The 'user secret' lines of a secrets file; ValueError says what is wrong with it."""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not text"
-        raise ValueError(f"cannot read {path}: {reason}") from None
-    creds = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        fields = line.split()
-        if len(fields) < 2:
-            raise ValueError(f"{path}:{number}: expected 'user secret'")
-        creds[fields[0]] = fields[1]
-    return creds
-
-
-class PPPConfig(_Section):
+class PPPConfig(PPPRules, _Section):
     """PPP link: addresses, LCP options, keepalive and authentication."""
 
     local_ip: IPv4Address = IPv4Address("10.0.0.1")
@@ -173,27 +144,6 @@ class PPPConfig(_Section):
             raise ValueError(f"at most {MAX_POOL} addresses (a /16); got {int(last) - int(first) + 1}")
         return value.strip()
 
-    @property
-    def dns_servers(self) -> list[IPv4Address]:
-        return list(self.dns) if self.dns is not None else [self.local_ip]
-
-    @property
-    def pool_range(self) -> tuple[IPv4Address, IPv4Address]:
-        """The first and last address of ``peer_pool``."""
-        return parse_address_range(self.peer_pool)
-
-
-def parse_address_range(text: str) -> tuple[IPv4Address, IPv4Address]:
-    """``FIRST-LAST``, or a network whose host addresses are the range; ValueError if neither."""
-    text = text.strip()
-    if "-" in text:
-        first, _, last = text.partition("-")
-        return IPv4Address(first.strip()), IPv4Address(last.strip())
-    network = IPv4Network(text, strict=False)
-    if network.num_addresses <= 2:
-        return network.network_address, network.broadcast_address
-    return network.network_address + 1, network.broadcast_address - 1
-
 
 def _overlay(model: BaseModel, changes: Mapping[str, Any]) -> dict[str, Any]:
     """``model``'s fields with ``changes`` laid over them: a nested section is overlaid field by
@@ -221,7 +171,7 @@ class BreakerConfig(_Section):
     cooldown: float = Field(30.0, gt=0)
 
 
-class ServiceConfig(_Section):
+class ServiceConfig(ServiceRules, _Section):
     """A local service the client reaches at local_ip:<key>."""
 
     host: str = "127.0.0.1"
@@ -258,16 +208,14 @@ class ServiceConfig(_Section):
                 raise ValueError(f"expected host:port, got {value!r}")
         return values
 
-    def targets(self) -> list[tuple[str, int]]:
-        """host:port, then each backend."""
-        return [(self.host, self.port), *((b.rpartition(":")[0], int(b.rpartition(":")[2])) for b in self.backends)]
 
-    def is_auth_service(self, port: int) -> bool:
-        """``auth_service`` as configured, else whether it is SSH's port (ours, ``port``, or the host's)."""
-        if self.auth_service is not None:
-            return self.auth_service
-        return port == 22 or self.port == 22
 
+#: a service the runtime builds itself (the DNS relay, the accounting of outbound flows) is a
+#: record with the model's defaults
+ServiceRecord.defaults = {
+    name: field.get_default(call_default_factory=True)
+    for name, field in ServiceConfig.model_fields.items() if not field.is_required()
+}
 
 
 class ForwardConfig(_Section):
@@ -454,7 +402,7 @@ _yaml_data: ContextVar[dict[str, Any]] = ContextVar("pyslirp_yaml_data", default
 _environment_problems: ContextVar[list[str] | None] = ContextVar("pyslirp_environment_problems", default=None)
 
 
-class LineConfig(_Section):
+class LineConfig(LineRules, _Section):
     """One of the lines ``lines`` serves in one process; unset fields take ``serial``'s values."""
 
     name: str = Field(min_length=1, max_length=64, description="the line's name in logs, metrics, status and audit")
@@ -499,11 +447,6 @@ class LineConfig(_Section):
         if self.peer_ip is not None:
             changes["peer_ip"] = self.peer_ip
         return PPPConfig.model_validate(_overlay(base, changes)) if changes else base
-
-    def effective_serial(self, base: SerialConfig) -> SerialConfig:
-        """``serial`` with this line's port and whatever it sets of its own."""
-        own = {key: getattr(self, key) for key in ("baudrate", "rtscts", "xonxoff", "line_rate")}
-        return base.model_copy(update={"port": self.port, **{k: v for k, v in own.items() if v is not None}})
 
 
 def _environment_problem(problem: str) -> None:

@@ -31,9 +31,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from pyslirp.config import ServiceConfig
 from pyslirp.runtime.connector import Connector
 from pyslirp.runtime.fake_names import FakeNames
 from pyslirp.counters import CounterSpec, Counts
@@ -48,6 +47,9 @@ REFUSED = CounterSpec(
              "shutting_down", "breaker_open", "outbound_denied", "outbound_not_allowed", "outbound_port",
              "outbound_unknown_name", "line_full", "line_rate_limit"),
 )
+
+if TYPE_CHECKING:
+    from pyslirp.config import ServiceConfig
 #: the port the outbound route is accounted by (no service of ours is on port 0)
 OUTBOUND_PORT = 0
 

@@ -20,10 +20,13 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from pyslirp.config import BreakerConfig, ServiceConfig
 from pyslirp.runtime.admission import Admitted
 from pyslirp.runtime.observers import Flow, GatewayObserver
+
+if TYPE_CHECKING:
+    from pyslirp.config import BreakerConfig, ServiceConfig
 
 log = logging.getLogger(__name__)
 

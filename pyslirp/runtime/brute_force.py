@@ -25,11 +25,14 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING
 
-from pyslirp.config import BruteForceConfig, ServiceConfig
 from pyslirp.ppp.link import AuthFailed
 from pyslirp.runtime.admission import Admitted
 from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver
+
+if TYPE_CHECKING:
+    from pyslirp.config import BruteForceConfig, ServiceConfig
 
 log = logging.getLogger("pyslirp.security")
 

@@ -19,9 +19,11 @@ import ipaddress
 import logging
 import os
 import socket
-from typing import MutableMapping, Protocol
+from typing import TYPE_CHECKING, MutableMapping, Protocol
 
-from pyslirp.config import ServiceConfig
+if TYPE_CHECKING:
+    from pyslirp.config import ServiceConfig
+
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,12 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from ipaddress import ip_address
+from typing import TYPE_CHECKING
 
-from pyslirp.config import ForwardConfig
 from pyslirp.counters import CounterSet, CounterSpec
+
+if TYPE_CHECKING:
+    from pyslirp.config import ForwardConfig
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,7 @@ FORWARD_COUNTERS = CounterSet("forward", [
 ])
 
 #: (the forward, a label) -> a protocol piping into its client, or None when no link is up
-OpenReverse = Callable[[ForwardConfig, str], "asyncio.Protocol | None"]
+OpenReverse = Callable[["ForwardConfig", str], "asyncio.Protocol | None"]
 
 
 class ForwardError(Exception):

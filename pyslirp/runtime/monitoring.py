@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
-from pyslirp.config import MonitoringConfig
 from pyslirp.runtime.http_endpoints import (
     Action, EndpointServer, Handler, MonitoringError, Response, json_response,
 )
@@ -27,6 +26,7 @@ from pyslirp.runtime.metrics import GatewayCollector, EventStats, metrics_regist
 from pyslirp.runtime.status import GatewayView, health_document, status_document
 
 if TYPE_CHECKING:
+    from pyslirp.config import MonitoringConfig
     from pyslirp.runtime.server import ReloadReport
 
 log = logging.getLogger(__name__)

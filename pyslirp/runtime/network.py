@@ -11,10 +11,9 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from pyslirp.admission_extension import Extension
-from pyslirp.config import PyslirpConfig
 from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.net.line_budget import BUDGET_COUNTERS
 from pyslirp.net.stack import STACK_COUNTERS, ConnectionEvent, ConnectionRequest, Stack, UDPDatagram
@@ -28,6 +27,9 @@ from pyslirp.runtime.pipe import Pipe
 from pyslirp.runtime.proxy import PROXY_COUNTERS, ServiceProxy
 from pyslirp.runtime.settings import tcp_config
 from pyslirp.runtime.udp_relay import RELAY_COUNTERS, UDPRelay, dns_relay, udp_ports
+
+if TYPE_CHECKING:
+    from pyslirp.config import PyslirpConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,16 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING
 
-from pyslirp.config import OutboundConfig, ServiceConfig, SocksConfig
+from pyslirp.config_records import ServiceRecord
 from pyslirp.runtime.admission import OUTBOUND_PORT, Admitted, Refused
 from pyslirp.runtime.connector import open_tcp
 from pyslirp.runtime.fake_names import FakeNames
 from pyslirp.runtime.socks5 import socks5_connect
+
+if TYPE_CHECKING:
+    from pyslirp.config import OutboundConfig, ServiceConfig, SocksConfig
 
 #: never reached unless ``allow`` names them: the host's own and no one's addresses
 HOST_LOCAL = tuple(
@@ -83,7 +87,7 @@ class OutboundRoutes:
         # each flow's destination is its target).
         self.admitted = {
             protocol: Admitted(
-                ServiceConfig(name="outbound", port=1, protocol=protocol, max_connections=outbound.max_connections,
+                ServiceRecord(name="outbound", port=1, protocol=protocol, max_connections=outbound.max_connections,
                               connect_timeout=self.timeout, connect_retries=0, auth_service=False),
                 OUTBOUND_PORT,
             )

@@ -27,10 +27,9 @@ import logging
 import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from pyslirp.admission_extension import Extension
-from pyslirp.config import ServiceConfig
 from pyslirp.counters import CounterSet, CounterSpec, Counts
 from pyslirp.net import tcp, tcp_types
 from pyslirp.net.stack import ConnectionEvent, ConnectionRequest, Stack
@@ -39,6 +38,9 @@ from pyslirp.runtime.connector import RST, ConnectFailed, Connector, ServiceConn
 from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver
 from pyslirp.runtime.pipe import Pipe
 from pyslirp.runtime.security import flow_info
+
+if TYPE_CHECKING:
+    from pyslirp.config import ServiceConfig
 
 log = logging.getLogger(__name__)
 

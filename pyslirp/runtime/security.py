@@ -23,12 +23,15 @@ from collections.abc import Collection
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from pyslirp.admission_extension import Extension, FlowInfo, load_check
-from pyslirp.config import PyslirpConfig, RateLimit
 from pyslirp.runtime.admission import AdmissionCheck, Admitted
 from pyslirp.runtime.brute_force import BruteForceGuard
 from pyslirp.runtime.observers import Flow
+
+if TYPE_CHECKING:
+    from pyslirp.config import PyslirpConfig, RateLimit
 
 
 class TokenBucket:

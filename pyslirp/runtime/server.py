@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from pyslirp.admission_extension import ExtensionError
-from pyslirp.config import ConfigError, ForwardConfig, PyslirpConfig
+from pyslirp.config_records import ConfigError
 from pyslirp.ppp.link import LinkUp
 from pyslirp.runtime.admission import AdmissionCheck
 from pyslirp.runtime.audit import AUDIT_COUNTERS, AuditLog, AuditLogError
@@ -34,6 +34,7 @@ from pyslirp.runtime.settings import Applies, line_rate, line_settings, link_opt
 from pyslirp.runtime.status import ServiceProbe, status_document
 
 if TYPE_CHECKING:
+    from pyslirp.config import ForwardConfig, PyslirpConfig
     from pyslirp.runtime.monitoring import Monitoring
 
 log = logging.getLogger("pyslirp")
@@ -275,7 +276,7 @@ class Server:
     async def _reload(self) -> ReloadReport:
         assert self.load is not None
         try:
-            new = self.load()
+            new = await asyncio.to_thread(self.load)  # validating takes a child process a moment
             new.ppp.auth.credentials()
             effective, changes = reloaded(self.config, new)
             security = self._security_pipeline(effective)

@@ -3,8 +3,10 @@
 Pure functions, one per consumer: :func:`link_options` for the sans-IO PPP link,
 :func:`tcp_config` for each connection of a link, :func:`deframer_max_frame` for the HDLC
 deframer, :func:`line_rate` for the line scheduler's pacing. Every rule on a value is checked
-once, by the pydantic models in ``pyslirp.config`` (which name the field in their errors); the
-protocol cores take what this module hands them without checking it again.
+once, by the pydantic models in ``pyslirp.config`` (which name the field in their errors); a
+server reads the records they were turned into (``pyslirp.config_records``), a test often the
+models themselves, alike. The protocol cores take what this module hands them without checking
+it again.
 
 :data:`APPLIES` marks when a change to each section or field takes effect on a running gateway:
 at once (``LIVE``), when the client next negotiates the link (``NEXT_LINK``), or only after a
@@ -19,9 +21,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyslirp.config import PyslirpConfig, RateLimit
+from pyslirp.config_records import replaced
 from pyslirp.net.stack import IP_TCP_HEADERS
 from pyslirp.net.tcp_types import TCPConfig
 from pyslirp.ppp.auth import AuthOptions
@@ -29,6 +31,9 @@ from pyslirp.ppp.fsm import FSMConfig
 from pyslirp.ppp.ipcp import IPCPOptions
 from pyslirp.ppp.lcp import LCPOptions
 from pyslirp.ppp.link import LinkOptions
+
+if TYPE_CHECKING:
+    from pyslirp.config import PyslirpConfig, RateLimit
 
 #: the deframer's bound on a frame: the MRU plus address, control, protocol, FCS and slack,
 #: never below what LCP may carry before the MRU is negotiated
@@ -90,7 +95,7 @@ def reloaded(old: PyslirpConfig, new: PyslirpConfig) -> tuple[PyslirpConfig, dic
     effective = new
     for path, when in changes.items():
         if when is Applies.RESTART:
-            effective = _replaced(effective, path.split("."), _value(old, path.split(".")))
+            effective = replaced(effective, path.split("."), _value(old, path.split(".")))
     return effective, changes
 
 
@@ -98,14 +103,6 @@ def _value(model: Any, parts: list[str]) -> Any:
     for part in parts:
         model = model[int(part)] if isinstance(model, (list, dict)) else getattr(model, part)
     return model
-
-
-def _replaced(model: Any, parts: list[str], value: Any) -> Any:
-    """``model`` (a pydantic model) with the field at ``parts`` set to ``value``."""
-    head = parts[0]
-    if len(parts) == 1:
-        return model.model_copy(update={head: value})
-    return model.model_copy(update={head: _replaced(getattr(model, head), parts[1:], value)})
 
 
 def _diff(old: Any, new: Any, path: str) -> list[str]:

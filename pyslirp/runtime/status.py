@@ -22,12 +22,14 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyslirp import __version__
-from pyslirp.config import PyslirpConfig, ServiceConfig
 from pyslirp.runtime.connector import ConnectFailed, ServiceConnector
 from pyslirp.runtime.counter_registry import CounterRegistry
+
+if TYPE_CHECKING:
+    from pyslirp.config import PyslirpConfig, ServiceConfig
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from collections import Counter
 from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from pyslirp.admission_extension import Extension
-from pyslirp.config import PyslirpConfig, ServiceConfig, SocksConfig
+from pyslirp.config_records import ServiceRecord
 from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.net import dns
 from pyslirp.net.stack import UDPDatagram
@@ -38,6 +38,9 @@ from pyslirp.runtime.connector import ConnectFailed
 from pyslirp.runtime.observers import ConnectionSummary, Flow, GatewayObserver
 from pyslirp.runtime.security import flow_info
 from pyslirp.runtime.socks5 import parse_udp_reply, socks5_udp_associate, udp_header
+
+if TYPE_CHECKING:
+    from pyslirp.config import PyslirpConfig, ServiceConfig, SocksConfig
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ def dns_relay(config: PyslirpConfig) -> dict[int, ServiceConfig]:
         log.warning("DNS forwarding off: no upstream configured and no nameserver in /etc/resolv.conf")
         return {}
     host, port = upstream
-    return {DNS_PORT: ServiceConfig(
+    return {DNS_PORT: ServiceRecord(
         name=DNS_SERVICE, host=host, port=port, protocol="udp",
         max_connections=MAX_DNS_IN_FLIGHT, connect_timeout=config.dns.timeout,
     )}
