@@ -1,6 +1,10 @@
 """The ``pyslirp`` command: ``serve``, ``validate``, ``status``, ``reload``, ``install-service`` and
 ``--version``.
 
+``serve`` validates its configuration in a child process and serves from the records it hands
+back (:mod:`pyslirp.config_snapshot`): pydantic is imported by ``validate``, ``status`` and
+``reload``, never by the server.
+
 Exit status: 0 on success, 2 for a configuration or usage error (never a traceback), 1 when the
 server stops on a runtime fault, the installation is broken (protocol cores partly compiled), or
 ``status``/``reload`` find no gateway or a reload is refused.
@@ -13,11 +17,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pyslirp import __version__
-from pyslirp.config import ConfigError, PyslirpConfig, find_config_file, load_config
-from pyslirp.config_warnings import config_warnings
+from pyslirp.config_records import ConfigError, Record
+
+if TYPE_CHECKING:
+    from pyslirp.config import PyslirpConfig
+    from pyslirp.config_snapshot import Validation
 
 EXIT_CONFIG = 2
 
@@ -105,7 +112,7 @@ def _cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def _setup_logging(config: PyslirpConfig) -> None:
+def _setup_logging(config: Record) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if config.logging.file is not None:
         handlers.append(logging.FileHandler(config.logging.file))
@@ -118,7 +125,20 @@ def _setup_logging(config: PyslirpConfig) -> None:
 
 
 def _load(args: argparse.Namespace) -> PyslirpConfig:
+    from pyslirp.config import load_config
+
     return load_config(args.config, _cli_overrides(args))
+
+
+def _load_validated(args: argparse.Namespace) -> tuple[Record, list[str]]:
+    """The configuration ``serve`` runs on, and its warnings (validated in a child process)."""
+    return _validation(args).result()
+
+
+def _validation(args: argparse.Namespace) -> Validation:
+    from pyslirp.config_snapshot import Validation
+
+    return Validation(args.config, _cli_overrides(args))
 
 
 def _ask_gateway(args: argparse.Namespace) -> int:
@@ -129,7 +149,7 @@ def _ask_gateway(args: argparse.Namespace) -> int:
     url = args.url
     if url is None:
         try:
-            monitoring = load_config(args.config).monitoring
+            monitoring = _load(args).monitoring
         except ConfigError as exc:
             print(f"pyslirp: {exc}", file=sys.stderr)
             return EXIT_CONFIG
@@ -160,6 +180,9 @@ def _validate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    from pyslirp.config import find_config_file
+    from pyslirp.config_warnings import config_warnings
+
     source = find_config_file(args.config)
     print(f"configuration OK ({source if source else 'defaults'})")
     for warning in config_warnings(config):
@@ -209,21 +232,22 @@ def _command(argv: Sequence[str] | None) -> int:
         return _ask_gateway(args)
     if args.command == "validate":
         return _validate(args)
+    validation = _validation(args)
+    from pyslirp.protocol_cores import partly_compiled
+
+    source = partly_compiled()
+    if not source:
+        from pyslirp.runtime.server import run_server  # imported while the child validates
     try:
-        config = _load(args)
+        config, warnings = validation.result()
     except ConfigError as exc:
         print(f"pyslirp: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-
-    from pyslirp.protocol_cores import partly_compiled
-
-    if source := partly_compiled():
+    if source:
         print(f"pyslirp: protocol cores partly compiled ({', '.join(source)} from source, the rest "
               "compiled): reinstall pyslirp so that they are built together", file=sys.stderr)
         return 1
     _setup_logging(config)
-    for warning in config_warnings(config):
+    for warning in warnings:
         logging.getLogger("pyslirp").warning("configuration: %s", warning)
-    from pyslirp.runtime.server import run_server
-
-    return run_server(config, debug_packets=args.debug, load=lambda: _load(args), loop=args.loop)
+    return run_server(config, debug_packets=args.debug, load=lambda: _load_validated(args)[0], loop=args.loop)
