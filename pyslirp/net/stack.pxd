@@ -22,7 +22,7 @@ cdef class Stack:
     cdef public list _output, _events, _timers
     cdef public int _ident
     cdef public bytes _isn_secret
-    cdef public object _isn_prf
+    cdef public object _isn_prf, _on_change
     cdef public dict connections, _dirty, _scheduled
     cdef public double _now, _icmp_tokens, _icmp_updated
 

@@ -173,6 +173,8 @@ class Stack:
         self._timers: list[tuple[float, int, TCPConnection]] = []
         self._timer_seq = itertools.count()
         self._scheduled: dict[TCPConnection, float] = {}
+        #: every connection's on_change hook: one bound method, not one per connection
+        self._on_change = self.changed
         self._ephemeral = itertools.cycle(range(49152, 65536))
         #: bulk bytes in flight, shared by every connection (None: unbounded, as in unit tests)
         self.budget: LineBudget | None = LineBudget(self.tcp_config.mss) if line_budget else None
@@ -260,14 +262,18 @@ class Stack:
             self.counters["tcp_refused_table_full"] += 1
             self._emit_tcp_reset(seg, header)
             return
-        iss = isn_keyed(self._isn_prf, (header.dst, seg.dst_port), (header.src, seg.src_port), now)
+        # A held connection keeps its addresses and key: share the link's own address objects
+        # rather than keep this packet's copies.
+        local = self.local if header.dst == self.local else header.dst
+        remote = self.peer if header.src == self.peer else header.src
+        iss = isn_keyed(self._isn_prf, (local, seg.dst_port), (remote, seg.src_port), now)
         conn = TCPConnection.from_syn(
-            seg, header.dst, header.src, iss=iss, config=self.tcp_config, now=now, counters=self.tcp_counters
+            seg, local, remote, iss=iss, config=self.tcp_config, now=now, counters=self.tcp_counters
         )
         conn.budget = self.budget
         conn.receiver.pool = self.reassembly
-        conn.on_change = self.changed
-        self.connections[key] = conn
+        conn.on_change = self._on_change
+        self.connections[(remote, seg.src_port, local, seg.dst_port)] = conn
         self._events.append(ConnectionRequest(conn, header.dst, seg.dst_port))
 
     def _emit_tcp_reset(self, seg, header: ipv4.IPv4Header) -> None:
@@ -322,7 +328,7 @@ class Stack:
         )
         conn.budget = self.budget
         conn.receiver.pool = self.reassembly
-        conn.on_change = self.changed
+        conn.on_change = self._on_change
         self.connections[key] = conn
         conn.connect(now)
         return conn

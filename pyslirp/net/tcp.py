@@ -138,6 +138,7 @@ class TCPConnection:
         """The service accepted: answer the held SYN with a SYN-ACK (LISTEN -> SYN-RECEIVED)."""
         if self.state != LISTEN:
             raise TCPUsageError(f"accept() in state {self.state.name}")
+        self._syn = None  # answered: only a connection in LISTEN needs it
         self._open(SYN_RECEIVED, now)
 
     def _open(self, state: object, now: float) -> None:

@@ -56,8 +56,9 @@ class Receiver:
         #: receiver SWS threshold (RFC 9293 §3.8.6.2.2): min(RCV.BUFF/2, MSS)
         self.sws = min(rcv_buf // 2, mss)
         self.mss = mss
-        #: out-of-order octets (and a FIN beyond a hole)
-        self.ooo = SegmentQueue(rcv_buf)
+        #: out-of-order octets (and a FIN beyond a hole); None until the first (most connections
+        #: never see one, and an empty queue is 160 bytes)
+        self.ooo: Optional[SegmentQueue] = None
         self.ooo_used = False
         #: the stack's bound of held out-of-order octets (None: this queue's own bound only)
         self.pool: Optional[ReassemblyPool] = None
@@ -177,6 +178,8 @@ class Receiver:
     def hold(self, seq: int, payload: Union[bytes, bytearray], fin: bool) -> None:
         """Out-of-order text: hold it, ACK at once with SACK (RFC 5681 §4.2, RFC 2018 §4)."""
         ooo = self.ooo
+        if ooo is None:
+            ooo = self.ooo = SegmentQueue(self.size)
         plen = len(payload)
         pool = self.pool
         if pool is not None and pool.held + plen > pool.limit:
@@ -198,7 +201,7 @@ class Receiver:
 
     def _charge_pool(self) -> None:
         """Bring the pool's count of our held octets up to date."""
-        held = self.ooo.bytes_held
+        held = self.ooo.bytes_held if self.ooo is not None else 0
         self.pool.held += held - self.pool_charged
         self.pool_charged = held
 
@@ -229,11 +232,12 @@ class Receiver:
 
     def buffered(self) -> int:
         """Unread in-order plus held out-of-order octets."""
-        return len(self.buf) + self.ooo.bytes_held
+        return len(self.buf) + (self.ooo.bytes_held if self.ooo is not None else 0)
 
     def discard_held(self) -> None:
         """The connection closed: nothing more arrives, no ACK is owed (unread data stays)."""
-        self.ooo.clear()
+        if self.ooo is not None:
+            self.ooo.clear()
         self.ooo_used = False
         self.ack_now = False
         self.delack_at = None
@@ -289,7 +293,7 @@ class Receiver:
 
     def sack_option(self, max_blocks: int) -> bytes:
         """The SACK option (RFC 2018 §3) for up to ``max_blocks`` held blocks; b"" if none."""
-        blocks = self.ooo.sack_blocks(max_blocks) if max_blocks > 0 else None
+        blocks = self.ooo.sack_blocks(max_blocks) if max_blocks > 0 and self.ooo_used else None
         if not blocks:
             return b""
         parts = [_SACK_OPTION, bytes((2 + 8 * len(blocks),))]

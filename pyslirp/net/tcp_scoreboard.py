@@ -74,8 +74,9 @@ class Scoreboard:
         self.mark_hint = snd_una
         #: the highest sequence number SACKed
         self.high_sacked = snd_una
-        #: (send time, record) of retransmissions, oldest first: for lost-retransmit detection
-        self.rtx_fifo: deque = deque()
+        #: (send time, record) of retransmissions, oldest first: for lost-retransmit detection;
+        #: None until the first (an empty deque is 760 bytes, held by every connection)
+        self.rtx_fifo: Optional[deque] = None
         #: duplicate ACKs without SACK, and the octets they stand for (Linux's "reno sack")
         self.dupacks = 0
         self.reno_sacked = 0
@@ -109,7 +110,7 @@ class Scoreboard:
         self.head = 0
         self.sacked_bytes = self.lost_bytes = self.retrans_bytes = 0
         self.lost_pending = 0
-        self.rtx_fifo.clear()
+        self.rtx_fifo = None
 
     def in_flight(self, outstanding: int) -> int:
         """RFC 6675 "pipe" for ``outstanding`` = SND.NXT - SND.UNA octets."""
@@ -301,6 +302,8 @@ class Scoreboard:
         a reordering window after it has already been delivered."""
         limit = delivered_xmit - reordering_window
         fifo = self.rtx_fifo
+        if fifo is None:
+            return
         while fifo and fifo[0][0] < limit:
             t, r = fifo.popleft()
             if r.retrans and r.xmit == t and not r.sacked and r.end > snd_una:
@@ -375,6 +378,8 @@ class Scoreboard:
         self.retrans_bytes += r.end - r.seq
         self.lost_pending -= 1
         if watch:
+            if self.rtx_fifo is None:
+                self.rtx_fifo = deque()
             self.rtx_fifo.append((now, r))
 
     # ------------------------------------------------------------------ checks

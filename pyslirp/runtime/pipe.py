@@ -55,6 +55,13 @@ class PipeOwner(Protocol):
 class Pipe(asyncio.Protocol):
     """One client connection joined to one host socket (the socket's asyncio protocol)."""
 
+    # One per held connection: no instance dictionary (about 150 bytes each).
+    __slots__ = (
+        "owner", "wait_established", "conn", "label", "transport", "pending", "to_host", "to_client", "closed",
+        "last_activity", "_host_eof", "_host_paused", "_writing_paused", "_eof_sent", "_fin_queued", "_host_gone",
+        "_pump_timer", "_prepared",
+    )
+
     def __init__(
         self, owner: PipeOwner, conn: tcp.TCPConnection, label: str, *, wait_established: bool = False
     ) -> None:
