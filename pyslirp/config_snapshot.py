@@ -10,6 +10,7 @@ would hold about 15 MB of its memory for as long as it runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import subprocess
@@ -48,7 +49,11 @@ class Validation:
                               f"with status {self.child.returncode}: {last}")
         if problems:  # what the child printed besides its answer (a library's warning): not ours to drop
             print(problems, file=sys.stderr)
-        snapshot = pickle.loads(answer)
+        try:
+            snapshot = pickle.loads(answer)
+        except Exception as exc:  # not what main() writes: a broken installation
+            raise ConfigError(f"the configuration could not be validated: the validating process "
+                              f"answered {len(answer)} bytes that are no configuration ({exc})") from None
         ServiceRecord.defaults = snapshot["service_defaults"]
         return snapshot["config"], snapshot["warnings"]
 
@@ -111,17 +116,20 @@ def main(argv: list[str]) -> int:
     from pyslirp.config_warnings import config_warnings
 
     request = json.loads(argv[0])
-    try:
-        config = load_config(None if request["path"] is None else Path(request["path"]), request["overrides"])
-        answer = {
-            "config": snapshot(config),
-            "warnings": config_warnings(config),
-            "service_defaults": records(ServiceRecord.defaults),
-        }
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return REFUSED
-    sys.stdout.buffer.write(pickle.dumps(answer))
+    answer_to = sys.stdout.buffer
+    with contextlib.redirect_stdout(sys.stderr):  # what else prints goes with the messages, not the answer
+        try:
+            path = None if request["path"] is None else Path(request["path"])
+            config = load_config(path, request["overrides"])
+            answer = {
+                "config": snapshot(config),
+                "warnings": config_warnings(config),
+                "service_defaults": records(ServiceRecord.defaults),
+            }
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return REFUSED
+    answer_to.write(pickle.dumps(answer))
     return 0
 
 

@@ -3,8 +3,10 @@ say what the pydantic models say, field for field, and the serving process never
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
+import pickle
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ import yaml
 
 from pyslirp.config import PyslirpConfig, ServiceConfig, load_config
 from pyslirp.config_records import ConfigError, LineRecord, PPPRecord, ServiceRecord
+from pyslirp import config_snapshot
 from pyslirp.config_snapshot import load_validated, snapshot
 from pyslirp.runtime.settings import Applies, line_settings, reloaded
 
@@ -110,6 +113,32 @@ def test_the_child_hands_back_the_configuration_its_warnings_and_its_refusals(bu
         load_config(busy_file)
     assert str(refused.value) == str(expected.value)
     assert "tcp.min_rto" in str(refused.value) and "ppp.mru" in str(refused.value)
+
+
+def test_what_else_the_child_prints_goes_with_its_messages_not_into_its_answer(
+    busy_file: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    import pyslirp.config
+
+    def chatty_load(path: pathlib.Path | None, overrides: dict) -> PyslirpConfig:
+        print("a library's note on stdout")
+        return load_config(path, overrides)
+
+    monkeypatch.setattr(pyslirp.config, "load_config", chatty_load)
+    assert config_snapshot.main([json.dumps({"path": str(busy_file), "overrides": {}})]) == 0
+    answer, messages = capfdbinary.readouterr()
+    assert pickle.loads(answer)["config"] == snapshot(load_config(busy_file))
+    assert b"a library's note on stdout" in messages
+
+
+def test_an_answer_that_is_no_configuration_is_a_config_error_not_a_traceback(busy_file: pathlib.Path) -> None:
+    validation = config_snapshot.Validation(busy_file, {})
+    validation.child.communicate()  # the real answer, set aside
+    validation.child = subprocess.Popen(
+        [sys.executable, "-c", "print('not a pickle')"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    with pytest.raises(ConfigError, match="could not be validated: the validating process answered"):
+        validation.result()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's /proc/PID/maps")
