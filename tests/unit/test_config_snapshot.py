@@ -157,4 +157,4 @@ def test_the_serving_process_never_loads_pydantic(tmp_path: pathlib.Path) -> Non
         assert "pydantic" not in maps
     finally:
         server.terminate()
-        server.wait(timeout=15)
+        server.communicate(timeout=15)
