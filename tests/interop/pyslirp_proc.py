@@ -30,6 +30,9 @@ LISTENING = re.compile(r"listening for the line on tcp 127\.0\.0\.1:(\d+)")
 LINE_LISTENING = r"line {name}: listening for the line on tcp 127\.0\.0\.1:(\d+)"
 SERVING = re.compile(r"serving PPP on serial port")
 STATS = re.compile(r"stats: (\{.*\})\s*$")
+#: the longest log line read: a "stats:" line lists every open connection (about 150 bytes
+#: each), which at the e2e rig's 10,000 held is far beyond asyncio's 64 KB default
+LOG_LINE_LIMIT = 64 * 1024 * 1024
 #: the event loop every server of the run uses: ``PYSLIRP_TEST_LOOP=asyncio`` runs the VM tests
 #: on asyncio's own loop (the default, auto, is uvloop where installed)
 LOOP = os.environ.get("PYSLIRP_TEST_LOOP", "auto")
@@ -94,6 +97,7 @@ class PyslirpProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             cwd=self._dir.name,
+            limit=LOG_LINE_LIMIT,
         )
         self._reader = asyncio.create_task(self._read())
         if lines:
