@@ -99,7 +99,6 @@ class AuthConfig(AuthRules, _Section):
         return self
 
 
-
 class PPPConfig(PPPRules, _Section):
     """PPP link: addresses, LCP options, keepalive and authentication."""
 
@@ -207,7 +206,6 @@ class ServiceConfig(ServiceRules, _Section):
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"expected host:port, got {value!r}")
         return values
-
 
 
 #: a service the runtime builds itself (the DNS relay, the accounting of outbound flows) is a
