@@ -75,39 +75,36 @@ cdef inline uint64_t _check_initial(object initial) except? 0:
     return <uint64_t>initial
 
 
+cdef int _sum(object data, uint64_t initial) except -1:
+    # bytes (every datagram on the data path) are read in place; any other buffer through the
+    # buffer protocol
+    cdef Py_buffer view
+    cdef int s
+    if PyBytes_CheckExact(data):
+        return ones_sum16(<const unsigned char *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), initial)
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        s = ones_sum16(<const unsigned char *>view.buf, view.len, initial)
+    finally:
+        PyBuffer_Release(&view)
+    return s
+
+
 def ones_complement_sum(data, initial: int = 0) -> int:
     """The folded 16-bit ones' complement sum of ``data`` plus ``initial`` (not complemented)."""
-    cdef uint64_t init = _check_initial(initial)
-    cdef Py_buffer view
-    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-    try:
-        return ones_sum16(<const unsigned char *>view.buf, view.len, init)
-    finally:
-        PyBuffer_Release(&view)
+    return _sum(data, _check_initial(initial))
 
 
-def internet_checksum(data, initial: int = 0) -> int:
+cpdef long internet_checksum(object data, object initial=0) except -1:
     """RFC 1071 checksum of ``data`` (any contiguous buffer) continuing the partial sum
     ``initial`` (e.g. ``pseudo_header_sum(...)``): the 16-bit value to put in the header."""
-    cdef uint64_t init = _check_initial(initial)
-    cdef Py_buffer view
-    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-    try:
-        return (~ones_sum16(<const unsigned char *>view.buf, view.len, init)) & 0xFFFF
-    finally:
-        PyBuffer_Release(&view)
+    return (~_sum(data, _check_initial(initial))) & 0xFFFF
 
 
 def verify(data, initial: int = 0) -> bool:
     """True when ``data`` (a header or segment with its checksum field in place) sums, with
     ``initial``, to 0xFFFF (RFC 1071 §1: the receiver's check)."""
-    cdef uint64_t init = _check_initial(initial)
-    cdef Py_buffer view
-    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-    try:
-        return ones_sum16(<const unsigned char *>view.buf, view.len, init) == 0xFFFF
-    finally:
-        PyBuffer_Release(&view)
+    return _sum(data, _check_initial(initial)) == 0xFFFF
 
 
 cdef inline uint32_t _be32(const unsigned char *b) noexcept nogil:
@@ -138,7 +135,7 @@ cdef uint32_t _addr(object a, str name) except? 0:
     return value
 
 
-def pseudo_header_sum(src, dst, int proto, length: int) -> int:
+cpdef long long pseudo_header_sum(object src, object dst, int proto, long long length) except -1:
     """Un-complemented 32-bit partial sum of the TCP/UDP IPv4 pseudo-header
     (RFC 9293 §3.1, RFC 768): src, dst (4 bytes or int), zero, protocol, length.
     Pass it as ``initial`` to ``internet_checksum``/``verify``."""

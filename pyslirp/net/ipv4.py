@@ -20,8 +20,6 @@ FLAG_DF = 0x4000
 FLAG_MF = 0x2000
 OFFSET_MASK = 0x1FFF
 
-_HEADER = struct.Struct("!BBHHHBBH4s4s")
-
 
 #: every reason :func:`parse` rejects a datagram for, and :func:`fragment` a datagram to send
 PARSE_ERRORS = ("truncated", "bad_version", "bad_header_length", "bad_total_length", "bad_header_checksum",
@@ -62,21 +60,37 @@ class IPv4Header:
 
 def parse(packet: bytes) -> IPv4Header:
     """Validate a received datagram (RFC 791 §3.1, RFC 1122 §3.2.1); raise :class:`IPv4Error`."""
-    if len(packet) < MIN_HEADER:
+    # The fields are read octet by octet: compiled, each read is a C load from the bytes.
+    data = packet if type(packet) is bytes else bytes(packet)
+    n = len(data)
+    if n < MIN_HEADER:
         raise IPv4Error("truncated")
-    (ver_ihl, tos, total_length, ident, flags_fragment, ttl, protocol, _, src, dst) = _HEADER.unpack_from(packet)
+    ver_ihl = data[0]
     if ver_ihl >> 4 != 4:
         raise IPv4Error("bad_version")
     header_length = (ver_ihl & 0x0F) * 4
-    if header_length < MIN_HEADER or header_length > len(packet):
+    if header_length < MIN_HEADER or header_length > n:
         raise IPv4Error("bad_header_length")
-    if total_length < header_length or total_length > len(packet):
+    total_length = data[2] << 8 | data[3]
+    if total_length < header_length or total_length > n:
         raise IPv4Error("bad_total_length")
-    if internet_checksum(packet[:header_length]) != 0:
+    if internet_checksum(data[:header_length]) != 0:
         raise IPv4Error("bad_header_checksum")
+    flags_fragment = data[6] << 8 | data[7]
     if flags_fragment & 0x8000:
         raise IPv4Error("reserved_flag")
-    return IPv4Header(header_length, total_length, ident, flags_fragment, ttl, protocol, src, dst, tos)
+    # __new__ and the fields one by one: no argument parsing per datagram
+    header = IPv4Header.__new__(IPv4Header)
+    header.header_length = header_length
+    header.total_length = total_length
+    header.identification = data[4] << 8 | data[5]
+    header.flags_fragment = flags_fragment
+    header.ttl = data[8]
+    header.protocol = data[9]
+    header.src = data[12:16]
+    header.dst = data[16:20]
+    header.tos = data[1]
+    return header
 
 
 def build(
@@ -90,11 +104,23 @@ def build(
     dont_fragment: bool = True,
 ) -> bytes:
     """An IPv4 datagram with a 20-byte header and its checksum."""
-    flags = FLAG_DF if dont_fragment else 0
-    header = bytearray(
-        _HEADER.pack(0x45, tos, MIN_HEADER + len(payload), identification, flags, ttl, protocol, 0, src, dst)
-    )
-    struct.pack_into("!H", header, 10, internet_checksum(header))
+    total_length = 20 + len(payload)
+    header = bytearray(20)
+    header[0] = 0x45
+    header[1] = tos
+    header[2] = total_length >> 8
+    header[3] = total_length & 0xFF
+    header[4] = identification >> 8
+    header[5] = identification & 0xFF
+    header[6] = 0x40 if dont_fragment else 0  # FLAG_DF, fragment offset 0
+    header[8] = ttl
+    header[9] = protocol
+    for i in range(4):  # octet by octet: a bytearray's slice assignment copies its source first
+        header[12 + i] = src[i]
+        header[16 + i] = dst[i]
+    checksum = internet_checksum(header)
+    header[10] = checksum >> 8
+    header[11] = checksum & 0xFF
     return bytes(header) + payload
 
 

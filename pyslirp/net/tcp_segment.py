@@ -19,6 +19,7 @@ import struct
 from typing import MutableMapping, Optional, Union
 
 from pyslirp._core.checksum import internet_checksum, pseudo_header_sum
+from pyslirp.net.wire import put16, put32, u16, u32
 
 __all__ = [
     "FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR",
@@ -53,7 +54,6 @@ PARSE_ERRORS = ("truncated", "bad_header_length", "bad_checksum", "bad_options")
 #: sport, dport, seq, ack, data offset<<4, flags, window, checksum, urgent pointer.
 HEADER = struct.Struct("!HHIIBBHHH")
 _U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
 _U32PAIR = struct.Struct("!II")
 _OPT_MSS = struct.Struct("!BBH")
 _OPT_TS = struct.Struct("!BBBBII")       # NOP NOP TS(10): the aligned form (RFC 7323 App. A)
@@ -153,7 +153,7 @@ def _parse_options(seg: TCPSegment, opts: bytes) -> bool:
         if kind == OPT_MSS:
             if ln != 4:
                 return False
-            seg.mss = _U16.unpack_from(opts, i + 2)[0]
+            seg.mss = u16(opts, i + 2)
         elif kind == OPT_WS:
             if ln != 3:
                 return False
@@ -165,12 +165,12 @@ def _parse_options(seg: TCPSegment, opts: bytes) -> bool:
         elif kind == OPT_SACK:
             if (ln - 2) % 8 or ln == 2:
                 return False
-            seg.sack_blocks = tuple(_U32PAIR.unpack_from(opts, j)
-                                    for j in range(i + 2, i + ln, 8))
+            seg.sack_blocks = tuple([(u32(opts, j), u32(opts, j + 4)) for j in range(i + 2, i + ln, 8)])
         elif kind == OPT_TS:
             if ln != 10:
                 return False
-            seg.ts_val, seg.ts_ecr = _U32PAIR.unpack_from(opts, i + 2)
+            seg.ts_val = u32(opts, i + 2)
+            seg.ts_ecr = u32(opts, i + 6)
         # Unknown kinds are skipped by their length (RFC 9293 §3.1 MUST-6).
         i += ln
     return True
@@ -184,27 +184,40 @@ def parse_segment(data: bytes, src: Optional[bytes] = None, dst: Optional[bytes]
     pseudo-header. Returns None, after counting the reason in ``counters``, for anything
     unusable; never raises on malformed input.
     """
-    n = len(data)
+    buf = data if type(data) is bytes else bytes(data)
+    n = len(buf)
     if n < 20:
         _count(counters, "truncated")
         return None
-    sport, dport, seq, ack, off, flags, wnd, _csum, urp = HEADER.unpack_from(data, 0)
-    hl = (off >> 4) << 2
+    hl = (buf[12] >> 4) << 2
     if hl < 20 or hl > n:
         _count(counters, "bad_header_length")
         return None
     if src is not None and dst is not None:
         try:
-            ok = internet_checksum(data, pseudo_header_sum(src, dst, PROTO_TCP, n)) == 0
+            ok = internet_checksum(buf, pseudo_header_sum(src, dst, PROTO_TCP, n)) == 0
         except (ValueError, TypeError):
             ok = False
         if not ok:
             _count(counters, "bad_checksum")
             return None
-    seg = TCPSegment(sport, dport, seq, ack, flags, wnd, bytes(data[hl:]))  # positional: no keyword parsing
-    if urp:
-        seg.urgent = urp
-    if hl > 20 and not _parse_options(seg, bytes(data[20:hl])):
+    # __new__ and the fields one by one, read in place: no argument parsing, no struct call
+    seg = TCPSegment.__new__(TCPSegment)
+    seg.src_port = u16(buf, 0)
+    seg.dst_port = u16(buf, 2)
+    seg.seq = u32(buf, 4)
+    seg.ack = u32(buf, 8)
+    seg.flags = buf[13]
+    seg.window = u16(buf, 14)
+    seg.urgent = u16(buf, 18)
+    seg.payload = buf[hl:]
+    seg.mss = None
+    seg.wscale = None
+    seg.sack_permitted = False
+    seg.sack_blocks = ()
+    seg.ts_val = None
+    seg.ts_ecr = None
+    if hl > 20 and not _parse_options(seg, buf[20:hl]):
         _count(counters, "bad_options")
         return None
     return seg
@@ -244,12 +257,19 @@ def encode_segment(src_port: int, dst_port: int, seq: int, ack: int, flags: int,
     serializer. ``pseudo_sum`` is the pseudo-header sum without the TCP length
     (``pseudo_header_sum(src, dst, PROTO_TCP, 0)``)."""
     hl = 20 + len(options)
-    buf = bytearray(HEADER.pack(src_port, dst_port, seq, ack, hl << 2, flags, window, 0, 0))
+    buf = bytearray(20)
+    put16(buf, 0, src_port)
+    put16(buf, 2, dst_port)
+    put32(buf, 4, seq)
+    put32(buf, 8, ack)
+    buf[12] = hl << 2
+    buf[13] = flags
+    put16(buf, 14, window)
     if options:
         buf += options
     if payload:
         buf += payload
-    _U16.pack_into(buf, 16, internet_checksum(buf, pseudo_sum + hl + len(payload)))
+    put16(buf, 16, internet_checksum(buf, pseudo_sum + hl + len(payload)))
     return bytes(buf)
 
 

@@ -41,10 +41,9 @@ repairs the slot.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from struct import Struct
-
+from pyslirp._core.checksum import internet_checksum
 from pyslirp.counters import CounterSet, CounterSpec
+from pyslirp.net.wire import put16, put32, u16, u32
 from pyslirp.ppp.protocols import PROTO_IP, PROTO_VJ_COMP, PROTO_VJ_UNCOMP
 
 __all__ = [
@@ -52,7 +51,6 @@ __all__ = [
     "VJDecompressor",
     "VJ_COMPRESSOR_COUNTERS",
     "VJ_DECOMPRESSOR_COUNTERS",
-    "ip_header_checksum",
 ]
 
 # Change mask bits (RFC 1144 §3.2.2, Appendix A.1)
@@ -72,16 +70,7 @@ _FIN, _SYN, _RST, _PSH, _ACK, _URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 _FLAGS_FIXED = 0xFF & ~(_PSH | _URG)  # flag bits a compressed packet cannot change
 
 _IPPROTO_TCP = 6
-
-# IPv4 fixed header: ver/ihl, tos, total length, id, flags/fragment, ttl, protocol, checksum,
-# source, destination.
-_IP = Struct("!BBHHHBBHII")
-# TCP fixed header: ports, seq, ack, data offset byte, flags, window, checksum, urgent pointer.
-_TCP = Struct("!HHIIBBHHH")
-# The part of the TCP header after the ports, as rewritten by the decompressor.
-_TCP_TAIL = Struct("!IIBBHHH")
-_H = Struct("!H")
-_LEN_ID = Struct("!HH")
+_MASK32 = 0xFFFFFFFF  # sequence numbers are 32 bits
 
 _SLOT_BYTE = [bytes((i,)) for i in range(256)]
 _PROTO_TCP_BYTE = bytes((_IPPROTO_TCP,))
@@ -125,22 +114,14 @@ VJ_DECOMPRESSOR_COUNTERS = CounterSet("vj_decompressor", [
 ])
 
 
-def ip_header_checksum(header: bytes | bytearray | memoryview) -> int:
-    """RFC 1071 checksum of an IPv4 header whose checksum field is zero.
-
-    The one's-complement sum of 16-bit words is congruent to the header read as one big integer
-    modulo 0xFFFF (2**16 ≡ 1), and a non-zero header never sums to 0, so no folding loop is needed.
-    """
-    r = int.from_bytes(header, "big") % 0xFFFF
-    return 0xFFFF - (r or 0xFFFF)
-
-
 def _encode(out: bytearray, n: int) -> None:
     """Append a delta: one byte for 1..255, else 0 then 16 bits big-endian (RFC 1144 §3.2.2)."""
     if 0 < n < 256:
         out.append(n)
     else:
-        out += b"\x00" + _H.pack(n)
+        out.append(0)
+        out.append(n >> 8 & 0xFF)
+        out.append(n & 0xFF)
 
 
 def _decode(p: bytes, pos: int) -> tuple[int, int]:
@@ -176,8 +157,9 @@ class VJCompressor:
             raise ValueError(f"max_slot_id must be 0..255, not {max_slot_id}")
         self.max_slot_id = max_slot_id
         self.compress_slot_id = bool(compress_slot_id)
-        # Connection key -> slot, least recently used first (RFC 1144 §3.2.3: LRU reuse).
-        self._lru: OrderedDict[tuple[int, int, int], _TxSlot] = OrderedDict()
+        # Connection key -> slot, least recently used first (RFC 1144 §3.2.3: LRU reuse): a dict
+        # keeps insertion order, and a slot used is taken out and put back at the end.
+        self._lru: dict[tuple[int, int, int], _TxSlot] = {}
         self._last_slot = -1  # slot of the last VJ packet sent, for implicit slot numbers
         self._c: dict[str, int] = dict.fromkeys(sorted(VJ_COMPRESSOR_COUNTERS.all_keys()), 0)
 
@@ -195,55 +177,67 @@ class VJCompressor:
 
     def compress(self, packet: bytes) -> tuple[int, bytes]:
         """Return ``(ppp_protocol, payload)`` for one IPv4 datagram."""
-        n = len(packet)
+        data = packet if type(packet) is bytes else bytes(packet)
+        n = len(data)
         if n < 40:  # shorter than IP + TCP fixed headers: nothing to gain
-            if n >= 20 and packet[9] != _IPPROTO_TCP:
-                return self._pass_ip(packet, "passed_ip_not_tcp")
-            return self._pass_ip(packet, "passed_ip_malformed")
-        vihl, tos, tot_len, ip_id, frag, ttl, proto, _, src, dst = _IP.unpack_from(packet)
-        if proto != _IPPROTO_TCP:
-            return self._pass_ip(packet, "passed_ip_not_tcp")
+            if n >= 20 and data[9] != _IPPROTO_TCP:
+                return self._pass_ip(data, "passed_ip_not_tcp")
+            return self._pass_ip(data, "passed_ip_malformed")
+        if data[9] != _IPPROTO_TCP:
+            return self._pass_ip(data, "passed_ip_not_tcp")
+        # The header fields, read in place (wire.py)
+        vihl = data[0]
+        tot_len = u16(data, 2)
         ihl4 = (vihl & 0x0F) << 2
         if vihl >> 4 != 4 or ihl4 < 20 or tot_len != n or n < ihl4 + 20:
-            return self._pass_ip(packet, "passed_ip_malformed")
+            return self._pass_ip(data, "passed_ip_malformed")
+        frag = u16(data, 6)
         if frag & 0x3FFF:  # MF or a fragment offset (§3.2.3: only whole datagrams)
-            return self._pass_ip(packet, "passed_ip_fragment")
-        sport, dport, seq, ack, offb, flags, win, _sum, urp = _TCP.unpack_from(packet, ihl4)
+            return self._pass_ip(data, "passed_ip_fragment")
+        offb = data[ihl4 + 12]
+        flags = data[ihl4 + 13]
         hlen = ihl4 + ((offb >> 4) << 2)
         if hlen < ihl4 + 20 or hlen > n:
-            return self._pass_ip(packet, "passed_ip_malformed")
+            return self._pass_ip(data, "passed_ip_malformed")
         # §3.2.3: SYN, FIN, RST or no ACK -> connection setup/teardown, sent as plain IP.
         if flags & (_SYN | _FIN | _RST) or not flags & _ACK:
-            return self._pass_ip(packet, "passed_ip_tcp_control")
+            return self._pass_ip(data, "passed_ip_tcp_control")
 
         c = self._c
         c["bytes_in"] += n
-        key = (src, dst, (sport << 16) | dport)
+        tos = data[1]
+        ip_id = u16(data, 4)
+        ttl = data[8]
+        seq = u32(data, ihl4 + 4)
+        ack = u32(data, ihl4 + 8)
+        win = u16(data, ihl4 + 14)
+        urp = u16(data, ihl4 + 18)
+        key = (u32(data, 12), u32(data, 16), u32(data, ihl4))  # addresses, ports
         lru = self._lru
-        cs = lru.get(key)
+        cs = lru.pop(key, None)
         if cs is None:
             # §3.2.3: a new connection takes the least recently used slot and goes uncompressed.
             if len(lru) <= self.max_slot_id:
                 cs = _TxSlot(len(lru))
             else:
-                cs = lru.popitem(last=False)[1]
+                cs = lru.pop(next(iter(lru)))
                 c["slot_reuses"] += 1
             lru[key] = cs
             result: bytes | str = "uncompressed_new_slot"
         else:
-            lru.move_to_end(key)
+            lru[key] = cs  # now the most recently used
             if (
                 vihl != cs.vihl or tos != cs.tos or frag != cs.frag or ttl != cs.ttl
                 or offb != cs.offb or (flags ^ cs.flags) & _FLAGS_FIXED
             ):
                 result = "uncompressed_header_changed"
-            elif (ihl4 > 20 and packet[20:ihl4] != cs.ipopt) or (
-                hlen > ihl4 + 20 and packet[ihl4 + 20:hlen] != cs.tcpopt
+            elif (ihl4 > 20 and data[20:ihl4] != cs.ipopt) or (
+                hlen > ihl4 + 20 and data[ihl4 + 20:hlen] != cs.tcpopt
             ):
                 result = "uncompressed_options_changed"
             else:
                 result = self._compress_tcp(
-                    packet, cs, hlen, tot_len, ip_id, seq, ack, flags, win, urp, ihl4
+                    data, cs, hlen, tot_len, ip_id, seq, ack, flags, win, urp, ihl4
                 )
                 if type(result) is bytes:
                     c["compressed"] += 1
@@ -253,17 +247,15 @@ class VJCompressor:
         # §3.2.3 uncompressed TCP: (re)load the slot; send the datagram with the slot number in
         # the IP protocol field.
         cs.vihl, cs.tos, cs.frag, cs.ttl, cs.offb, cs.hlen = vihl, tos, frag, ttl, offb, hlen
-        cs.ipopt = bytes(packet[20:ihl4])
-        cs.tcpopt = bytes(packet[ihl4 + 20:hlen])
+        cs.ipopt = data[20:ihl4]
+        cs.tcpopt = data[ihl4 + 20:hlen]
         cs.tot_len, cs.id, cs.seq, cs.ack = tot_len, ip_id, seq, ack
         cs.win, cs.urp, cs.flags = win, urp, flags
         self._last_slot = cs.slot
         c["uncompressed"] += 1
         c[result] += 1  # type: ignore[index]
         c["bytes_out"] += n
-        return PROTO_VJ_UNCOMP, b"".join(
-            (packet[:9], _SLOT_BYTE[cs.slot], memoryview(packet)[10:])
-        )
+        return PROTO_VJ_UNCOMP, data[:9] + _SLOT_BYTE[cs.slot] + data[10:]
 
     def _compress_tcp(
         self, packet: bytes, cs: _TxSlot, hlen: int, tot_len: int, ip_id: int,
@@ -285,13 +277,13 @@ class VJCompressor:
         if d:
             _encode(out, d)
             changes |= NEW_W
-        delta_a = (ack - cs.ack) & 0xFFFFFFFF
+        delta_a = (ack - cs.ack) & _MASK32
         if delta_a:
             if delta_a > 0xFFFF:  # includes acks going backwards
                 return "uncompressed_large_delta"
             _encode(out, delta_a)
             changes |= NEW_A
-        delta_s = (seq - cs.seq) & 0xFFFFFFFF
+        delta_s = (seq - cs.seq) & _MASK32
         if delta_s:
             if delta_s > 0xFFFF:  # includes retransmissions from before the saved segment
                 return "uncompressed_large_delta"
@@ -328,7 +320,8 @@ class VJCompressor:
 
         cs.tot_len, cs.id, cs.seq, cs.ack = tot_len, ip_id, seq, ack
         cs.win, cs.urp, cs.flags = win, urp, flags
-        out[2:4] = packet[ihl4 + 16:ihl4 + 18]  # the TCP checksum is always sent
+        out[2] = packet[ihl4 + 16]  # the TCP checksum is always sent
+        out[3] = packet[ihl4 + 17]
         slot = cs.slot
         if self.compress_slot_id and slot == self._last_slot:
             out[1] = changes
@@ -337,7 +330,7 @@ class VJCompressor:
             out[0] = changes | NEW_C
             out[1] = slot
             self._last_slot = slot
-        return b"".join((out, memoryview(packet)[hlen:]))
+        return bytes(out) + packet[hlen:]
 
 
 class _RxSlot:
@@ -384,13 +377,14 @@ class VJDecompressor:
 
     def decompress(self, protocol: int, payload: bytes) -> bytes | None:
         """Return the IPv4 datagram carried by a PPP frame, or None if it must be dropped."""
+        data = payload if type(payload) is bytes else bytes(payload)
         if protocol == PROTO_VJ_COMP:
-            return self._compressed(payload)
+            return self._compressed(data)
         if protocol == PROTO_VJ_UNCOMP:
-            return self._uncompressed(payload)
+            return self._uncompressed(data)
         if protocol == PROTO_IP:
             self._c["passed_ip"] += 1
-            return payload if type(payload) is bytes else bytes(payload)
+            return data
         self._c["errors"] += 1
         self._c["error_unknown_protocol"] += 1
         return None
@@ -412,17 +406,22 @@ class VJDecompressor:
         slot = p[9]
         if slot > self.max_slot_id:
             return self._error("error_bad_slot")
-        out = b"".join((p[:9], _PROTO_TCP_BYTE, memoryview(p)[10:tot_len]))
+        out = p[:9] + _PROTO_TCP_BYTE + p[10:tot_len]
         # The sender computed the header checksum with protocol 6: it must verify as is.
-        if int.from_bytes(out[:ihl4], "big") % 0xFFFF:
+        if internet_checksum(out[:ihl4]):
             return self._error("error_bad_ip_checksum")
         rs = self._slots[slot]
         if rs is None:
             rs = self._slots[slot] = _RxSlot()
         hdr = rs.hdr = bytearray(out[:hlen])
         rs.ihl4, rs.hlen, rs.tot_len = ihl4, hlen, tot_len
-        rs.id = (hdr[4] << 8) | hdr[5]
-        rs.seq, rs.ack, rs.offb, rs.flags, rs.win, _, rs.urp = _TCP_TAIL.unpack_from(hdr, ihl4 + 4)
+        rs.id = u16(out, 4)
+        rs.seq = u32(out, ihl4 + 4)
+        rs.ack = u32(out, ihl4 + 8)
+        rs.offb = out[ihl4 + 12]
+        rs.flags = out[ihl4 + 13]
+        rs.win = u16(out, ihl4 + 14)
+        rs.urp = u16(out, ihl4 + 18)
         self._current = slot
         self._toss = False
         self._c["uncompressed"] += 1
@@ -492,17 +491,23 @@ class VJDecompressor:
         if tot_len > 0xFFFF:
             return self._error("error_too_long")
         flags = (flags | _PSH) if changes & PUSH_BIT else (flags & ~_PSH)
-        seq &= 0xFFFFFFFF
-        ack &= 0xFFFFFFFF
+        seq &= _MASK32
+        ack &= _MASK32
         # Commit: rewrite the saved header in place and recompute the IP header checksum.
         ihl4 = rs.ihl4
         hdr = rs.hdr
-        _LEN_ID.pack_into(hdr, 2, tot_len, ip_id)
+        put16(hdr, 2, tot_len)
+        put16(hdr, 4, ip_id)
         hdr[10] = hdr[11] = 0
-        _H.pack_into(hdr, 10, ip_header_checksum(hdr[:ihl4]))
-        _TCP_TAIL.pack_into(hdr, ihl4 + 4, seq, ack, rs.offb, flags, win, tcp_sum, urp)
+        put16(hdr, 10, internet_checksum(hdr[:ihl4]))
+        put32(hdr, ihl4 + 4, seq)
+        put32(hdr, ihl4 + 8, ack)
+        hdr[ihl4 + 13] = flags  # the data offset (ihl4 + 12) never changes in a slot
+        put16(hdr, ihl4 + 14, win)
+        put16(hdr, ihl4 + 16, tcp_sum)
+        put16(hdr, ihl4 + 18, urp)
         rs.tot_len, rs.id, rs.seq, rs.ack, rs.flags, rs.win, rs.urp = (
             tot_len, ip_id, seq, ack, flags, win, urp
         )
         self._c["compressed"] += 1
-        return b"".join((hdr, memoryview(p)[pos:]))
+        return bytes(hdr) + p[pos:]

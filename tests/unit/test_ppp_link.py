@@ -884,7 +884,7 @@ def test_close_ends_a_passive_wait() -> None:
 
 
 def tcp_packet(seq: int, payload: bytes, src: str = "10.0.0.2", dst: str = "10.0.0.1") -> bytes:
-    from pyslirp.ppp.vj import ip_header_checksum
+    from pyslirp._core.checksum import internet_checksum
 
     tcp = bytearray(20)
     tcp[0:2] = (40000).to_bytes(2, "big")
@@ -898,7 +898,7 @@ def tcp_packet(seq: int, payload: bytes, src: str = "10.0.0.2", dst: str = "10.0
     ip = bytearray(
         bytes([0x45, 0, *total.to_bytes(2, "big"), 0, 1, 0x40, 0, 64, 6, 0, 0]) + ip4(src) + ip4(dst)
     )
-    ip[10:12] = ip_header_checksum(bytes(ip)).to_bytes(2, "big")
+    ip[10:12] = internet_checksum(bytes(ip)).to_bytes(2, "big")
     return bytes(ip) + bytes(tcp) + payload
 
 
