@@ -206,7 +206,7 @@ class DataPath:
         """Connect to the service, send ``message`` and read as many bytes back (an echo
         service), then close unless told not to; the client's connection."""
         conn = self.connect()
-        while conn.state != tcp.ESTABLISHED:
+        while conn.state != tcp_types.ESTABLISHED:
             await asyncio.sleep(0.001)
         conn.send(message, self.loop.time())
         self.flush_client()

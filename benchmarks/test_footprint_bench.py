@@ -66,7 +66,7 @@ async def measure(workdir: pathlib.Path) -> dict[str, float]:
             await asyncio.gather(*(path.exchange(n.to_bytes(4, "big"), close=False) for n in batch))
         await asyncio.sleep(SETTLE)
         held = vm_rss_kb(server.pid)
-        assert sum(conn.state == datapath.tcp.ESTABLISHED for conn in path.conns.values()) == HELD
+        assert sum(conn.state == datapath.tcp_types.ESTABLISHED for conn in path.conns.values()) == HELD
         path._client_task.cancel()
     finally:
         if transport is not None:

@@ -245,7 +245,7 @@ class Stack:
             return
         key = (header.src, seg.src_port, header.dst, seg.dst_port)
         conn = self.connections.get(key)
-        if conn is not None and conn.state == TIME_WAIT and conn.accepts_new_syn(seg):
+        if conn is not None and conn.state is TIME_WAIT and conn.accepts_new_syn(seg):
             # RFC 9293 §3.6.1: a new incarnation of the connection out of TIME-WAIT.
             self._forget(key, conn)
             conn = None

@@ -15,6 +15,12 @@ from pyslirp.net.tcp_scoreboard cimport Scoreboard, SentSegment
 from pyslirp.net.tcp_segment cimport TCPSegment, encode_segment
 from pyslirp.net.tcp_send cimport Sender
 
+# Module constants as C values: flags and sequence-space masks are C integers, the states C
+# globals (compared by identity), rather than module-dict lookups and Python arithmetic.
+cdef long long ACK, FIN, PSH, RST, SYN, URG, PROTO_TCP, MASK, HALF
+cdef object CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, LAST_ACK, LISTEN
+cdef object SYN_RECEIVED, SYN_SENT, TIME_WAIT
+
 
 @cython.final
 cdef class TCPConnection:

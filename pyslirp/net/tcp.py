@@ -130,13 +130,13 @@ class TCPConnection:
 
     def connect(self, now: float) -> None:
         """Active open (RFC 9293 §3.10.1): send a SYN, enter SYN-SENT."""
-        if self.state != CLOSED or not self.scoreboard.empty() or self.sender.snd_nxt != self.iss:
+        if self.state is not CLOSED or not self.scoreboard.empty() or self.sender.snd_nxt != self.iss:
             raise TCPUsageError("connect() on a connection that is not fresh")
         self._open(SYN_SENT, now)
 
     def accept(self, now: float) -> None:
         """The service accepted: answer the held SYN with a SYN-ACK (LISTEN -> SYN-RECEIVED)."""
-        if self.state != LISTEN:
+        if self.state is not LISTEN:
             raise TCPUsageError(f"accept() in state {self.state.name}")
         self._syn = None  # answered: only a connection in LISTEN needs it
         self._open(SYN_RECEIVED, now)
@@ -161,7 +161,7 @@ class TCPConnection:
 
     def _leave_listen(self, call: str) -> TCPSegment:
         """Close a connection in LISTEN; return the held SYN, which the caller may answer."""
-        if self.state != LISTEN:
+        if self.state is not LISTEN:
             raise TCPUsageError(f"{call}() in state {self.state.name}")
         self._enter_closed()
         self._changed()
@@ -206,7 +206,7 @@ class TCPConnection:
             return b""
         data = rcv.read(max_bytes)
         st = self.state
-        if st in SYNCHRONIZED_STATES and st != TIME_WAIT and not rcv.fin_rcvd \
+        if st in SYNCHRONIZED_STATES and st is not TIME_WAIT and not rcv.fin_rcvd \
                 and rcv.window_update_due():
             rcv.ack_now = True
             self._count("window_update")
@@ -253,7 +253,7 @@ class TCPConnection:
         """Full close: FIN, and we read nothing more. Unread data, or data arriving later,
         makes it an abort (RST) as RFC 2525 §2.17 and Linux do."""
         st = self.state
-        if st == LISTEN or st == SYN_SENT or st == CLOSED:
+        if st is LISTEN or st is SYN_SENT or st is CLOSED:
             self.abort(now)     # RFC 9293 §3.10.4: refuse the held SYN, or delete the TCB
             return
         if self.receiver.buf and st not in (TIME_WAIT, CLOSING, LAST_ACK):
@@ -262,16 +262,16 @@ class TCPConnection:
             return
         self._app_closed = True
         self._queue_fin(now)
-        if self.state == FIN_WAIT_2 and self._tw_at is None:
+        if self.state is FIN_WAIT_2 and self._tw_at is None:
             self._tw_at = now + self.config.fin_wait_2_timeout
         self._changed()
 
     def abort(self, now: float) -> None:
         """RFC 9293 §3.10.5 ABORT: RST (in synchronized states) and close."""
         st = self.state
-        if st == LISTEN:
+        if st is LISTEN:
             self.refuse(now)
-        elif st != CLOSED:
+        elif st is not CLOSED:
             if st in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
                 self._send_ctl(self.sender.snd_nxt & MASK, 0, RST)
             self._enter_closed()
@@ -314,7 +314,7 @@ class TCPConnection:
         t = self._tw_at
         if t is not None and now >= t:
             self._tw_at = None
-            if self.state == FIN_WAIT_2:
+            if self.state is FIN_WAIT_2:
                 self._abort_with_reset("fin_wait_2_timeout", self.receiver.rcv_nxt)
             else:
                 self._enter_closed()
@@ -323,7 +323,7 @@ class TCPConnection:
         if t is not None and now >= t:
             self._rto_at = None
             self._on_rto(now)
-            if self.state == CLOSED:
+            if self.state is CLOSED:
                 return
         t = self._persist_at
         if t is not None and now >= t:
@@ -359,7 +359,7 @@ class TCPConnection:
         """In TIME-WAIT, may ``seg`` (a SYN for this 4-tuple) start a new incarnation?
         (RFC 9293 §3.6.1 / RFC 6191: its sequence number, or timestamp, is beyond ours.)
         The stack then discards this connection and builds a new one ``from_syn``."""
-        if self.state != TIME_WAIT or not is_connection_request(seg):
+        if self.state is not TIME_WAIT or not is_connection_request(seg):
             return False
         if self.options.ts_ok and seg.ts_val is not None:
             return self.options.newer_than_recent(seg.ts_val)
@@ -367,7 +367,7 @@ class TCPConnection:
 
     def check_invariants(self) -> list:
         """Recompute the scoreboard and buffer accounting; return what disagrees (tests)."""
-        if self.state == CLOSED:
+        if self.state is CLOSED:
             return []
         bad = self.sender.check_invariants(self.state in (SYN_SENT, SYN_RECEIVED))
         if self.receiver.buffered() > self.config.rcv_buf:
@@ -389,9 +389,9 @@ class TCPConnection:
         st = self.state
         if st in SYNCHRONIZED_STATES:
             self._rx_synchronized(seg, now)
-        elif st == SYN_SENT:
+        elif st is SYN_SENT:
             self._rx_syn_sent(seg, now)
-        elif st == LISTEN:
+        elif st is LISTEN:
             syn = self._syn
             if seg.flags & (SYN | ACK | RST) == SYN and syn is not None and seg.seq == syn.seq:
                 self._count("syn_while_pending")
@@ -401,7 +401,7 @@ class TCPConnection:
         else:
             self._count("closed_dropped")
             return
-        if self.state != CLOSED:
+        if self.state is not CLOSED:
             self._output(now)
 
     def _rx_syn_sent(self, seg: TCPSegment, now: float) -> None:
@@ -456,7 +456,7 @@ class TCPConnection:
         plen = len(payload)
         fin = flags & FIN
 
-        if st == SYN_RECEIVED and flags & SYN and not flags & RST and seq == rcv.irs:
+        if st is SYN_RECEIVED and flags & SYN and not flags & RST and seq == rcv.irs:
             if not flags & ACK:
                 # Our SYN-ACK was lost and the peer resent its SYN: answer again (Linux).
                 self._count("syn_while_pending")
@@ -482,7 +482,7 @@ class TCPConnection:
                 return
             if seq + seglen <= rcv_nxt:
                 self._count("duplicate_segment")
-                if st == TIME_WAIT and fin:
+                if st is TIME_WAIT and fin:
                     self._tw_at = now + self.config.time_wait  # retransmitted FIN
             else:
                 self._count("out_of_window")
@@ -515,7 +515,7 @@ class TCPConnection:
             opts.update_recent(tsv, now)
         snd_una = snd.snd_una
         ack = snd_una + ((seg.ack - snd_una + HALF) & MASK) - HALF
-        if st == SYN_RECEIVED:
+        if st is SYN_RECEIVED:
             if snd_una < ack <= snd.snd_nxt:
                 snd.snd_una = ack
                 snd.open_window(seg.window << opts.snd_wscale, seq, ack)
@@ -545,11 +545,11 @@ class TCPConnection:
             if snd.fin_sent and snd.snd_una > snd.fin_seq:
                 nxt = FIN_ACKED_TRANSITIONS.get(st)
                 if nxt is not None:
-                    if nxt == CLOSED:
+                    if nxt is CLOSED:
                         self._enter_closed()                  # LAST-ACK done
                         return
                     self.state = st = nxt
-                    if nxt == TIME_WAIT:
+                    if nxt is TIME_WAIT:
                         self._enter_time_wait(now)
                     elif self._app_closed and self._tw_at is None:
                         self._tw_at = now + self.config.fin_wait_2_timeout
@@ -585,13 +585,13 @@ class TCPConnection:
             self._events.append(PeerFinished())
             nxt = FIN_RECEIVED_TRANSITIONS[st]
             self.state = nxt
-            if nxt == CLOSE_WAIT and not rcv.ack_now:
+            if nxt is CLOSE_WAIT and not rcv.ack_now:
                 # The application usually closes in turn: its FIN carries this ACK, as Linux's
                 # does (delayed ACK on a FIN, RFC 9293 §3.8.6.3); the timer sends it otherwise.
                 rcv.delay_ack(now)
             else:
                 rcv.ack_now = True
-            if nxt == TIME_WAIT:
+            if nxt is TIME_WAIT:
                 self._enter_time_wait(now)
             return
         if not rcv.ack_now and delivered:
@@ -630,9 +630,9 @@ class TCPConnection:
         cfg = self.config
         st = self.state
         rtt = self.rtt
-        if st == SYN_SENT or st == SYN_RECEIVED:
+        if st is SYN_SENT or st is SYN_RECEIVED:
             self._syn_rtx += 1
-            if self._syn_rtx > (cfg.syn_retries if st == SYN_SENT else cfg.synack_retries):
+            if self._syn_rtx > (cfg.syn_retries if st is SYN_SENT else cfg.synack_retries):
                 self._count("aborted_timeout")
                 self._events.append(Aborted("syn_timeout"))
                 self._enter_closed()
@@ -844,7 +844,7 @@ class TCPConnection:
             self._rto_at = now + self.rtt.rto()     # RFC 6298 §5.1
 
     def _send_syn(self, now: float) -> None:
-        active = self.state == SYN_SENT
+        active = self.state is SYN_SENT
         opts = self.options.syn_options(active, self.receiver.rcv_wscale, now)
         self._syn_xmit = now
         self._xmit(SYN if active else SYN | ACK, self.iss, b"", now, opts)

@@ -3,6 +3,8 @@
 cimport cython
 from pyslirp.net.tcp_segment cimport TCPSegment
 
+cdef long long MASK, HALF  # C values, not module-dict lookups
+
 
 @cython.final
 cdef class NegotiatedOptions:

@@ -3,6 +3,8 @@
 
 cimport cython
 
+cdef long long MASK  # a C value, not a module-dict lookup
+
 
 @cython.final
 cdef class ReassemblyPool:

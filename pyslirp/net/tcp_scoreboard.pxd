@@ -3,6 +3,8 @@
 
 cimport cython
 
+cdef long long MASK, HALF  # C values, not module-dict lookups
+
 
 @cython.final
 cdef class SentSegment:

@@ -8,6 +8,8 @@ from pyslirp.net.tcp_rtt cimport RTTEstimator
 from pyslirp.net.tcp_scoreboard cimport Scoreboard, SentSegment
 from pyslirp.net.tcp_segment cimport TCPSegment
 
+cdef long long MASK  # a C value, not a module-dict lookup
+
 
 @cython.final
 cdef class Sender:

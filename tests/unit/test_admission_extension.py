@@ -19,7 +19,7 @@ import datapath  # noqa: E402
 
 from pyslirp.admission_extension import ALLOW, Deny, Extension, ExtensionError, FlowInfo, load_check  # noqa: E402
 from pyslirp.config import PyslirpConfig  # noqa: E402
-from pyslirp.net import tcp  # noqa: E402
+from pyslirp.net import tcp_types  # noqa: E402
 from pyslirp.runtime.admission import Admission, Admitted, Refused  # noqa: E402
 from pyslirp.runtime.observers import Flow, Observers  # noqa: E402
 from pyslirp.runtime.security import ExtensionCheck, security_pipeline  # noqa: E402
@@ -98,10 +98,10 @@ async def test_an_async_check_is_awaited_before_the_connect_and_its_denial_is_an
                      security={"admission": f"{__name__}:deny_everything"})
     conn = path.connect()
     for _ in range(2000):
-        if conn.state == tcp.CLOSED:
+        if conn.state == tcp_types.CLOSED:
             break
         await asyncio.sleep(0.001)
-    assert conn.state == tcp.CLOSED
+    assert conn.state == tcp_types.CLOSED
     assert path.registry.totals("proxy")["refused_denied_by_extension"] == 1
     await path.close()
     server.close()

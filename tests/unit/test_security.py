@@ -19,7 +19,7 @@ from pyslirp._core.checksum import internet_checksum  # noqa: E402
 from pyslirp.config import PyslirpConfig, ServiceConfig  # noqa: E402
 from pyslirp.net import ipv4  # noqa: E402
 from pyslirp.net.stack import Stack  # noqa: E402
-from pyslirp.net import tcp  # noqa: E402
+from pyslirp.net import tcp_types  # noqa: E402
 from pyslirp.ppp.link import AuthFailed  # noqa: E402
 from pyslirp.runtime.admission import Admission, Admitted, Refused  # noqa: E402
 from pyslirp.runtime.audit import AuditLog  # noqa: E402
@@ -124,11 +124,11 @@ async def test_a_rate_limited_client_gets_rst_and_the_refusal_is_counted_and_aud
     await path.start(port, observers=Observers(audit), security={"rate_limiting": limit})
     conns = [path.connect() for _ in range(5)]
     for _ in range(2000):
-        if all(c.state in (tcp.ESTABLISHED, tcp.CLOSED) for c in conns):
+        if all(c.state in (tcp_types.ESTABLISHED, tcp_types.CLOSED) for c in conns):
             break
         await asyncio.sleep(0.001)
     states = [c.state for c in conns]
-    assert states.count(tcp.ESTABLISHED) == 2 and states.count(tcp.CLOSED) == 3  # RST, no timeout
+    assert states.count(tcp_types.ESTABLISHED) == 2 and states.count(tcp_types.CLOSED) == 3  # RST, no timeout
     assert path.registry.totals("proxy")["refused_rate_limit"] == 3
     await path.close()
     audit.close()
