@@ -239,6 +239,9 @@ class PPPLink:
         self.phase = Phase.DEAD
         self._events: list[LinkEvent] = []
         self._outbox: list[tuple[bytes, int]] = []
+        # next_deadline() as last computed; None in _deadline_stale's stead would be ambiguous
+        self._deadline: float | None = None
+        self._deadline_stale = True
         self._reason: str | None = None
         self._ipcp_rejected = False
         self._keepalive_reported = False
@@ -342,6 +345,7 @@ class PPPLink:
             fsm.close(now)
             fsm.take_signals()
             fsm.take_packets()
+            self._deadline_stale = True
             return
         if self._reason is None:
             self._reason = "line down"
@@ -361,8 +365,9 @@ class PPPLink:
         except Exception:  # a bug must not take the line down: count it, log it, drop the frame
             log.exception("PPP: internal error on a received frame")
             self._counters["internal_error"] += 1
-            return None
-        self._process(now)
+            datagram = None
+        if datagram is None:  # a control frame (or a drop): the protocols may have moved on
+            self._process(now)
         return datagram
 
     def frame_error(self) -> None:
@@ -498,9 +503,14 @@ class PPPLink:
 
     # --- time ------------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        """The earliest time :meth:`handle_timer` has something to do, or None."""
-        due = earlier(self._lcp.next_deadline(), self._ipcp.fsm.next_deadline())
-        return due if self._auth is None else earlier(due, self._auth.next_deadline())
+        """The earliest time :meth:`handle_timer` has something to do, or None. Asked after
+        every read and flush, it is computed again only after the protocols ran (a datagram
+        passing through moves no timer)."""
+        if self._deadline_stale:
+            due = earlier(self._lcp.next_deadline(), self._ipcp.fsm.next_deadline())
+            self._deadline = due if self._auth is None else earlier(due, self._auth.next_deadline())
+            self._deadline_stale = False
+        return self._deadline
 
     def handle_timer(self, now: float) -> None:
         """Run whatever timers have expired at ``now``."""
@@ -597,7 +607,9 @@ class PPPLink:
         self._lcp.fsm.close(now, reason)
 
     def _process(self, now: float) -> None:
-        """Flush packets and act on layer signals, auth outcomes and LCP findings until quiet."""
+        """Flush packets and act on layer signals, auth outcomes and LCP findings until quiet.
+        Every entry point that can move a protocol (and so a timer) ends here."""
+        self._deadline_stale = True
         for _ in range(100):  # each round consumes what the last produced; bounded for safety
             self._flush()
             busy = False
@@ -698,6 +710,7 @@ class PPPLink:
         if self.phase is Phase.DEAD:
             return
         self.phase = Phase.DEAD
+        self._deadline_stale = True
         if self._auth is not None:
             self._auth.stop()
         self._network_down(now)

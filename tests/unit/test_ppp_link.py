@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyslirp.ppp.auth import AuthOptions
-from pyslirp.ppp.fsm import FSMConfig, State, build_options, build_packet, parse_options
+from pyslirp.ppp.fsm import FSMConfig, State, build_options, build_packet, earlier, parse_options
 from pyslirp.ppp.ipcp import IPCPOptions
 from pyslirp.ppp.lcp import LCPOptions
 from pyslirp.ppp.link import (
@@ -333,6 +333,7 @@ class Wire:
 
     def pump(self) -> None:
         for _ in range(200):
+            self.check_deadline()
             out = self.link.take_output()
             for frame, accm in out:
                 self.peer.receive(frame, accm)
@@ -341,6 +342,7 @@ class Wire:
                 datagram = self.link.receive_frame(frame, self.now)
                 if datagram is not None:
                     self.delivered.append(datagram)
+                self.check_deadline()
             self.events += self.link.events()
             if not out and not frames:
                 return
@@ -351,8 +353,18 @@ class Wire:
         while (deadline := self.link.next_deadline()) is not None and deadline <= end:
             self.now = deadline
             self.link.handle_timer(self.now)
+            self.check_deadline()
             self.pump()
         self.now = end
+
+    def check_deadline(self) -> None:
+        """The link's deadline, which it computes again only after its protocols ran, is what
+        its protocols say now: every test that dials through a Wire checks the cache."""
+        link = self.link
+        fresh = earlier(link.lcp.next_deadline(), link.ipcp.fsm.next_deadline())
+        if link._auth is not None:
+            fresh = earlier(fresh, link._auth.next_deadline())
+        assert link.next_deadline() == fresh
 
     def of(self, kind: type) -> list:
         return [e for e in self.events if isinstance(e, kind)]
