@@ -5,6 +5,7 @@ cimport cython
 from pyslirp.net cimport ipv4
 from pyslirp.net.ipv4 cimport IPv4Header
 from pyslirp.net.tcp_segment cimport parse_segment
+from pyslirp.net.line_budget cimport LineBudget
 from pyslirp.net.tcp cimport TCPConnection
 
 
@@ -15,10 +16,12 @@ cdef tuple _key(TCPConnection conn)
 cdef class Stack:
     cdef public bytes local, peer
     cdef public int mtu, max_connections
-    cdef public object tcp_config, udp_ports, wake, counters, tcp_counters, budget, reassembly
+    cdef public object tcp_config, udp_ports, wake, counters, tcp_counters, reassembly
+    cdef public LineBudget budget
     cdef public tuple allowed_sources
     cdef public bint udp_outbound
-    cdef public object _fragments, _timer_seq, _ephemeral
+    cdef public object _fragments, _ephemeral
+    cdef public long long _timer_seq
     cdef public list _output, _events, _timers
     cdef public int _ident
     cdef public bytes _isn_secret

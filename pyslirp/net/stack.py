@@ -171,7 +171,7 @@ class Stack:
         self.connections: dict[tuple[bytes, int, bytes, int], TCPConnection] = {}
         self._dirty: dict[TCPConnection, None] = {}
         self._timers: list[tuple[float, int, TCPConnection]] = []
-        self._timer_seq = itertools.count()
+        self._timer_seq = 0  # ties in _timers are broken by the order of scheduling
         self._scheduled: dict[TCPConnection, float] = {}
         #: every connection's on_change hook: one bound method, not one per connection
         self._on_change = self.changed
@@ -410,7 +410,8 @@ class Stack:
             return
         if self._scheduled.get(conn) != deadline:
             self._scheduled[conn] = deadline
-            heappush(self._timers, (deadline, next(self._timer_seq), conn))
+            self._timer_seq += 1
+            heappush(self._timers, (deadline, self._timer_seq, conn))
 
     def _send_unreachable(
         self, code: int, header: ipv4.IPv4Header, packet: bytes, source: bytes | None = None
@@ -443,6 +444,9 @@ class Stack:
         self._ident = (self._ident + 1) & 0xFFFF
         # (positional: a C call when compiled; ttl, tos, dont_fragment)
         packet = ipv4.build(source or self.local, dst, protocol, payload, self._ident, TTL, 0, False)
+        if len(packet) <= self.mtu:  # what the connections send always fits: no fragmenting
+            self._output.append((packet, interactive))
+            return
         try:
             pieces = ipv4.fragment(packet, self.mtu)
         except IPv4Error as exc:

@@ -21,6 +21,8 @@ cdef long long ACK, FIN, PSH, RST, SYN, URG, PROTO_TCP, MASK, HALF
 cdef object CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, LAST_ACK, LISTEN
 cdef object SYN_RECEIVED, SYN_SENT, TIME_WAIT
 
+cdef inline object _earlier(object a, object b)
+
 
 @cython.final
 cdef class TCPConnection:

@@ -54,6 +54,13 @@ __all__ = ["TCPConnection"]
 _tuple_new = tuple.__new__
 
 
+def _earlier(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    """The earlier of two timers, either of which may be unarmed (None)."""
+    if a is None or (b is not None and b < a):
+        return b
+    return a
+
+
 class TCPConnection:
     """RFC 9293 TCP endpoint for one 4-tuple. See the module docstring."""
 
@@ -302,11 +309,7 @@ class TCPConnection:
 
     def next_deadline(self) -> Optional[float]:
         """The earliest time ``handle_timer`` has something to do, or None."""
-        d = self._rto_at
-        for t in (self._persist_at, self.receiver.delack_at, self._tw_at):
-            if t is not None and (d is None or t < d):
-                d = t
-        return d
+        return _earlier(_earlier(self._rto_at, self._persist_at), _earlier(self.receiver.delack_at, self._tw_at))
 
     def handle_timer(self, now: float) -> None:
         """Run every timer due at ``now`` (RFC 6298 retransmission, persist, delayed ACK,
