@@ -13,6 +13,19 @@ cdef tuple _key(TCPConnection conn)
 
 
 @cython.final
+cdef class ConnectionRequest:
+    cdef readonly TCPConnection conn
+    cdef readonly bytes address
+    cdef readonly long long port
+
+
+@cython.final
+cdef class ConnectionEvent:
+    cdef readonly TCPConnection conn
+    cdef readonly object event
+
+
+@cython.final
 cdef class Stack:
     cdef public bytes local, peer
     cdef public int mtu, max_connections

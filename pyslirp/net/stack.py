@@ -83,22 +83,34 @@ STACK_COUNTERS = CounterSet("stack", [
 ])
 
 
-@dataclass(frozen=True, slots=True)
 class ConnectionRequest:
     """A SYN for a new connection to ``address:port`` (``address`` packed, ours or another):
-    ``accept`` or ``refuse`` it (admission)."""
+    ``accept`` or ``refuse`` it (admission). Every connection makes one: compiled, a C class
+    with read-only fields (stack.pxd)."""
 
-    conn: TCPConnection
-    address: bytes
-    port: int
+    __slots__ = ("conn", "address", "port")
+
+    def __init__(self, conn: TCPConnection, address: bytes, port: int) -> None:
+        self.conn = conn
+        self.address = address
+        self.port = port
+
+    def __repr__(self) -> str:
+        return f"ConnectionRequest({self.conn!r}, {self.address!r}, {self.port})"
 
 
-@dataclass(frozen=True, slots=True)
 class ConnectionEvent:
-    """Something happened on an open connection."""
+    """Something happened on an open connection: a C class with read-only fields, compiled
+    (several per connection)."""
 
-    conn: TCPConnection
-    event: TCPEvent
+    __slots__ = ("conn", "event")
+
+    def __init__(self, conn: TCPConnection, event: TCPEvent) -> None:
+        self.conn = conn
+        self.event = event
+
+    def __repr__(self) -> str:
+        return f"ConnectionEvent({self.conn!r}, {self.event!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,10 @@ __all__ = ["TCPConnection"]
 
 #: ``OutSegment(data, interactive)`` without the named tuple's Python-level ``__new__``
 _tuple_new = tuple.__new__
+#: the events without fields, made once (they are immutable, and equal to any other instance)
+_ESTABLISHED = Established()
+_PEER_FINISHED = PeerFinished()
+_CLOSED = Closed()
 
 
 def _earlier(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -585,7 +589,7 @@ class TCPConnection:
         if delivered:
             self._events.append(DataReceived(len(rcv.buf), bool(flags & (PSH | FIN))))
         if rcv.fin_rcvd:
-            self._events.append(PeerFinished())
+            self._events.append(_PEER_FINISHED)
             nxt = FIN_RECEIVED_TRANSITIONS[st]
             self.state = nxt
             if nxt is CLOSE_WAIT and not rcv.ack_now:
@@ -721,13 +725,13 @@ class TCPConnection:
         self._in_persist = False
         self.receiver.discard_held()
         self.sender.clear()
-        self._events.append(Closed())
+        self._events.append(_CLOSED)
 
     def _establish(self, now: float) -> None:
         self.state = ESTABLISHED
         self.sender.on_established(self._syn_rtx > 0)
         self._last_xmit = now
-        self._events.append(Established())
+        self._events.append(_ESTABLISHED)
         if self.sender.fin_queued:
             self.sender.fin_queued = False
             self._queue_fin(now)
