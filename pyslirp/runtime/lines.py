@@ -13,12 +13,12 @@ so frames wait in our own queues, where interactive traffic can overtake bulk.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import errno
 import logging
 import os
 import socket
-import struct
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -191,6 +191,9 @@ class FdSession(LineSession):
         self._closed = False
         self._loop = asyncio.get_running_loop()
         self._buffer = bytearray()
+        #: TIOCOUTQ's answer; a writable buffer, which ioctl takes without first trying (and
+        #: failing, with a formatted TypeError) to parse a read-only one
+        self._os_queue = array.array("i", [0])
         self._eof = False
         self._reading = False
         self._waiter: asyncio.Future[None] | None = None
@@ -381,10 +384,10 @@ class FdSession(LineSession):
         if not self.counts_os_queue or not POSIX:
             return 0
         try:
-            raw = fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0")
+            fcntl.ioctl(self.fd, termios.TIOCOUTQ, self._os_queue, True)
         except OSError:
             return 0
-        return struct.unpack("i", raw)[0]
+        return self._os_queue[0]
 
     def close(self) -> None:
         if self._closed:

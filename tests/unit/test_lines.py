@@ -35,6 +35,21 @@ async def test_tcp_listen_serves_one_client_after_another() -> None:
     line.close()
 
 
+async def test_os_queued_counts_what_the_socket_still_holds() -> None:
+    """What the OS holds below us (SIOCOUTQ): 0 once the client has read everything, and what
+    is stuck in the send queue while the client reads nothing."""
+    line = open_line("tcp-listen://127.0.0.1:0")
+    reader, writer = await asyncio.open_connection("127.0.0.1", line.port)
+    session = await asyncio.wait_for(line.sessions().__anext__(), 5)
+    assert session.os_queued() == 0
+    while session.try_write(bytes(65536)):  # until the client's window and our buffer are full
+        await asyncio.sleep(0)
+    assert session.os_queued() > 0
+    writer.close()
+    session.close()
+    line.close()
+
+
 async def test_tcp_connect_line_retries_until_the_server_is_there() -> None:
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
