@@ -239,9 +239,13 @@ class PPPLink:
         self.phase = Phase.DEAD
         self._events: list[LinkEvent] = []
         self._outbox: list[tuple[bytes, int]] = []
-        # next_deadline() as last computed; None in _deadline_stale's stead would be ambiguous
+        # What the per-datagram paths read, taken from the protocols by _look() after they ran
+        # (_moved): the deadline, whether IP may pass, and how to frame what we send.
+        self._moved = True
         self._deadline: float | None = None
-        self._deadline_stale = True
+        self._ip_open = False
+        self._tx_accm = DEFAULT_ACCM
+        self._tx_acfc = self._tx_pfc = False
         self._reason: str | None = None
         self._ipcp_rejected = False
         self._keepalive_reported = False
@@ -345,7 +349,7 @@ class PPPLink:
             fsm.close(now)
             fsm.take_signals()
             fsm.take_packets()
-            self._deadline_stale = True
+            self._moved = True
             return
         if self._reason is None:
             self._reason = "line down"
@@ -428,7 +432,9 @@ class PPPLink:
                 self._drop("ncp_before_network")
             return None
         if protocol in (PROTO_IP, PROTO_VJ_COMP, PROTO_VJ_UNCOMP):
-            if self.phase is not Phase.NETWORK or self._ipcp.fsm.state is not State.OPENED:
+            if self._moved:
+                self._look()
+            if not self._ip_open:
                 self._drop("ip_before_ipcp_open")
                 return None
             if not info:
@@ -457,7 +463,9 @@ class PPPLink:
     # --- frames out ------------------------------------------------------------------------------
     def encode_datagram(self, packet: bytes) -> bytes | None:
         """The PPP frame (no FCS, no stuffing) carrying an IPv4 datagram, or None before IPCP is Opened."""
-        if self.phase is not Phase.NETWORK or self._ipcp.fsm.state is not State.OPENED:
+        if self._moved:
+            self._look()
+        if not self._ip_open:
             self._counters["tx_before_ipcp_open"] += 1
             return None
         if self._vj_tx is not None:
@@ -476,10 +484,10 @@ class PPPLink:
 
     def _frame(self, protocol: int, info: bytes) -> bytes:
         """Address/Control unless ACFC, Protocol compressed under PFC when < 0x100 (RFC 1661 §6.5-6.6)."""
-        lcp = self._lcp
-        opened = lcp.fsm.state is State.OPENED
-        header = b"" if opened and lcp.peer_acfc else _ADDRESS_CONTROL
-        if opened and lcp.peer_pfc and protocol < 0x100:
+        if self._moved:
+            self._look()
+        header = b"" if self._tx_acfc else _ADDRESS_CONTROL
+        if self._tx_pfc and protocol < 0x100:
             return header + bytes((protocol,)) + info
         return header + protocol.to_bytes(2, "big") + info
 
@@ -506,11 +514,23 @@ class PPPLink:
         """The earliest time :meth:`handle_timer` has something to do, or None. Asked after
         every read and flush, it is computed again only after the protocols ran (a datagram
         passing through moves no timer)."""
-        if self._deadline_stale:
-            due = earlier(self._lcp.next_deadline(), self._ipcp.fsm.next_deadline())
-            self._deadline = due if self._auth is None else earlier(due, self._auth.next_deadline())
-            self._deadline_stale = False
+        if self._moved:
+            self._look()
         return self._deadline
+
+    def _look(self) -> None:
+        """Take what the per-datagram paths read from the protocols, which moved since the last
+        look: the deadline; whether IP may pass (the network phase with IPCP Opened, RFC 1661
+        §3.5); and, once LCP is Opened, the peer's ACCM, ACFC and PFC for what we send."""
+        lcp = self._lcp
+        due = earlier(lcp.next_deadline(), self._ipcp.fsm.next_deadline())
+        self._deadline = due if self._auth is None else earlier(due, self._auth.next_deadline())
+        self._ip_open = self.phase is Phase.NETWORK and self._ipcp.fsm.state is State.OPENED
+        opened = lcp.fsm.state is State.OPENED
+        self._tx_accm = lcp.peer_accm if opened else DEFAULT_ACCM
+        self._tx_acfc = opened and lcp.peer_acfc
+        self._tx_pfc = opened and lcp.peer_pfc
+        self._moved = False
 
     def handle_timer(self, now: float) -> None:
         """Run whatever timers have expired at ``now``."""
@@ -526,9 +546,9 @@ class PPPLink:
     @property
     def tx_accm(self) -> int:
         """ACCM for our non-LCP frames: the peer's, once LCP is Opened (RFC 1662 §7.1)."""
-        if self._lcp.fsm.state is State.OPENED:
-            return self._lcp.peer_accm
-        return DEFAULT_ACCM
+        if self._moved:
+            self._look()
+        return self._tx_accm
 
     @property
     def rx_accm(self) -> int:
@@ -609,8 +629,8 @@ class PPPLink:
     def _process(self, now: float) -> None:
         """Flush packets and act on layer signals, auth outcomes and LCP findings until quiet.
         Every entry point that can move a protocol (and so a timer) ends here."""
-        self._deadline_stale = True
         for _ in range(100):  # each round consumes what the last produced; bounded for safety
+            self._moved = True  # the last round's signals may have moved a protocol
             self._flush()
             busy = False
             lcp = self._lcp
@@ -636,8 +656,10 @@ class PPPLink:
                     busy = True
                     self._on_auth_outcome(outcome, now)
             if not busy:
-                return
-        log.error("PPP: signal processing did not settle")  # pragma: no cover
+                break
+        else:
+            log.error("PPP: signal processing did not settle")  # pragma: no cover
+        self._moved = True  # a look taken during the rounds may be out of date
 
     def _on_lcp_signal(self, signal: Action, now: float) -> None:
         lcp = self._lcp
@@ -710,7 +732,7 @@ class PPPLink:
         if self.phase is Phase.DEAD:
             return
         self.phase = Phase.DEAD
-        self._deadline_stale = True
+        self._moved = True
         if self._auth is not None:
             self._auth.stop()
         self._network_down(now)

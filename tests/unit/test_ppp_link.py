@@ -333,7 +333,7 @@ class Wire:
 
     def pump(self) -> None:
         for _ in range(200):
-            self.check_deadline()
+            self.check_view()
             out = self.link.take_output()
             for frame, accm in out:
                 self.peer.receive(frame, accm)
@@ -342,7 +342,7 @@ class Wire:
                 datagram = self.link.receive_frame(frame, self.now)
                 if datagram is not None:
                     self.delivered.append(datagram)
-                self.check_deadline()
+                self.check_view()
             self.events += self.link.events()
             if not out and not frames:
                 return
@@ -353,18 +353,25 @@ class Wire:
         while (deadline := self.link.next_deadline()) is not None and deadline <= end:
             self.now = deadline
             self.link.handle_timer(self.now)
-            self.check_deadline()
+            self.check_view()
             self.pump()
         self.now = end
 
-    def check_deadline(self) -> None:
-        """The link's deadline, which it computes again only after its protocols ran, is what
-        its protocols say now: every test that dials through a Wire checks the cache."""
+    def check_view(self) -> None:
+        """What the link takes from its protocols only after they ran (its deadline, whether IP
+        passes, the ACCM, ACFC and PFC it sends with) is what they say now: every test that
+        dials through a Wire checks the cached view."""
         link = self.link
         fresh = earlier(link.lcp.next_deadline(), link.ipcp.fsm.next_deadline())
         if link._auth is not None:
             fresh = earlier(fresh, link._auth.next_deadline())
         assert link.next_deadline() == fresh
+        lcp_open = link.lcp_state is State.OPENED
+        assert link.tx_accm == (link.lcp.peer_accm if lcp_open else 0xFFFFFFFF)
+        ip_open = link.phase is Phase.NETWORK and link.ipcp_state is State.OPENED
+        assert link._ip_open == ip_open
+        assert link._tx_acfc == (lcp_open and link.lcp.peer_acfc)
+        assert link._tx_pfc == (lcp_open and link.lcp.peer_pfc)
 
     def of(self, kind: type) -> list:
         return [e for e in self.events if isinstance(e, kind)]
