@@ -31,7 +31,7 @@ from pyslirp.runtime.counter_registry import CounterRegistry
 from pyslirp.runtime.lines import LINE_COUNTERS, LineSession
 from pyslirp.runtime.observers import Direction, FrameTap, LogObserver, Observers
 from pyslirp.runtime.peer_pool import AddressLease
-from pyslirp.runtime.scheduler import SCHEDULER_COUNTERS, LineScheduler, Priority
+from pyslirp.runtime.scheduler import BULK, CONTROL, INTERACTIVE, SCHEDULER_COUNTERS, LineScheduler, Priority
 from pyslirp.runtime.settings import deframer_max_frame
 from pyslirp.runtime.timing import ProcessingTimes
 
@@ -266,19 +266,19 @@ class Gateway:
         for frame, accm in link.take_output():
             if taps:
                 self._tap(Direction.SENT, frame, self._loop.time())
-            self.scheduler.send(encode_frame(frame, accm), Priority.CONTROL)
+            self.scheduler.send(encode_frame(frame, accm), CONTROL)
         self._handle_link_events()
         network = self.network
         if network is not None:
             tx_accm = link.tx_accm
             for packet, interactive in network.take_output():
-                priority = Priority.INTERACTIVE if interactive else Priority.BULK
+                priority = INTERACTIVE if interactive else BULK
                 # A full bulk queue drops the datagram here, before VJ compresses it: the
                 # compressor's slot moves on with every frame it encodes, so a compressed frame
                 # dropped after encoding would leave the peer's decompressor a segment behind, and
                 # every later header of that connection would be rebuilt wrong (bad TCP checksum)
                 # until an RTO retransmission went uncompressed (RFC 1144 §4.1).
-                if priority is Priority.BULK and self.scheduler.bulk_room() < _max_encoded_size(len(packet)):
+                if priority is BULK and self.scheduler.bulk_room() < _max_encoded_size(len(packet)):
                     self.scheduler.counters["bulk_dropped"] += 1
                     continue
                 frame = link.encode_datagram(packet)
