@@ -411,27 +411,7 @@ class PPPLink:
         if self.phase is Phase.DEAD:
             self._drop("link_dead")
             return None
-        if protocol == PROTO_LCP:
-            self._counters["rx_lcp"] += 1
-            self._lcp.fsm.receive(info, now)
-            return None
-        lcp_opened = self._lcp.fsm.state is State.OPENED
-        if protocol in (PROTO_PAP, PROTO_CHAP):
-            auth = self._auth
-            if lcp_opened and auth is not None and auth.protocol == protocol:
-                self._counters["rx_auth"] += 1
-                auth.receive(info, now)
-            else:
-                self._drop("auth_unexpected")
-            return None
-        if protocol == PROTO_IPCP:
-            if self.phase is Phase.NETWORK:
-                self._counters["rx_ipcp"] += 1
-                self._ipcp.fsm.receive(info, now)
-            else:
-                self._drop("ncp_before_network")
-            return None
-        if protocol in (PROTO_IP, PROTO_VJ_COMP, PROTO_VJ_UNCOMP):
+        if protocol in (PROTO_IP, PROTO_VJ_COMP, PROTO_VJ_UNCOMP):  # the data phase's frames, first
             if self._moved:
                 self._look()
             if not self._ip_open:
@@ -452,6 +432,26 @@ class PPPLink:
                 return None
             self._counters["rx_vj"] += 1
             return bytes(datagram)
+        if protocol == PROTO_LCP:
+            self._counters["rx_lcp"] += 1
+            self._lcp.fsm.receive(info, now)
+            return None
+        lcp_opened = self._lcp.fsm.state is State.OPENED
+        if protocol in (PROTO_PAP, PROTO_CHAP):
+            auth = self._auth
+            if lcp_opened and auth is not None and auth.protocol == protocol:
+                self._counters["rx_auth"] += 1
+                auth.receive(info, now)
+            else:
+                self._drop("auth_unexpected")
+            return None
+        if protocol == PROTO_IPCP:
+            if self.phase is Phase.NETWORK:
+                self._counters["rx_ipcp"] += 1
+                self._ipcp.fsm.receive(info, now)
+            else:
+                self._drop("ncp_before_network")
+            return None
         # A protocol we do not speak: Protocol-Reject once LCP is Opened (RFC 1661 §5.7).
         if lcp_opened and self._lcp.protocol_reject(protocol, info):
             self._drop("protocol_rejected")
