@@ -81,6 +81,9 @@ class LineScheduler:
         }
         self._closed = False
         self._partial = b""  # the rest of a batch the OS took only part of: it goes first
+        #: the most the OS can hold below us: what it held when last asked, plus what we wrote
+        #: since (its queue only drains in between)
+        self._os_bound = 0
         self._writer_busy = False  # the writer task holds a batch: only it may write
 
     def send(self, frame: bytes, priority: Priority = Priority.BULK) -> bool:
@@ -101,12 +104,12 @@ class LineScheduler:
         in one write (no task switch per flush); otherwise the writer task takes over."""
         if not any(self._queues):
             return
-        if self.rate or self._writer_busy or self._partial or self._closed \
-                or self.session.os_queued() > self.os_queue_limit:
+        if self.rate or self._writer_busy or self._partial or self._closed or self._os_queue_over():
             self._wake.set()
             return
         batch = self._take_batch()
         written = self.session.try_write(batch)
+        self._os_bound += written
         self.counters["bytes_sent"] += written
         if written < len(batch):
             self._partial = batch[written:]
@@ -167,12 +170,20 @@ class LineScheduler:
         if self._tokens < 0:
             await asyncio.sleep(-self._tokens / self.rate)
 
+    def _os_queue_over(self) -> bool:
+        """Whether the OS holds more than ``os_queue_limit`` below us. It is asked (an ioctl)
+        only when what it may hold, ``_os_bound``, is over the limit: a line written a frame at a
+        time is not asked at every write."""
+        if self._os_bound <= self.os_queue_limit:
+            return False
+        self._os_bound = self.session.os_queued()
+        return self._os_bound > self.os_queue_limit
+
     async def _os_room(self) -> None:
         while not self._closed:
-            queued = self.session.os_queued()
-            if queued <= self.os_queue_limit:
+            if not self._os_queue_over():
                 return
-            excess = queued - self.os_queue_limit
+            excess = self._os_bound - self.os_queue_limit
             self.counters["os_queue_waits"] += 1
             await asyncio.sleep(excess / self.rate if self.rate else 0.001)
 
@@ -195,6 +206,7 @@ class LineScheduler:
                 if self.rate:
                     await self._pace(len(batch))
                 await self.session.write(batch)
+                self._os_bound += len(batch)
             finally:
                 self._writer_busy = False
             self.counters["bytes_sent"] += len(batch)

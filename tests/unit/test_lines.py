@@ -170,6 +170,48 @@ async def test_unpaced_scheduler_writes_at_once_and_the_task_finishes_a_partial_
     await task
 
 
+class QueueingSession(RecordingSession):
+    """Takes every write; the OS queue below holds ``held`` bytes, and each ask is counted."""
+
+    def __init__(self) -> None:
+        super().__init__(takes=1 << 20)
+        self.held = 0
+        self.asked = 0
+
+    def os_queued(self) -> int:
+        self.asked += 1
+        return self.held
+
+
+async def test_scheduler_asks_the_os_queue_only_when_it_may_be_over_its_limit() -> None:
+    session = QueueingSession()
+    scheduler = LineScheduler(session)
+    limit = scheduler.os_queue_limit
+    frame = bytes(100)
+
+    def write() -> None:
+        scheduler.send(frame, Priority.INTERACTIVE)
+        scheduler.kick()
+
+    written = 0
+    while written <= limit:  # all it was given so far fits the limit: the OS is not asked
+        write()
+        written += len(frame)
+    assert session.asked == 0 and len(session.writes) == written // len(frame)
+    session.held = 150
+    write()  # it may hold more than the limit now: asked, it holds 150, and the frame goes
+    assert session.asked == 1 and len(session.writes) == written // len(frame) + 1
+    write()  # at most 150 + 100 + 100: not asked
+    assert session.asked == 1
+    session.held = limit + 1
+    while session.asked == 1:
+        write()
+    writes = len(session.writes)
+    write()  # it holds more than the limit: the frame waits in our queue for the writer task
+    assert len(session.writes) == writes and scheduler.queued(Priority.INTERACTIVE) == 2 * len(frame)
+    scheduler.close()
+
+
 async def test_scheduler_bounds_bulk_and_counts_the_drop() -> None:
     scheduler = LineScheduler(RecordingSession(), bulk_limit=3000)
     assert scheduler.send(b"x" * 1500)
