@@ -4,6 +4,7 @@ extremes of each width; and out-of-range offsets raise as indexing does."""
 from __future__ import annotations
 
 import struct
+from typing import Callable
 
 import pytest
 from hypothesis import given
@@ -19,20 +20,17 @@ def test_reads_match_struct(data: bytes, choice: st.DataObject) -> None:
     assert u32(data, offset) == struct.unpack_from("!I", data, offset)[0]
 
 
-@pytest.mark.parametrize("value", [0, 1, 0x7FFF, 0x8000, 0xFFFF])
-def test_put16_round_trips(value: int) -> None:
-    buf = bytearray(4)
-    put16(buf, 1, value)
-    assert bytes(buf) == b"\x00" + struct.pack("!H", value) + b"\x00"
-    assert u16(bytes(buf), 1) == value
-
-
-@pytest.mark.parametrize("value", [0, 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
-def test_put32_round_trips(value: int) -> None:
-    buf = bytearray(6)
-    put32(buf, 1, value)
-    assert bytes(buf) == b"\x00" + struct.pack("!I", value) + b"\x00"
-    assert u32(bytes(buf), 1) == value
+@pytest.mark.parametrize(("put", "get", "fmt", "value"), [
+    *((put16, u16, "!H", value) for value in (0, 1, 0x7FFF, 0x8000, 0xFFFF)),
+    *((put32, u32, "!I", value) for value in (0, 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)),
+])
+def test_puts_round_trip(put: Callable[[bytearray, int, int], None], get: Callable[[bytes, int], int],
+                         fmt: str, value: int) -> None:
+    width = struct.calcsize(fmt)
+    buf = bytearray(width + 2)
+    put(buf, 1, value)
+    assert bytes(buf) == b"\x00" + struct.pack(fmt, value) + b"\x00"
+    assert get(bytes(buf), 1) == value
 
 
 def test_puts_keep_the_low_bits() -> None:
