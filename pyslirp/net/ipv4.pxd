@@ -3,7 +3,6 @@
 
 cimport cython
 from pyslirp._core.checksum cimport internet_checksum
-from pyslirp.net.wire cimport u16
 
 
 @cython.final
