@@ -3,6 +3,7 @@
 
 cimport cython
 from pyslirp._core.checksum cimport internet_checksum
+from pyslirp.net.wire cimport u16
 
 
 @cython.final

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 
 from pyslirp._core.checksum import internet_checksum
+from pyslirp.net.wire import u16
 
 PROTO_ICMP = 1
 PROTO_TCP = 6
@@ -60,7 +61,7 @@ class IPv4Header:
 
 def parse(packet: bytes) -> IPv4Header:
     """Validate a received datagram (RFC 791 §3.1, RFC 1122 §3.2.1); raise :class:`IPv4Error`."""
-    # The fields are read octet by octet: compiled, each read is a C load from the bytes.
+    # The fields are read in place (wire.py): compiled, each read is a C load from the bytes.
     data = packet if type(packet) is bytes else bytes(packet)
     n = len(data)
     if n < MIN_HEADER:
@@ -71,19 +72,19 @@ def parse(packet: bytes) -> IPv4Header:
     header_length = (ver_ihl & 0x0F) * 4
     if header_length < MIN_HEADER or header_length > n:
         raise IPv4Error("bad_header_length")
-    total_length = data[2] << 8 | data[3]
+    total_length = u16(data, 2)
     if total_length < header_length or total_length > n:
         raise IPv4Error("bad_total_length")
     if internet_checksum(data[:header_length]) != 0:
         raise IPv4Error("bad_header_checksum")
-    flags_fragment = data[6] << 8 | data[7]
+    flags_fragment = u16(data, 6)
     if flags_fragment & 0x8000:
         raise IPv4Error("reserved_flag")
     # __new__ and the fields one by one: no argument parsing per datagram
     header = IPv4Header.__new__(IPv4Header)
     header.header_length = header_length
     header.total_length = total_length
-    header.identification = data[4] << 8 | data[5]
+    header.identification = u16(data, 4)
     header.flags_fragment = flags_fragment
     header.ttl = data[8]
     header.protocol = data[9]
