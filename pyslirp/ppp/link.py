@@ -628,7 +628,8 @@ class PPPLink:
 
     def _process(self, now: float) -> None:
         """Flush packets and act on layer signals, auth outcomes and LCP findings until quiet.
-        Every entry point that can move a protocol (and so a timer) ends here."""
+        Every entry point that can move a protocol (and so a timer) ends here, and marks the
+        link's view moved (as do the paths to Dead that bypass it)."""
         for _ in range(100):  # each round consumes what the last produced; bounded for safety
             self._moved = True  # the last round's signals may have moved a protocol
             self._flush()
