@@ -6,7 +6,6 @@ stack does with segments before a connection exists (ISN, connection requests, r
 from __future__ import annotations
 
 import enum
-import hashlib
 from dataclasses import dataclass
 from typing import NamedTuple, Optional, Union
 
@@ -183,23 +182,84 @@ class TCPConfig:
 
 def isn(secret: bytes, local: tuple[bytes, int], remote: tuple[bytes, int], now: float) -> int:
     """RFC 6528 §3 initial sequence number: ISN = M + F(localip, localport, remoteip,
-    remoteport, secretkey), M a 4-microsecond timer, F a keyed PRF (BLAKE2s here; Linux uses
-    SipHash)."""
+    remoteport, secretkey), M a 4-microsecond timer, F a keyed PRF: SipHash-2-4, as Linux's
+    ``secure_tcp_seq`` uses, keyed with the 16 octets of ``secret``."""
     return isn_keyed(isn_prf(secret), local, remote, now)
 
 
-def isn_prf(secret: bytes) -> object:
-    """F of :func:`isn` keyed with ``secret``, made once: a stack keeps it for its SYNs (keying
-    BLAKE2s costs as much as hashing the 4-tuple)."""
-    key = secret if len(secret) <= 32 else hashlib.blake2s(secret).digest()
-    return hashlib.blake2s(key=key, digest_size=4)
+def isn_prf(secret: bytes) -> tuple[int, int]:
+    """F of :func:`isn` keyed with ``secret``: SipHash's key as its two little-endian 64-bit
+    halves, made once, which a stack keeps for its SYNs."""
+    if len(secret) != 16:
+        raise ValueError(f"the ISN secret is a 128-bit SipHash key (16 octets), not {len(secret)}")
+    return int.from_bytes(secret[:8], "little"), int.from_bytes(secret[8:], "little")
 
 
-def isn_keyed(prf: object, local: tuple[bytes, int], remote: tuple[bytes, int], now: float) -> int:
+def isn_keyed(prf: tuple[int, int], local: tuple[bytes, int], remote: tuple[bytes, int], now: float) -> int:
     """:func:`isn` with F already keyed (:func:`isn_prf`): the same number."""
-    h = prf.copy()  # type: ignore[attr-defined]
-    h.update(bytes(local[0]) + local[1].to_bytes(2, "big") + bytes(remote[0]) + remote[1].to_bytes(2, "big"))
-    return (int(now * 250_000) + int.from_bytes(h.digest(), "big")) & MASK
+    k0, k1 = prf
+    four_tuple = local[0] + remote[0] + (local[1] << 16 | remote[1]).to_bytes(4, "big")
+    return (int(now * 250_000) + siphash24(k0, k1, four_tuple)) & MASK
+
+
+# SipHash-2-4 (Aumasson and Bernstein, "SipHash: a fast short-input PRF", 2012): the state is four
+# 64-bit words; additions and shifts wrap at 64 bits (free when compiled: the words are C
+# unsigned long longs, and the masks vanish).
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def siphash24(k0: int, k1: int, data: bytes) -> int:
+    """SipHash-2-4 of ``data`` with the key whose little-endian 64-bit halves are ``k0`` and
+    ``k1``: each 8-octet word of the message (the last one padded, with the message's length in
+    its top octet) takes two SipRounds, the finish four."""
+    v0 = k0 ^ 0x736F6D6570736575
+    v1 = k1 ^ 0x646F72616E646F6D
+    v2 = k0 ^ 0x6C7967656E657261
+    v3 = k1 ^ 0x7465646279746573
+    length = len(data)
+    last = length - length % 8
+    offset = 0
+    while offset <= last:
+        if offset < last:
+            word = _little_endian(data, offset, 8)
+        else:
+            word = _little_endian(data, offset, length - last) | (length & 0xFF) << 56
+        v3 ^= word
+        v0, v1, v2, v3 = _sip_rounds(v0, v1, v2, v3, 2)
+        v0 ^= word
+        offset += 8
+    v2 ^= 0xFF
+    v0, v1, v2, v3 = _sip_rounds(v0, v1, v2, v3, 4)
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+def _little_endian(data: bytes, offset: int, count: int) -> int:
+    """The ``count`` (at most 8) octets at ``offset`` as a little-endian integer."""
+    word = 0
+    for i in range(count):
+        octet = data[offset + i]  # a 64-bit word when compiled: shifted by up to 56 bits
+        word |= octet << 8 * i
+    return word
+
+
+def _sip_rounds(v0: int, v1: int, v2: int, v3: int, rounds: int) -> tuple[int, int, int, int]:
+    """``rounds`` SipRounds of the state."""
+    for _ in range(rounds):
+        v0 = (v0 + v1) & _MASK64
+        v1 = (v1 << 13 | v1 >> 51) & _MASK64
+        v1 ^= v0
+        v0 = (v0 << 32 | v0 >> 32) & _MASK64
+        v2 = (v2 + v3) & _MASK64
+        v3 = (v3 << 16 | v3 >> 48) & _MASK64
+        v3 ^= v2
+        v0 = (v0 + v3) & _MASK64
+        v3 = (v3 << 21 | v3 >> 43) & _MASK64
+        v3 ^= v0
+        v2 = (v2 + v1) & _MASK64
+        v1 = (v1 << 17 | v1 >> 47) & _MASK64
+        v1 ^= v2
+        v2 = (v2 << 32 | v2 >> 32) & _MASK64
+    return v0, v1, v2, v3
 
 
 def is_connection_request(seg: TCPSegment) -> bool:

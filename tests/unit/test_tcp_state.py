@@ -19,7 +19,7 @@ from pyslirp.net.tcp import TCPConnection  # noqa: E402
 from pyslirp.net.tcp_segment import ACK, FIN, PSH, RST, SYN, parse_segment  # noqa: E402
 from pyslirp.net.tcp_types import (  # noqa: E402
     Aborted, Closed, DataReceived, Established, PeerFinished, Reset, TCPConfig, TCPState,
-    TCPUsageError, is_connection_request, isn, reset_for_segment,
+    TCPUsageError, is_connection_request, isn, reset_for_segment, siphash24,
 )
 
 ISS = 1000
@@ -523,8 +523,34 @@ def test_isn_rfc6528():
     # M: a 4 µs clock.
     assert (isn(k, loc, rem, 101.0) - a) % 2**32 == 250_000
     assert isn(k, loc, (rem[0], 40001), 100.0) != a
-    assert isn(b"other", loc, rem, 100.0) != a
+    assert isn(k, (loc[0], 81), rem, 100.0) != a
+    assert isn(k, loc, (bytes([10, 0, 0, 3]), 40000), 100.0) != a
+    assert isn(b"o" * 16, loc, rem, 100.0) != a
     assert 0 <= a < 2**32
+    # F is SipHash-2-4 of the 4-tuple: the same number by hand.
+    k0 = k1 = int.from_bytes(k[:8], "little")
+    assert a == (25_000_000 + siphash24(k0, k1, loc[0] + rem[0] + bytes([0, 80, 0x9C, 0x40]))) % 2**32
+
+
+def test_isn_secret_is_a_siphash_key():
+    with pytest.raises(ValueError, match=r"\(16 octets\), not 5"):
+        isn(b"short", (bytes(4), 1), (bytes(4), 2), 0.0)
+
+
+#: Aumasson and Bernstein's reference vectors (the paper's Appendix A; ``vectors.h`` of the
+#: reference implementation): key 00..0f, message 00..(n-1), the 64-bit output in little endian
+SIPHASH24_VECTORS = {
+    0: "310e0edd47db6f72", 1: "fd67dc93c539f874", 7: "37d1018bf50002ab",
+    8: "6224939a79f5f593", 9: "b0e4a90bdf82009e", 15: "e545be4961ca29a1",
+}
+
+
+@pytest.mark.parametrize("length", sorted(SIPHASH24_VECTORS))
+def test_siphash24_reference_vectors(length: int) -> None:
+    key = bytes(range(16))
+    k0, k1 = int.from_bytes(key[:8], "little"), int.from_bytes(key[8:], "little")
+    digest = siphash24(k0, k1, bytes(range(length)))
+    assert digest.to_bytes(8, "little").hex() == SIPHASH24_VECTORS[length]
 
 
 def test_reset_for_segment_rfc9293_closed_state():
