@@ -21,8 +21,6 @@ with :meth:`AuthServer.take_outcomes`; packets (the Information field of PAP/CHA
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
 import logging
 import random
 from collections import Counter
@@ -36,6 +34,14 @@ from pyslirp.ppp.protocols import AUTH_CHAP, AUTH_PAP, PROTO_CHAP, PROTO_PAP, pr
 __all__ = ["AUTH_COUNTERS", "AuthOptions", "AuthOutcome", "AuthServer", "CHAPServer", "PAPServer", "make_auth_server"]
 
 log = logging.getLogger(__name__)
+
+def _equal_in_constant_time(a: bytes, b: bytes) -> bool:
+    """``hmac.compare_digest``, imported on first use: hmac and hashlib load OpenSSL's libcrypto
+    (about 3.5 MB of a server's memory), which only a link that authenticates needs."""
+    import hmac
+
+    return hmac.compare_digest(a, b)
+
 
 # PAP codes (RFC 1334 §2.2)
 PAP_AUTH_REQUEST = 1
@@ -211,7 +217,7 @@ class PAPServer(AuthServer):
             self._fail(user, "blocked")
             return
         secret = self._lookup(raw_user)
-        ok = secret is not None and hmac.compare_digest(secret.encode("utf-8"), password)
+        ok = secret is not None and _equal_in_constant_time(secret.encode("utf-8"), password)
         if ok:
             self._answer(PAP_AUTH_ACK, ident, b"Login ok")
             self._succeed(user, rechallenge=False)
@@ -301,8 +307,10 @@ class CHAPServer(AuthServer):
         ok = False
         reason = "unknown user" if self.refusal is None else "blocked"
         if secret is not None:
+            import hashlib  # on first use, as in _equal_in_constant_time
+
             expected = hashlib.md5(bytes((ident,)) + secret.encode("utf-8") + self._challenge).digest()
-            ok = hmac.compare_digest(expected, value)
+            ok = _equal_in_constant_time(expected, value)
             reason = "wrong response"
         if ok and self._rechallenge and user != self.user:
             ok, reason = False, "user changed on re-challenge"
