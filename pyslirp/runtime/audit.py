@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
+import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,9 +47,11 @@ class AuditLogError(Exception):
 
 
 def rfc3339(timestamp: float) -> str:
-    """``2026-12-06T18:46:37.123Z``"""
-    moment = datetime.fromtimestamp(timestamp, timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``2026-12-06T18:46:37.123Z`` (UTC, milliseconds truncated from the whole microsecond, as
+    ``datetime.isoformat`` gives them; :mod:`datetime` itself would cost the server 0.7 MB)."""
+    fraction, seconds = math.modf(timestamp)
+    extra_second, micros = divmod(round(fraction * 1_000_000), 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds + extra_second)) + f".{micros // 1000:03d}Z"
 
 
 class AuditLog(GatewayObserver):

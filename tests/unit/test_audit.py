@@ -143,3 +143,14 @@ def test_an_audit_path_that_cannot_be_opened_is_a_configuration_error(
     assert run_server(config) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert err.startswith("pyslirp: security.audit_log: cannot open ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("timestamp", [0.0, 1_765_000_000.25, 1.0009999, 1.9995, 1.9999996, 59.9999996,
+                                       1_175_395_973.1879995, 1_616_676_437.0369995, 4_102_444_800.5])
+def test_timestamps_are_what_datetime_writes(timestamp: float) -> None:
+    # Written without datetime (the server does not load it), to the same millisecond, edges included:
+    # the fraction rounded to the microsecond first (half to even), then truncated.
+    from datetime import datetime, timezone
+
+    expected = datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
+    assert audit_module.rfc3339(timestamp) == expected.replace("+00:00", "Z")
