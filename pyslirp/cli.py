@@ -237,6 +237,9 @@ def _command(argv: Sequence[str] | None) -> int:
 
     source = partly_compiled()
     if not source:
+        from pyslirp.runtime import no_tls
+
+        no_tls.install()  # before the event loop's import loads OpenSSL for nothing
         from pyslirp.runtime.server import run_server  # imported while the child validates
     try:
         config, warnings = validation.result()

@@ -142,9 +142,11 @@ def test_an_answer_that_is_no_configuration_is_a_config_error_not_a_traceback(bu
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's /proc/PID/maps")
-def test_the_serving_process_never_loads_pydantic(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("loop", ["auto", "asyncio"])
+def test_the_serving_process_never_loads_pydantic_or_openssl(tmp_path: pathlib.Path, loop: str) -> None:
     server = subprocess.Popen(
-        [sys.executable, "-m", "pyslirp", "serve", "tcp-listen://127.0.0.1:0", "--config", str(ROOT / "config.yaml")],
+        [sys.executable, "-m", "pyslirp", "serve", "tcp-listen://127.0.0.1:0", "--config", str(ROOT / "config.yaml"),
+         "--loop", loop],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -155,6 +157,8 @@ def test_the_serving_process_never_loads_pydantic(tmp_path: pathlib.Path) -> Non
         maps = pathlib.Path(f"/proc/{server.pid}/maps").read_text()
         assert "uvloop" in maps or "_asyncio" in maps  # the server is up and its modules loaded
         assert "pydantic" not in maps
+        # no TLS anywhere (pyslirp.runtime.no_tls): neither the event loop nor the ISN's PRF loads OpenSSL
+        assert "libssl" not in maps and "libcrypto" not in maps
     finally:
         server.terminate()
         server.communicate(timeout=15)
