@@ -185,3 +185,55 @@ class LineRecord(LineRules, Record):
 RECORD_TYPES: dict[str, type[Record]] = {
     "AuthConfig": AuthRecord, "PPPConfig": PPPRecord, "ServiceConfig": ServiceRecord, "LineConfig": LineRecord,
 }
+
+
+# --- records as JSON: the validating child's answer --------------------------------------------------
+
+#: the values a record holds besides JSON's own, each written as its text under its tag
+_AS_TEXT: dict[str, type] = {"address": IPv4Address, "network": IPv4Network, "path": Path}
+_RECORD_CLASSES: dict[str, type[Record]] = {kind.__name__: kind for kind in (Section, *RECORD_TYPES.values())}
+
+
+def to_json(value: Any) -> Any:
+    """``value`` (records and what they hold) as a tree of JSON values that :func:`from_json`
+    turns back into equal values: JSON's own types as they are, anything else as a one-key
+    object naming its kind (a mapping keeps its keys' types; a tuple stays a tuple)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        return [to_json(item) for item in value]
+    if isinstance(value, Record):
+        return {"record": [type(value).__name__, {name: to_json(item) for name, item in value.__dict__.items()}]}
+    if isinstance(value, Mapping):
+        return {"mapping": [[to_json(key), to_json(item)] for key, item in value.items()]}
+    if isinstance(value, tuple):
+        return {"tuple": [to_json(item) for item in value]}
+    for tag, kind in _AS_TEXT.items():
+        if isinstance(value, kind):
+            return {tag: str(value)}
+    raise TypeError(f"a configuration value of type {type(value).__name__} has no JSON form")
+
+
+def from_json(tree: Any) -> Any:
+    """The values :func:`to_json` wrote; ValueError for a tree it did not write."""
+    if isinstance(tree, list):
+        return [from_json(item) for item in tree]
+    if not isinstance(tree, dict):
+        return tree
+    if len(tree) != 1:
+        raise ValueError(f"not a tagged value: {sorted(tree)}")
+    ((tag, content),) = tree.items()
+    if tag == "record":
+        name, fields = content
+        if name not in _RECORD_CLASSES:
+            raise ValueError(f"no record type {name!r}")
+        record = object.__new__(_RECORD_CLASSES[name])
+        record.__dict__.update({field: from_json(item) for field, item in fields.items()})
+        return record
+    if tag == "mapping":
+        return {from_json(key): from_json(item) for key, item in content}
+    if tag == "tuple":
+        return tuple(from_json(item) for item in content)
+    if tag in _AS_TEXT:
+        return _AS_TEXT[tag](content)
+    raise ValueError(f"no value kind {tag!r}")

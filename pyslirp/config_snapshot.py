@@ -3,7 +3,8 @@
 ``pyslirp serve`` (and each reload) runs ``python -m pyslirp.config_snapshot`` with the config file
 and the command line's overrides. The child loads and validates them with the pydantic models of
 :mod:`pyslirp.config`, environment included, and writes back the result as records
-(:mod:`pyslirp.config_records`) with the configuration's warnings; a configuration it refuses
+(:mod:`pyslirp.config_records`) in JSON, with the configuration's warnings (JSON, not pickle:
+the server's memory need not hold the pickle machinery, 0.6 MB); a configuration it refuses
 comes back as its message, exit status :data:`REFUSED`. The server never imports pydantic, which
 would hold about 15 MB of its memory for as long as it runs.
 """
@@ -12,14 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import pickle
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pyslirp.config_records import RECORD_TYPES, ConfigError, Record, Section, ServiceRecord
+from pyslirp.config_records import RECORD_TYPES, ConfigError, Record, Section, ServiceRecord, from_json, to_json
 
 #: the child's exit status for a configuration it refuses; the message is its standard error
 REFUSED = 2
@@ -50,7 +50,7 @@ class Validation:
         if problems:  # what the child printed besides its answer (a library's warning): not ours to drop
             print(problems, file=sys.stderr)
         try:
-            snapshot = pickle.loads(answer)
+            snapshot = from_json(json.loads(answer))
         except Exception as exc:  # not what main() writes: a broken installation
             raise ConfigError(f"the configuration could not be validated: the validating process "
                               f"answered {len(answer)} bytes that are no configuration ({exc})") from None
@@ -129,7 +129,7 @@ def main(argv: list[str]) -> int:
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return REFUSED
-    answer_to.write(pickle.dumps(answer))
+    answer_to.write(json.dumps(to_json(answer)).encode())
     return 0
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import pickle
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from pyslirp.config import PyslirpConfig, ServiceConfig, load_config
-from pyslirp.config_records import ConfigError, LineRecord, PPPRecord, ServiceRecord
+from pyslirp.config_records import ConfigError, LineRecord, PPPRecord, ServiceRecord, from_json, to_json
 from pyslirp import config_snapshot
 from pyslirp.config_snapshot import load_validated, snapshot
 from pyslirp.runtime.settings import Applies, line_settings, reloaded
@@ -96,6 +95,23 @@ def test_a_reload_between_records_keeps_what_needs_a_restart(busy_file: pathlib.
     assert type(effective.ppp) is PPPRecord
 
 
+def test_the_records_come_back_from_json_as_they_were(busy_file: pathlib.Path) -> None:
+    records = snapshot(load_config(busy_file))
+    again = from_json(json.loads(json.dumps(to_json(records))))
+    assert again == records  # types included: ports as int keys, tuples, addresses, networks, paths
+    assert again.lines[0]._ppp_changes == records.lines[0]._ppp_changes
+    assert again.lines[0].effective_ppp(again.ppp) == records.lines[0].effective_ppp(records.ppp)
+
+
+def test_what_json_cannot_carry_is_refused_by_name() -> None:
+    with pytest.raises(TypeError, match="of type complex has no JSON form"):
+        to_json({"x": 1j})
+    for tree, reason in (({"record": ["Nothing", {}]}, "no record type"), ({"frozenset": []}, "no value kind"),
+                         ({"a": 1, "b": 2}, "not a tagged value")):
+        with pytest.raises(ValueError, match=reason):
+            from_json(tree)
+
+
 def test_a_service_the_runtime_builds_takes_the_models_defaults() -> None:
     built = ServiceRecord(name="dns", host="192.0.2.53", port=53, protocol="udp")
     assert built.model_dump() == ServiceConfig(name="dns", host="192.0.2.53", port=53, protocol="udp").model_dump()
@@ -127,7 +143,7 @@ def test_what_else_the_child_prints_goes_with_its_messages_not_into_its_answer(
     monkeypatch.setattr(pyslirp.config, "load_config", chatty_load)
     assert config_snapshot.main([json.dumps({"path": str(busy_file), "overrides": {}})]) == 0
     answer, messages = capfdbinary.readouterr()
-    assert pickle.loads(answer)["config"] == snapshot(load_config(busy_file))
+    assert from_json(json.loads(answer))["config"] == snapshot(load_config(busy_file))
     assert b"a library's note on stdout" in messages
 
 
@@ -135,7 +151,7 @@ def test_an_answer_that_is_no_configuration_is_a_config_error_not_a_traceback(bu
     validation = config_snapshot.Validation(busy_file, {})
     validation.child.communicate()  # the real answer, set aside
     validation.child = subprocess.Popen(
-        [sys.executable, "-c", "print('not a pickle')"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-c", "print('not a configuration')"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     with pytest.raises(ConfigError, match="could not be validated: the validating process answered"):
         validation.result()
@@ -159,6 +175,9 @@ def test_the_serving_process_never_loads_pydantic_or_openssl(tmp_path: pathlib.P
         assert "pydantic" not in maps
         # no TLS anywhere (pyslirp.runtime.no_tls): neither the event loop nor the ISN's PRF loads OpenSSL
         assert "libssl" not in maps and "libcrypto" not in maps
+        # nor the IDNA codec's unicodedata (pyslirp.runtime.listening), for the line and the forward,
+        # nor pickle's accelerator (the records come back in JSON)
+        assert "unicodedata" not in maps and "_pickle" not in maps
     finally:
         server.terminate()
         server.communicate(timeout=15)
