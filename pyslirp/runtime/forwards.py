@@ -16,11 +16,15 @@ from ipaddress import ip_address
 from typing import TYPE_CHECKING
 
 from pyslirp.counters import CounterSet, CounterSpec
+from pyslirp.runtime.listening import listen, passive_addresses
 
 if TYPE_CHECKING:
     from pyslirp.config import ForwardConfig
 
 log = logging.getLogger(__name__)
+
+#: connections a forward's socket queues before the gate accepts them (asyncio's create_server's)
+FORWARD_BACKLOG = 100
 
 FORWARD_COUNTERS = CounterSet("forward", [
     CounterSpec("accepted", "host clients of a reverse forward connected into the client"),
@@ -90,7 +94,9 @@ async def start_forwards(
                 return ForwardGate(forward, open_reverse, counters, record)
 
             try:
-                servers.append(await loop.create_server(gate, forward.listen_host, forward.listen_port))
+                for address_info in passive_addresses(forward.listen_host, forward.listen_port):
+                    listening = listen(address_info, FORWARD_BACKLOG)
+                    servers.append(await loop.create_server(gate, sock=listening))
             except OSError as exc:
                 raise ForwardError(
                     f"forwards: cannot listen on {forward.listen_host}:{forward.listen_port}: {exc.strerror or exc}"

@@ -26,6 +26,7 @@ from typing import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from pyslirp.counters import CounterSet, CounterSpec
+from pyslirp.runtime.listening import listen, passive_addresses
 
 #: POSIX terminals (pseudo-terminals, termios on a serial port's descriptor); Windows has neither,
 #: and serves COM ports through pyserial's threads and TCP lines through socket calls
@@ -449,12 +450,7 @@ class TcpListenLine(Line):
 
     def open(self) -> None:
         try:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            family, kind, proto, _, address = infos[0]
-            server = socket.socket(family, kind, proto)
-            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            server.bind(address)
-            server.listen(1)
+            server = listen(passive_addresses(self.host, self.port)[0], 1)
         except OSError as exc:
             message = f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
             if exc.errno == errno.EADDRINUSE:
