@@ -50,7 +50,7 @@ compiled = (
         language_level=3,
         # Types come from the .pxd; the annotations are for readers and type checkers (a
         # "-> bytes" that returns a bytearray slice must not become a runtime check).
-        compiler_directives={"annotation_typing": False, "infer_types": True, "embedsignature": True},
+        compiler_directives={"annotation_typing": False, "infer_types": True, "embedsignature": True, "auto_pickle": False},
     )
 )
 for extension in compiled:
