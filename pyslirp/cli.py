@@ -69,10 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and which core is loaded")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        return subparsers.add_parser(name, help=help, formatter_class=_HelpFormatter)
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return subparsers.add_parser(name, help=summary, formatter_class=_HelpFormatter)
 
-    serve = command("serve", help="run the PPP server")
+    serve = command("serve", "run the PPP server")
     serve.add_argument("--config", type=Path, help="YAML file (default: ./config.yaml, /etc/pyslirp/config.yaml)")
     serve.add_argument(
         "port",
@@ -90,21 +90,21 @@ def _parser() -> argparse.ArgumentParser:
         help="log at DEBUG level, with every LCP, IPCP, PAP and CHAP packet decoded as pppd's debug option shows them",
     )
 
-    validate = command("validate", help="check a configuration, report every problem, print it")
+    validate = command("validate", "check a configuration, report every problem, print it")
     validate.add_argument("--config", type=Path, help="YAML file (default: ./config.yaml, /etc/pyslirp/config.yaml)")
 
-    status = command("status", help="show a running gateway: link, services, connections")
+    status = command("status", "show a running gateway: link, services, connections")
     status.add_argument("--config", type=Path, help="YAML file naming the metrics address (monitoring section)")
     status.add_argument("--url", help="the /status URL (default: http://metrics_host:metrics_port/status)")
     status.add_argument("--json", action="store_true", help="print the raw JSON document")
     status.add_argument(
         "--watch", nargs="?", type=float, const=2.0, metavar="SECONDS", help="redraw in place every SECONDS (2)"
     )
-    reload = command("reload", help="reload a running gateway's configuration (as SIGHUP does)")
+    reload = command("reload", "reload a running gateway's configuration (as SIGHUP does)")
     reload.add_argument("--config", type=Path, help="YAML file naming the metrics address (monitoring section)")
     reload.add_argument("--url", help="the /reload URL (default: http://metrics_host:metrics_port/reload)")
     install = command(
-        "install-service", help="write a systemd unit (pyslirp@LINE) and a starting configuration",
+        "install-service", "write a systemd unit (pyslirp@LINE) and a starting configuration",
     )
     install.add_argument("--user", default="pyslirp", help="the unprivileged user the service runs as (pyslirp)")
     install.add_argument("--line", default="ttyUSB0", help="the device under /dev the commands shown enable (ttyUSB0)")

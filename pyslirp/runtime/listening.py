@@ -1,7 +1,8 @@
 """Listening TCP sockets for the line (``tcp-listen://``) and the reverse forwards.
 
 The host is resolved as ``loop.create_server`` resolves it (``AI_PASSIVE``, one socket per
-address; IPv6 sockets IPv6-only; ``SO_REUSEADDR``), but handed to the resolver as ASCII bytes
+address; IPv6 sockets IPv6-only; ``SO_REUSEADDR`` on POSIX only: on Windows it would let another
+program take the port from under us), but handed to the resolver as ASCII bytes
 where it is ASCII: given text, ``getaddrinfo`` (and uvloop's ``create_server``) first encode it
 with Python's IDNA codec, whose first use loads ``encodings.idna``, ``stringprep`` and
 ``unicodedata``, about 0.4 MB of a server's memory, for hosts that need no IDNA.
@@ -9,6 +10,7 @@ with Python's IDNA codec, whose first use loads ``encodings.idna``, ``stringprep
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -27,7 +29,8 @@ def listen(address_info: tuple[Any, ...], backlog: int) -> socket.socket:
     family, kind, proto, _, address = address_info
     server = socket.socket(family, kind, proto)
     try:
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if os.name == "posix":
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         server.bind(address)
