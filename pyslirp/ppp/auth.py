@@ -35,6 +35,7 @@ __all__ = ["AUTH_COUNTERS", "AuthOptions", "AuthOutcome", "AuthServer", "CHAPSer
 
 log = logging.getLogger(__name__)
 
+
 def _equal_in_constant_time(a: bytes, b: bytes) -> bool:
     """``hmac.compare_digest``, imported on first use: hmac and hashlib load OpenSSL's libcrypto
     (about 3.5 MB of a server's memory), which only a link that authenticates needs."""
