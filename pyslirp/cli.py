@@ -262,11 +262,6 @@ def _command(argv: Sequence[str] | None) -> int:
     from pyslirp.protocol_cores import partly_compiled
 
     source = partly_compiled()
-    if not source:
-        from pyslirp.runtime import no_tls
-
-        no_tls.install()  # before the event loop's import loads OpenSSL for nothing
-        from pyslirp.runtime.server import run_server  # imported while the child validates
     try:
         config, warnings = validation.result()
     except ConfigError as exc:
@@ -276,6 +271,11 @@ def _command(argv: Sequence[str] | None) -> int:
         print(f"pyslirp: protocol cores partly compiled ({', '.join(source)} from source, the rest "
               "compiled): reinstall pyslirp so that they are built together", file=sys.stderr)
         return 1
+    if config.security.admission is None:  # an operator's check may speak TLS: it gets the real ssl
+        from pyslirp.runtime import no_tls
+
+        no_tls.install()  # before the event loop's import loads OpenSSL for nothing
+    from pyslirp.runtime.server import run_server
     _setup_logging(config)
     for warning in warnings:
         logging.getLogger("pyslirp").warning("configuration: %s", warning)

@@ -4,7 +4,8 @@ pyslirp speaks no TLS: its lines, services, forwards, SOCKS5 upstreams and monit
 plain TCP and UDP. Yet asyncio and uvloop import :mod:`ssl` as they load, and ``ssl`` maps
 OpenSSL's libssl and libcrypto: about 4.5 MB of a server's resident memory, a sixth of it on a
 small board. ``pyslirp serve`` therefore installs a stand-in as ``ssl`` before it imports its
-event loop (:func:`install`). The stand-in has every name a library reads from ``ssl`` while it
+event loop (:func:`install`), unless the configuration it starts with names an operator's
+admission check (``security.admission``), which may speak TLS itself. The stand-in has every name a library reads from ``ssl`` while it
 loads (uvloop's error classes and constants, prometheus-client's defaults): each is a class of its
 own that raises :class:`TLSUnavailable` when anything makes one, so a TLS context, socket or
 object can never be made by mistake and fail later, away from its cause.
@@ -33,7 +34,8 @@ class TLSUnavailable(RuntimeError):
 
 
 def _refuse(name: str) -> NoReturn:
-    raise TLSUnavailable(f"ssl.{name}: pyslirp's server runs without TLS (OpenSSL is not loaded)")
+    raise TLSUnavailable(f"ssl.{name}: pyslirp's server runs without TLS (OpenSSL is not loaded); a server "
+                         "started with security.admission set loads it, for the operator's check")
 
 
 def _unavailable(name: str) -> type:
