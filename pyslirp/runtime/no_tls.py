@@ -5,7 +5,8 @@ plain TCP and UDP. Yet asyncio and uvloop import :mod:`ssl` as they load, and ``
 OpenSSL's libssl and libcrypto: about 4.5 MB of a server's resident memory, a sixth of it on a
 small board. ``pyslirp serve`` therefore installs a stand-in as ``ssl`` before it imports its
 event loop (:func:`install`), unless the configuration it starts with names an operator's
-admission check (``security.admission``), which may speak TLS itself. The stand-in has every name a library reads from ``ssl`` while it
+admission check (``security.admission``), which may speak TLS itself; a check that a reload
+brings in later finds no TLS until the server restarts, and its error says so. The stand-in has every name a library reads from ``ssl`` while it
 loads (uvloop's error classes and constants, prometheus-client's defaults): each is a class of its
 own that raises :class:`TLSUnavailable` when anything makes one, so a TLS context, socket or
 object can never be made by mistake and fail later, away from its cause.
