@@ -6,10 +6,12 @@ OpenSSL's libssl and libcrypto: about 4.5 MB of a server's resident memory, a si
 small board. ``pyslirp serve`` therefore installs a stand-in as ``ssl`` before it imports its
 event loop (:func:`install`), unless the configuration it starts with names an operator's
 admission check (``security.admission``), which may speak TLS itself; a check that a reload
-brings in later finds no TLS until the server restarts, and its error says so. The stand-in has every name a library reads from ``ssl`` while it
-loads (uvloop's error classes and constants, prometheus-client's defaults): each is a class of its
-own that raises :class:`TLSUnavailable` when anything makes one, so a TLS context, socket or
-object can never be made by mistake and fail later, away from its cause.
+brings in later finds no TLS until the server restarts, and its error says so.
+
+The stand-in has every name a library reads from ``ssl`` while it loads (uvloop's error classes
+and constants, prometheus-client's defaults): each is a class of its own that raises
+:class:`TLSUnavailable` when anything makes one, so a TLS context, socket or object can never be
+made by mistake and fail later, away from its cause.
 """
 
 from __future__ import annotations
@@ -34,17 +36,13 @@ class TLSUnavailable(RuntimeError):
     """Something in the server tried to use TLS, which it never loads."""
 
 
-def _refuse(name: str) -> NoReturn:
-    raise TLSUnavailable(f"ssl.{name}: pyslirp's server runs without TLS (OpenSSL is not loaded); a server "
-                         "started with security.admission set loads it, for the operator's check")
-
-
 def _unavailable(name: str) -> type:
     """The stand-in for ``ssl.<name>``: a class (usable where a type or a default is expected at
     import) that refuses to be called."""
 
     def refuse(cls: type, *args: Any, **kwargs: Any) -> NoReturn:
-        _refuse(name)
+        raise TLSUnavailable(f"ssl.{name}: pyslirp's server runs without TLS (OpenSSL is not loaded); a "
+                             "server started with security.admission set loads it, for the operator's check")
 
     return type(name, (), {"__new__": refuse, "__module__": "ssl"})
 
