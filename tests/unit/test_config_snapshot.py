@@ -4,11 +4,9 @@ say what the pydantic models say, field for field, and the serving process never
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -20,6 +18,8 @@ from pyslirp.config_snapshot import load_validated, snapshot
 from pyslirp.runtime.settings import Applies, line_settings, reloaded
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from serving import maps_of_a_server  # noqa: E402
 
 #: every kind of value the configuration holds: addresses, networks, paths, nested sections,
 #: optional sections, lists, mappings keyed by port, and lines with their own ppp changes
@@ -160,24 +160,11 @@ def test_an_answer_that_is_no_configuration_is_a_config_error_not_a_traceback(bu
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's /proc/PID/maps")
 @pytest.mark.parametrize("loop", ["auto", "asyncio"])
 def test_the_serving_process_never_loads_pydantic_or_openssl(tmp_path: pathlib.Path, loop: str) -> None:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pyslirp", "serve", "tcp-listen://127.0.0.1:0", "--config", str(ROOT / "config.yaml"),
-         "--loop", loop],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert server.stdout is not None
-        deadline = time.monotonic() + 30
-        while b"listening for the line" not in server.stdout.readline():
-            assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
-        maps = pathlib.Path(f"/proc/{server.pid}/maps").read_text()
-        assert "uvloop" in maps or "_asyncio" in maps  # the server is up and its modules loaded
-        assert "pydantic" not in maps
-        # no TLS anywhere (pyslirp.runtime.no_tls): neither the event loop nor the ISN's PRF loads OpenSSL
-        assert "libssl" not in maps and "libcrypto" not in maps
-        # nor the IDNA codec's unicodedata (pyslirp.runtime.listening), for the line and the forward,
-        # nor pickle's accelerator (the records come back in JSON)
-        assert "unicodedata" not in maps and "_pickle" not in maps
-    finally:
-        server.terminate()
-        server.communicate(timeout=15)
+    maps = maps_of_a_server(ROOT / "config.yaml", tmp_path, ["--loop", loop])
+    assert "uvloop" in maps or "_asyncio" in maps  # the server is up and its modules loaded
+    assert "pydantic" not in maps
+    # no TLS anywhere (pyslirp.runtime.no_tls): neither the event loop nor the ISN's PRF loads OpenSSL
+    assert "libssl" not in maps and "libcrypto" not in maps
+    # nor the IDNA codec's unicodedata (pyslirp.runtime.listening), for the line and the forward,
+    # nor pickle's accelerator (the records come back in JSON)
+    assert "unicodedata" not in maps and "_pickle" not in maps

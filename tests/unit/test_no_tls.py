@@ -9,7 +9,6 @@ import pathlib
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import yaml
@@ -17,6 +16,8 @@ import yaml
 from pyslirp.runtime import no_tls
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from serving import maps_of_a_server  # noqa: E402
 
 #: run in a fresh interpreter: the stand-in only works before anything has imported ssl
 PROBE = textwrap.dedent("""
@@ -87,30 +88,15 @@ def test_every_name_is_a_class_that_refuses_to_be_made() -> None:
         stand_in.__path__  # noqa: B018 (not a package)
 
 
-def _maps_of_a_server(config: dict, cwd: pathlib.Path, pythonpath: str) -> str:
-    """/proc/PID/maps of ``pyslirp serve`` on ``config``, once it listens for its line."""
-    config_file = cwd / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath}
-    server = subprocess.Popen([sys.executable, "-m", "pyslirp", "serve", "tcp-listen://127.0.0.1:0", "--config",
-                               str(config_file)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    try:
-        assert server.stdout is not None
-        deadline = time.monotonic() + 30
-        while b"listening for the line" not in server.stdout.readline():
-            assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
-        return pathlib.Path(f"/proc/{server.pid}/maps").read_text()
-    finally:
-        server.terminate()
-        server.communicate(timeout=15)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's /proc/PID/maps")
 def test_a_server_started_with_an_operators_check_keeps_the_real_ssl(tmp_path: pathlib.Path) -> None:
     # the check may speak TLS (an async check asking a service over HTTPS): OpenSSL is loaded
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["forwards"] = []
-    pythonpath = os.pathsep.join([str(ROOT / "examples"), os.environ.get("PYTHONPATH", "")])
-    assert "libssl" not in _maps_of_a_server(config, tmp_path, pythonpath)
+    config_file = tmp_path / "config.yaml"
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "examples"), os.environ.get("PYTHONPATH", "")])}
+    config_file.write_text(yaml.safe_dump(config))
+    assert "libssl" not in maps_of_a_server(config_file, tmp_path, env=env)
     config["security"]["admission"] = "office_hours:check"
-    assert "libssl" in _maps_of_a_server(config, tmp_path, pythonpath)
+    config_file.write_text(yaml.safe_dump(config))
+    assert "libssl" in maps_of_a_server(config_file, tmp_path, env=env)
