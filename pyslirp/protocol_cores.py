@@ -1,6 +1,7 @@
-"""Protocol cores that run compiled: sans-IO modules whose own ``.py`` Cython compiles in
-pure-Python mode, with the types in a ``.pxd`` beside it (docs/ARCHITECTURE.md, "Compiled
-protocol cores"). The rule is that file: setup.py compiles every
+"""Modules that run compiled: the sans-IO protocol cores on the per-packet path, and the
+runtime's per-frame modules (the gateway, its network and its line scheduler), whose own ``.py``
+Cython compiles in pure-Python mode, with the types in a ``.pxd`` beside it (docs/ARCHITECTURE.md,
+"Compiled protocol cores and per-frame runtime"). The rule is that file: setup.py compiles every
 ``pyslirp/<package>/<module>.py`` that has a ``.pxd`` beside it, and the uncompiled ``.py`` is
 the module's twin in the tests."""
 
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.machinery
+import importlib.util
+import sys
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -28,12 +31,19 @@ def source_path(name: str) -> Path:
 
 
 def running_from_source() -> list[str]:
-    """Protocol cores imported from their ``.py`` rather than their compiled extension."""
+    """Protocol cores that load (or were loaded) from their ``.py`` rather than their compiled
+    extension. A core not imported yet is looked up, not imported: the server asks before it
+    imports its event loop (see ``pyslirp.runtime.no_tls``)."""
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    return [
-        name for name in protocol_cores()
-        if not (importlib.import_module(name).__file__ or "").endswith(suffixes)
-    ]
+    return [name for name in protocol_cores() if not _origin(name).endswith(suffixes)]
+
+
+def _origin(name: str) -> str:
+    module = sys.modules.get(name)
+    if module is not None:
+        return module.__file__ or ""
+    spec = importlib.util.find_spec(name)
+    return (spec.origin if spec is not None else None) or ""
 
 
 def partly_compiled() -> list[str]:

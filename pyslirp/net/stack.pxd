@@ -42,6 +42,10 @@ cdef class Stack:
     cdef public dict connections, _dirty, _scheduled
     cdef public double _now, _icmp_tokens, _icmp_updated
 
+    cpdef void receive(self, object packet, double now)
+    cpdef list events(self)
+    cpdef list take_output(self)
+    cpdef object next_deadline(self)
     @cython.locals(conn=TCPConnection)
     cdef void _tcp(self, IPv4Header header, object packet, object payload, double now)
     @cython.locals(conn=TCPConnection)

@@ -97,8 +97,7 @@ class LinkNetwork:
             self._registrations.append(self.registry.attach(BUDGET_COUNTERS, self.stack.budget.counters, line=label))
         self.batch_acks = tcp.batch_acks
         # Sweep often enough that no connection outlives its idle timeout by more than half.
-        idle_timeouts = [service.idle_timeout / 2 for service in config.services.values()]
-        self.sweep_interval = min([SWEEP_INTERVAL, *idle_timeouts])
+        self.sweep_interval = min([SWEEP_INTERVAL] + [service.idle_timeout / 2 for service in config.services.values()])
         self._next_sweep = self.now() + self.sweep_interval
 
     def reconfigure(

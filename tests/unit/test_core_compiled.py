@@ -84,7 +84,7 @@ PROTOCOL_CORE_TESTS = (
     "test_tcp_state.py", "test_tcp_flow.py", "test_tcp_sim.py", "test_tcp_segment.py", "test_tcp_on_change.py",
     "test_tcp_rtt.py", "test_tcp_congestion.py", "test_tcp_scoreboard.py", "test_tcp_send_receive.py",
     "test_line_budget.py", "test_wire.py",
-    "test_gateway.py", "test_proxy.py", "test_vj.py", "test_ppp_link.py",
+    "test_gateway.py", "test_proxy.py", "test_vj.py", "test_ppp_link.py", "test_lines.py",
 )
 
 
@@ -96,7 +96,8 @@ def test_protocol_cores_are_compiled() -> None:
         "pyslirp.net.ipv4", "pyslirp.net.line_budget", "pyslirp.net.stack", "pyslirp.net.tcp",
         "pyslirp.net.tcp_congestion", "pyslirp.net.tcp_options", "pyslirp.net.tcp_receive", "pyslirp.net.tcp_rtt",
         "pyslirp.net.tcp_scoreboard", "pyslirp.net.tcp_segment", "pyslirp.net.tcp_send", "pyslirp.net.tcp_types",
-        "pyslirp.net.wire", "pyslirp.ppp.vj",
+        "pyslirp.net.wire", "pyslirp.ppp.vj", "pyslirp.runtime.gateway", "pyslirp.runtime.network",
+        "pyslirp.runtime.scheduler",
     ]
     assert running_from_source() == []
     # cdef classes: their fields are C struct members, not a __dict__

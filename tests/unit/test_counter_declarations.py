@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from pathlib import Path
 
 from pyslirp._core.hdlc import Deframer
 from pyslirp.counters import CounterSet
 from pyslirp.net.line_budget import BUDGET_COUNTERS, LineBudget
 from pyslirp.ppp import auth, fsm, lcp, link
+from pyslirp.protocol_cores import source_path
 from pyslirp.runtime.gateway import DEFRAMER_COUNTERS
 from pyslirp.runtime.lines import LINE_COUNTERS, FdSession
 from pyslirp.runtime.scheduler import SCHEDULER_COUNTERS, LineScheduler
@@ -51,7 +51,7 @@ def test_every_key_the_ppp_modules_count_is_declared() -> None:
         (fsm, fsm.FSM_COUNTERS), (lcp, lcp.LCP_COUNTERS), (auth, auth.AUTH_COUNTERS), (link, link.LINK_COUNTERS)
     ]
     for module, counters in sets:
-        keys = _counted_keys(Path(module.__file__).read_text())  # type: ignore[attr-defined]
+        keys = _counted_keys(source_path(module.__name__).read_text())  # type: ignore[attr-defined]
         assert keys and counters.undeclared(dict.fromkeys(keys, 1)) == [], module
 
 
