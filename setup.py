@@ -36,9 +36,10 @@ from pyslirp.protocol_cores import protocol_cores, source_path  # noqa: E402
 
 
 def _optimisation(name: str) -> list[str]:
-    """The runtime's compiled modules are optimised for size: they spend their time in calls to
-    the interpreter, and on a small board their pages are resident memory."""
-    return ["-Os"] if sys.platform != "win32" and name.startswith("pyslirp.runtime.") else []
+    """The runtime's compiled modules and the PPP link are optimised for size: they spend their
+    time in calls into the interpreter, and on a small board their pages are resident memory."""
+    glue = name.startswith(("pyslirp.runtime.", "pyslirp.ppp.link"))
+    return ["-Os"] if glue and sys.platform != "win32" else []
 
 
 protocol_extensions = [

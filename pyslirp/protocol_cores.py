@@ -1,9 +1,9 @@
 """Modules that run compiled: the sans-IO protocol cores on the per-packet path, and the
-runtime's per-frame modules (the gateway, its network and its line scheduler), whose own ``.py``
-Cython compiles in pure-Python mode, with the types in a ``.pxd`` beside it (docs/ARCHITECTURE.md,
-"Compiled protocol cores and per-frame runtime"). The rule is that file: setup.py compiles every
-``pyslirp/<package>/<module>.py`` that has a ``.pxd`` beside it, and the uncompiled ``.py`` is
-the module's twin in the tests."""
+runtime's per-frame modules (the gateway, its network, its line scheduler and timing, the PPP
+link). Cython compiles each one's own ``.py`` in pure-Python mode, with the types in a ``.pxd``
+beside it (docs/ARCHITECTURE.md, "Compiled protocol cores and per-frame runtime"). The rule is
+that file: setup.py compiles every ``pyslirp/<package>/<module>.py`` that has a ``.pxd`` beside
+it, and the uncompiled ``.py`` is the module's twin in the tests."""
 
 from __future__ import annotations
 

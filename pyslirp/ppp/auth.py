@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pyslirp.counters import CounterSet, CounterSpec
 from pyslirp.ppp.fsm import FSMConfig, build_packet, parse_packet
 from pyslirp.ppp.protocols import AUTH_CHAP, AUTH_PAP, PROTO_CHAP, PROTO_PAP, printable
+from pyslirp.ppp.randomness import RandomSource
 
 __all__ = ["AUTH_COUNTERS", "AuthOptions", "AuthOutcome", "AuthServer", "CHAPServer", "PAPServer", "make_auth_server"]
 
@@ -245,7 +245,7 @@ class CHAPServer(AuthServer):
     def __init__(
         self,
         credentials: Mapping[str, str],
-        rng: random.Random,
+        rng: RandomSource,
         name: str = "pyslirp",
         timeout: float = 30.0,
         restart_interval: float = 3.0,
@@ -352,7 +352,7 @@ class AuthOptions:
     chap_rechallenge_interval: float | None = None
 
 
-def make_auth_server(method: str, options: AuthOptions, fsm: FSMConfig, rng: random.Random) -> AuthServer:
+def make_auth_server(method: str, options: AuthOptions, fsm: FSMConfig, rng: RandomSource) -> AuthServer:
     """The authenticator for the method LCP negotiated; CHAP retransmits its Challenge on the
     automaton's restart timer, at most Max-Configure times."""
     if method == AUTH_PAP:

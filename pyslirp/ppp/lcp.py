@@ -26,7 +26,6 @@ the next tick, ``keepalive_failed`` is set.
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,6 +43,7 @@ from pyslirp.ppp.protocols import (
     PROTO_PAP,
     printable,
 )
+from pyslirp.ppp.randomness import RandomSource
 
 __all__ = ["LCP", "LCPOptions", "LCP_COUNTERS"]
 
@@ -90,7 +90,7 @@ class LCPOptions:
 class LCP(OptionHandler):
     """LCP for one link session. ``fsm`` is its automaton; the attributes are its results."""
 
-    def __init__(self, options: LCPOptions, fsm_config: FSMConfig, rng: random.Random) -> None:
+    def __init__(self, options: LCPOptions, fsm_config: FSMConfig, rng: RandomSource) -> None:
         self.options = options
         self.rng = rng
         self.fsm = FSM("LCP", self, fsm_config)

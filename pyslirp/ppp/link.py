@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -58,6 +57,7 @@ from pyslirp.ppp.protocols import (
     PROTO_VJ_COMP,
     PROTO_VJ_UNCOMP,
 )
+from pyslirp.ppp.randomness import OSRandom, RandomSource
 
 try:
     from pyslirp.ppp import vj
@@ -230,8 +230,8 @@ class LinkOptions:
 class PPPLink:
     """One PPP link on one line: ``open()`` per session (the client dialling in)."""
 
-    def __init__(self, options: LinkOptions, rng: random.Random | None = None) -> None:
-        self._rng = rng if rng is not None else random.SystemRandom()
+    def __init__(self, options: LinkOptions, rng: RandomSource | None = None) -> None:
+        self._rng = rng if rng is not None else OSRandom()
         self._counters: Counter[str] = Counter()
         self._retired: Counter[str] = Counter()  # counters of earlier sessions' protocol objects
         self._apply_options(options)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from typing import Callable, Protocol
 
@@ -113,7 +112,7 @@ class Gateway:
         # switch from the default map at Opened would (RFC 1662 §7.1 lets the map change there).
         self.deframer = Deframer(accm=options.lcp.accm, max_frame=deframer_max_frame(options.lcp.mru))
         self._loop = asyncio.get_running_loop()
-        self.link = PPPLink(options, rng=random.SystemRandom())
+        self.link = PPPLink(options)
         self.link.login_refusal = lambda: login_refusal(self.name)
         if lease is not None:
             self.link.peer_address = lease.acquire

@@ -33,10 +33,6 @@ MAX_HEADERS = 100
 REQUEST_TIMEOUT = 5.0
 
 
-class MonitoringError(Exception):
-    """An endpoint could not be opened; ``str()`` names the address and the reason."""
-
-
 def json_response(status: int, document: Any) -> Response:
     return status, "application/json", (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
 

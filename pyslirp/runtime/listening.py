@@ -14,7 +14,13 @@ import os
 import socket
 from typing import Any
 
-__all__ = ["listen", "passive_addresses"]
+__all__ = ["MonitoringError", "listen", "passive_addresses"]
+
+
+class MonitoringError(Exception):
+    """A monitoring endpoint could not be opened; ``str()`` names the address and the reason.
+    Here, not beside the endpoints' server, so that a server without endpoints need not import
+    their HTTP machinery to catch it."""
 
 
 def passive_addresses(host: str, port: int) -> list[tuple[Any, ...]]:

@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
-from pyslirp.runtime.http_endpoints import (
-    Action, EndpointServer, Handler, MonitoringError, Response, json_response,
-)
+from pyslirp.runtime.http_endpoints import Action, EndpointServer, Handler, Response, json_response
+from pyslirp.runtime.listening import MonitoringError
 from pyslirp.runtime.metrics import GatewayCollector, EventStats, metrics_registry
 from pyslirp.runtime.status import GatewayView, health_document, status_document
 

@@ -24,7 +24,7 @@ from pyslirp.runtime.debug_log import PacketDebugLog
 from pyslirp.runtime.forwards import FORWARD_COUNTERS, ForwardError, start_forwards
 from pyslirp.runtime.gateway import Gateway
 from pyslirp.runtime.lines import Line, LineAccessError, LineError, LineSession, open_line
-from pyslirp.runtime.http_endpoints import MonitoringError
+from pyslirp.runtime.listening import MonitoringError
 from pyslirp.runtime.network import LinkNetwork
 from pyslirp.runtime.observers import LogObserver, Observers
 from pyslirp.runtime.peer_pool import PeerPool

@@ -168,3 +168,5 @@ def test_the_serving_process_never_loads_pydantic_or_openssl(tmp_path: pathlib.P
     # nor the IDNA codec's unicodedata (pyslirp.runtime.listening), for the line and the forward,
     # nor pickle's accelerator (the records come back in JSON)
     assert "unicodedata" not in maps and "_pickle" not in maps
+    # nor random's (the PPP link draws from os.urandom, pyslirp.ppp.randomness)
+    assert "_random" not in maps

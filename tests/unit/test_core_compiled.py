@@ -85,6 +85,7 @@ PROTOCOL_CORE_TESTS = (
     "test_tcp_rtt.py", "test_tcp_congestion.py", "test_tcp_scoreboard.py", "test_tcp_send_receive.py",
     "test_line_budget.py", "test_wire.py",
     "test_gateway.py", "test_proxy.py", "test_vj.py", "test_ppp_link.py", "test_lines.py",
+    "test_timing.py",
 )
 
 
@@ -96,8 +97,8 @@ def test_protocol_cores_are_compiled() -> None:
         "pyslirp.net.ipv4", "pyslirp.net.line_budget", "pyslirp.net.stack", "pyslirp.net.tcp",
         "pyslirp.net.tcp_congestion", "pyslirp.net.tcp_options", "pyslirp.net.tcp_receive", "pyslirp.net.tcp_rtt",
         "pyslirp.net.tcp_scoreboard", "pyslirp.net.tcp_segment", "pyslirp.net.tcp_send", "pyslirp.net.tcp_types",
-        "pyslirp.net.wire", "pyslirp.ppp.vj", "pyslirp.runtime.gateway", "pyslirp.runtime.network",
-        "pyslirp.runtime.scheduler",
+        "pyslirp.net.wire", "pyslirp.ppp.link", "pyslirp.ppp.vj", "pyslirp.runtime.gateway",
+        "pyslirp.runtime.network", "pyslirp.runtime.scheduler", "pyslirp.runtime.timing",
     ]
     assert running_from_source() == []
     # cdef classes: their fields are C struct members, not a __dict__

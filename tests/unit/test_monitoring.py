@@ -281,12 +281,14 @@ async def serve_a_moment():
     line.close()
 
 asyncio.run(serve_a_moment())
-print(" ".join(name for name in ("prometheus_client", "serial") if name in sys.modules))
+print(" ".join(name for name in ("prometheus_client", "serial", "pyslirp.runtime.http_endpoints", "http")
+               if name in sys.modules))
 """
 
 
 def test_a_server_without_metrics_never_imports_prometheus_client(tmp_path: Path) -> None:
-    """Nor pyserial without a device line: what a server does not use stays out of its memory."""
+    """Nor pyserial without a device line, nor the endpoints' HTTP server: what a server does not
+    use stays out of its memory."""
     environment = {name: value for name, value in os.environ.items() if not name.startswith("PYSLIRP_")}
     result = subprocess.run(
         [sys.executable, "-c", SERVER_WITHOUT_METRICS], capture_output=True, text=True, cwd=tmp_path,

@@ -35,6 +35,7 @@ from pyslirp.ppp.link import (
     PPPLink,
     ProtocolRejected,
 )
+from pyslirp.ppp.randomness import OSRandom
 
 LCP, PAP, CHAP, IPCP, IPV6CP, CCP = 0xC021, 0xC023, 0xC223, 0x8021, 0x8057, 0x80FD
 IP, VJC, VJU, IPV6 = 0x0021, 0x002D, 0x002F, 0x0057
@@ -378,6 +379,16 @@ class Wire:
 
 
 # --- negotiation -----------------------------------------------------------------------------
+
+
+def test_the_link_draws_its_magic_number_from_the_os_by_default() -> None:
+    link = PPPLink(LinkOptions())
+    assert isinstance(link._rng, OSRandom)
+    source = OSRandom()
+    for bits in (1, 5, 8, 32):
+        assert all(0 <= source.getrandbits(bits) < 1 << bits for _ in range(200))
+    assert max(source.getrandbits(8) for _ in range(2000)) >= 0x80  # the top bit is used too
+    assert len(source.randbytes(16)) == 16
 
 
 def test_pppd_defaults_bring_the_network_up() -> None:
