@@ -7,6 +7,9 @@ figure to set beside ``server CPU ms per short conn`` of benchmarks/e2e; ``inpro
 gateway in the benchmark's own process, client and echo service included in the CPU figure.
 ``instructions`` counts the server's instructions per connection under valgrind (skipped without
 it): the figure to compare two builds by on a machine whose other load moves CPU times.
+``event_loop_floor`` runs benchmarks/loop_floor.py: a stand-in server with the same line traffic
+and the same service socket per connection, and none of pyslirp's work; its CPU per connection
+is the part of ``serve``'s that the event loop and the kernel take whatever pyslirp does.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pytest
 import uvloop
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import loop_floor  # noqa: E402
 import shortconn  # noqa: E402
 
 N = 1000
@@ -54,3 +58,18 @@ def test_short_connection_instructions(benchmark) -> None:
     assert results[0] > 0
     benchmark.extra_info["server instructions per connection"] = round(results[0])
     print(f"\nshort connections: {results[0]:,.0f} instructions per connection (server process, user space)")
+
+
+@pytest.mark.parametrize("loop_name", ["uvloop", "asyncio"])
+def test_event_loop_floor(benchmark, loop_name: str) -> None:
+    results: list[loop_floor.Result] = []
+    benchmark.pedantic(lambda: results.append(uvloop.run(loop_floor.run(N, ROUNDS, loop_name))), rounds=1, iterations=1)
+    r = results[0]
+    assert len(r.rounds_us) == ROUNDS  # every connection's messages were answered
+    info = {
+        "CPU µs per connection (stand-in server process), median": round(r.median_us, 1),
+        "CPU µs per connection, rounds": [round(x, 1) for x in r.rounds_us],
+        "CPU % in the kernel": None if r.kernel_pct is None else round(r.kernel_pct),
+    }
+    benchmark.extra_info.update(info)
+    print(f"\nevent-loop floor ({loop_name}, {N} x {ROUNDS}): " + ", ".join(f"{k} {v}" for k, v in info.items()))

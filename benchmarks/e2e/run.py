@@ -21,11 +21,10 @@ import os
 import platform
 import resource
 import signal
-import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -38,7 +37,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get
 os.environ.setdefault("PYSLIRP_RIG_ACCEL", "tcg")
 
 import rig  # noqa: E402
-from servers import SLIRP, SOCAT, VARIANTS, Endpoints, Server, cpu_seconds  # noqa: E402
+from servers import SLIRP, SOCAT, VARIANTS, Endpoints, Server  # noqa: E402
 from shim import DOWN, UP, LineShim  # noqa: E402
 
 LINES = ("virtio", "16550")
@@ -221,6 +220,14 @@ def cpu_delta(phases: dict[str, dict[str, Any]], a: str, b: str, key: str = "cpu
     if not pa or not pb or pa.get(key) is None or pb.get(key) is None:
         return None
     return pb[key] - pa[key]
+
+
+def io_delta(phases: dict[str, dict[str, Any]], a: str, b: str, counter: str) -> int | None:
+    """How much one of the server's /proc counters (servers.io_counts) grew from phase a to b."""
+    ia, ib = (phases.get(a) or {}).get("io"), (phases.get(b) or {}).get("io")
+    if not ia or not ib or counter not in ia or counter not in ib:
+        return None
+    return ib[counter] - ia[counter]
 
 
 def frames_delta(phases: dict[str, dict[str, Any]], a: str, b: str) -> int | None:
@@ -481,6 +488,14 @@ def figures(outcomes: list[RunOutcome], p: Params) -> dict[str, dict[str, Any]]:
             if short.get("rc") == 0 and short.get("ok") and cpu is not None:
                 per_conn = cpu / short["ok"]  # type: ignore[operator]
                 put(f"server CPU ms per short conn {L}", v, per_conn * 1000)
+                kernel = cpu_delta(ph, "short_begin", "short_end", "cpu_kernel")
+                if kernel is not None:
+                    put(f"server CPU ms per short conn {L}, user space", v, (cpu - kernel) / short["ok"] * 1000)  # type: ignore[operator]
+                for counter, label in (("syscr", "read calls"), ("syscw", "write calls"), ("wakeups", "wakeups"),
+                                       ("preempted", "preemptions")):
+                    count = io_delta(ph, "short_begin", "short_end", counter)
+                    if count is not None:
+                        put(f"server {label} per short conn {L}", v, count / short["ok"])  # type: ignore[operator]
                 gap = short["secs"] / short["ok"] - per_conn  # type: ignore[operator]
                 put(f"rig bound conn/s {L} (server costing nothing)", v, 1 / gap if gap > 0 else None)
         elif o.name.startswith("scale-"):
@@ -574,7 +589,8 @@ def fmt(x: Any) -> str:
 SECTIONS = [
     ("1. Bulk throughput", ("bulk ",)),
     ("2. Interactive latency (1-byte echo, TCP_NODELAY)", ("echo RTT", "download during")),
-    ("3. Scale", ("RSS idle", "N=", "short conn", "rig ceiling", "rig bound", "server CPU ms per short")),
+    ("3. Scale", ("RSS idle", "N=", "short conn", "rig ceiling", "rig bound", "server CPU ms per short",
+                  "server read calls", "server write calls", "server wakeups", "server preemptions")),
     ("4. Line efficiency, shim at 115200 baud both ways", ("115200", "wire bytes")),
     ("5. Cost", ("CPU s/MB", "CPU % in the kernel", "socat CPU", "pyslirp CPU", "pyslirp µs")),
 ]

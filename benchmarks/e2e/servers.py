@@ -56,6 +56,25 @@ def cpu_seconds(pid: int | None, *, kernel_only: bool = False) -> float | None:
     return (stime if kernel_only else int(fields[11]) + stime) / CLK_TCK
 
 
+def io_counts(pid: int | None) -> dict[str, int] | None:
+    """The process's read and write system calls (``syscr``/``syscw`` of /proc/PID/io) and its
+    context switches, voluntary (it slept: a wakeup each) and not (/proc/PID/status)."""
+    if pid is None:
+        return None
+    wanted = {"syscr": "syscr", "syscw": "syscw", "voluntary_ctxt_switches": "wakeups",
+              "nonvoluntary_ctxt_switches": "preempted"}
+    out: dict[str, int] = {}
+    try:
+        for name in ("io", "status"):
+            for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in wanted:
+                    out[wanted[key]] = int(value)
+    except (OSError, ValueError):
+        return None
+    return out
+
+
 def rss_kb(pid: int | None) -> int | None:
     if pid is None:
         return None
@@ -219,7 +238,7 @@ class Server:
     def snapshot(self) -> dict[str, Any]:
         pid = self.server_pid
         return {"t": time.monotonic(), "cpu": cpu_seconds(pid), "cpu_kernel": cpu_seconds(pid, kernel_only=True),
-                "rss_kb": rss_kb(pid),
+                "rss_kb": rss_kb(pid), "io": io_counts(pid),
                 "socat_cpu": cpu_seconds(self.socat_pid), "alive": self.server_alive()}
 
     async def _start_socat(self, target: list[str], env: dict[str, str] | None = None) -> None:
