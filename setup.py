@@ -18,6 +18,10 @@ if sys.platform == "win32":
     compile_args = ["/O2"]
 else:
     compile_args = ["-O3", "-fno-strict-aliasing"]
+if sys.platform.startswith("linux"):
+    # Calls into libpython through the GOT, not a PLT stub each: the stubs' cache lines were 5%
+    # of a short connection's instruction-cache misses (benchmarks/shortconn.py).
+    compile_args.append("-fno-plt")
 
 extensions = [
     Extension(
