@@ -33,10 +33,10 @@ extensions = [
 ]
 
 # The protocol cores (each .py with a .pxd beside it) are compiled as they are; the rule lives in
-# pyslirp/protocol_cores.py, which imports nothing but the standard library.
+# pyslirp/compiled_modules.py, which imports nothing but the standard library.
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from pyslirp.protocol_cores import protocol_cores, source_path  # noqa: E402
+from pyslirp.compiled_modules import compiled_modules, source_path  # noqa: E402
 
 
 def _optimisation(name: str) -> list[str]:
@@ -48,7 +48,7 @@ def _optimisation(name: str) -> list[str]:
 
 protocol_extensions = [
     Extension(name, [str(source_path(name).relative_to(HERE))], extra_compile_args=compile_args + _optimisation(name))
-    for name in protocol_cores()
+    for name in compiled_modules()
 ]
 
 compiled = (

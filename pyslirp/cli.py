@@ -31,7 +31,7 @@ EXIT_CONFIG = 2
 
 def _version_text() -> str:
     import pyslirp._core as core
-    from pyslirp.protocol_cores import running_from_source
+    from pyslirp.compiled_modules import running_from_source
 
     source = running_from_source()
     cores = "compiled" if not source else "from source: " + ", ".join(source)
@@ -259,7 +259,7 @@ def _command(argv: Sequence[str] | None) -> int:
     if args.command == "validate":
         return _validate(args)
     validation = _validation(args)
-    from pyslirp.protocol_cores import partly_compiled
+    from pyslirp.compiled_modules import partly_compiled
 
     source = partly_compiled()
     try:

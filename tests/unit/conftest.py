@@ -1,5 +1,5 @@
 """PYSLIRP_FROM_SOURCE=1: run the tests against the protocol cores' .py files rather than their
-compiled extensions (pyslirp/protocol_cores.py: setup.py compiles each .py that has a .pxd beside
+compiled extensions (pyslirp/compiled_modules.py: setup.py compiles each .py that has a .pxd beside
 it; the source is its twin). test_core_compiled.py runs their tests this way in a subprocess."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import importlib.util
 import os
 import sys
 
-from pyslirp.protocol_cores import protocol_cores, source_path
+from pyslirp.compiled_modules import compiled_modules, source_path
 
 if os.environ.get("PYSLIRP_FROM_SOURCE"):
-    _cores = protocol_cores()
+    _cores = compiled_modules()
 
     class _SourceFinder(importlib.abc.MetaPathFinder):
         """Finds a protocol core's .py before its extension, whichever module imports it first

@@ -89,11 +89,11 @@ PROTOCOL_CORE_TESTS = (
 )
 
 
-def test_protocol_cores_are_compiled() -> None:
+def test_compiled_modules_are_compiled() -> None:
     from pyslirp.net import tcp
-    from pyslirp.protocol_cores import protocol_cores, running_from_source
+    from pyslirp.compiled_modules import compiled_modules, running_from_source
 
-    assert protocol_cores() == [
+    assert compiled_modules() == [
         "pyslirp.net.ipv4", "pyslirp.net.line_budget", "pyslirp.net.stack", "pyslirp.net.tcp",
         "pyslirp.net.tcp_congestion", "pyslirp.net.tcp_options", "pyslirp.net.tcp_receive", "pyslirp.net.tcp_rtt",
         "pyslirp.net.tcp_scoreboard", "pyslirp.net.tcp_segment", "pyslirp.net.tcp_send", "pyslirp.net.tcp_types",
@@ -121,13 +121,13 @@ def test_protocol_core_sources_pass_their_tests() -> None:
     assert "protocol cores from source: " in result.stdout and "vj.py" in result.stdout, tail
 
 
-def test_serve_refuses_protocol_cores_partly_compiled(
+def test_serve_refuses_a_partly_compiled_install(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A compiled core reads the C fields of objects another core makes: a mix of compiled and
     source modules (a lost .so) is refused with a clear message, not run into a crash."""
-    from pyslirp import cli, protocol_cores
+    from pyslirp import cli, compiled_modules
 
-    monkeypatch.setattr(protocol_cores, "running_from_source", lambda: ["pyslirp.net.tcp_segment"])
+    monkeypatch.setattr(compiled_modules, "running_from_source", lambda: ["pyslirp.net.tcp_segment"])
     assert cli.main(["serve", "pty"]) == 1
     assert "protocol cores partly compiled (pyslirp.net.tcp_segment from source" in capsys.readouterr().err

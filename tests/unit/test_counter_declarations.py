@@ -11,7 +11,7 @@ from pyslirp._core.hdlc import Deframer
 from pyslirp.counters import CounterSet
 from pyslirp.net.line_budget import BUDGET_COUNTERS, LineBudget
 from pyslirp.ppp import auth, fsm, lcp, link
-from pyslirp.protocol_cores import source_path
+from pyslirp.compiled_modules import source_path
 from pyslirp.runtime.gateway import DEFRAMER_COUNTERS
 from pyslirp.runtime.lines import LINE_COUNTERS, FdSession
 from pyslirp.runtime.scheduler import SCHEDULER_COUNTERS, LineScheduler

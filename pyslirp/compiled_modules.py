@@ -16,8 +16,8 @@ from pathlib import Path
 _PACKAGE = Path(__file__).resolve().parent
 
 
-def protocol_cores() -> list[str]:
-    """Module names of the protocol cores (``pyslirp.net.tcp``, ...)."""
+def compiled_modules() -> list[str]:
+    """Names of the modules compiled from their own source (``pyslirp.net.tcp``, ...)."""
     return sorted(
         f"pyslirp.{pxd.parent.name}.{pxd.stem}"
         for pxd in _PACKAGE.glob("*/*.pxd")
@@ -26,16 +26,16 @@ def protocol_cores() -> list[str]:
 
 
 def source_path(name: str) -> Path:
-    """The ``.py`` of a protocol core."""
+    """The ``.py`` of a compiled module."""
     return _PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
 
 
 def running_from_source() -> list[str]:
-    """Protocol cores that load (or were loaded) from their ``.py`` rather than their compiled
-    extension. A core not imported yet is looked up, not imported: the server asks before it
+    """Compiled modules that load (or were loaded) from their ``.py`` rather than their
+    extension. A module not imported yet is looked up, not imported: the server asks before it
     imports its event loop (see ``pyslirp.runtime.no_tls``)."""
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    return [name for name in protocol_cores() if not _origin(name).endswith(suffixes)]
+    return [name for name in compiled_modules() if not _origin(name).endswith(suffixes)]
 
 
 def _origin(name: str) -> str:
@@ -47,7 +47,7 @@ def _origin(name: str) -> str:
 
 
 def partly_compiled() -> list[str]:
-    """The cores running from source when others run compiled (a broken install): a compiled
-    core reads the C fields of the objects another one makes, so they must be built together."""
+    """The modules running from source when others run compiled (a broken install): a compiled
+    module reads the C fields of the objects another one makes, so they must be built together."""
     source = running_from_source()
-    return source if len(source) < len(protocol_cores()) else []
+    return source if len(source) < len(compiled_modules()) else []
